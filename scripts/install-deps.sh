@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12's archive, everything the library, its tests, the example and the benchmarks use.
+# Safe to run again: apt-get skips what is already there. Needs root (or sudo).
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev libxsimd-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgif-dev
+  libbenchmark-dev dataset-fashion-mnist
+)
+if [ "${DIFFUSION_WITH_TORCH:-0}" = "1" ]; then packages+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
