@@ -1,0 +1,398 @@
+#pragma once
+// 2-D convolution kernels (cross-correlation, as PyTorch's Conv2d), NCHW, any kernel size, stride, padding and
+// groups. Three entry points cover Conv2d and ConvTranspose2d (whose forward is this backward_data):
+//   conv2d_forward         y  = conv(x, w) + bias             (y ASSIGNED)
+//   conv2d_backward_data   dx += conv^T(dy, w)                (ACCUMULATED)
+//   conv2d_backward_weight dw += corr(x, dy)                  (ACCUMULATED)
+//   channel_sum            db += sum over N, H, W of dy       (ACCUMULATED; the bias gradient)
+// Weights are (C_out, C_in / groups, KH, KW). General convolutions go through im2col + GEMM per image and group;
+// 1x1 stride-1 convolutions skip im2col; depthwise convolutions (one input and one output channel per group, e.g. the
+// ConvNeXt 7x7) use direct loops. Work is split over images (forward, backward_data), over fixed batch slabs whose
+// partial weight gradients are summed in slab order (backward_weight), or over channels: never by thread count.
+
+#include <algorithm>
+#include <cstring>
+
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/simd.hpp"
+
+namespace diffusion::kernels {
+
+struct Conv2dGeometry {
+  Index batch = 0, in_channels = 0, in_height = 0, in_width = 0;
+  Index out_channels = 0, out_height = 0, out_width = 0;
+  Index kernel_h = 1, kernel_w = 1, stride = 1, padding = 0, groups = 1;
+
+  // Output size of a convolution: floor((in + 2 pad - k) / stride) + 1.
+  static Index output_size(Index in, Index kernel, Index stride, Index padding) {
+    return (in + 2 * padding - kernel) / stride + 1;
+  }
+  static Conv2dGeometry make(Index n, Index c_in, Index h, Index w, Index c_out, Index kernel, Index stride,
+                             Index padding, Index groups) {
+    Conv2dGeometry g;
+    g.batch = n, g.in_channels = c_in, g.in_height = h, g.in_width = w;
+    g.out_channels = c_out, g.kernel_h = kernel, g.kernel_w = kernel;
+    g.stride = stride, g.padding = padding, g.groups = groups;
+    g.out_height = output_size(h, kernel, stride, padding);
+    g.out_width = output_size(w, kernel, stride, padding);
+    return g;
+  }
+
+  Index in_per_group() const { return in_channels / groups; }
+  Index out_per_group() const { return out_channels / groups; }
+  Index in_pixels() const { return in_height * in_width; }
+  Index out_pixels() const { return out_height * out_width; }
+  Index col_rows() const { return in_per_group() * kernel_h * kernel_w; }  // rows of the im2col matrix
+  Index weight_size() const { return out_channels * col_rows(); }
+  bool is_pointwise() const { return kernel_h == 1 && kernel_w == 1 && stride == 1 && padding == 0; }
+  bool is_depthwise() const { return in_per_group() == 1 && out_per_group() == 1; }
+};
+
+// Batch slabs for weight-gradient reductions: a fixed function of the batch size only.
+inline constexpr Index kMaxSlabs = 16;
+inline Index slab_count(Index batch) { return std::min(batch, kMaxSlabs); }
+inline Index slab_begin(Index slab, Index slabs, Index batch) { return slab * batch / slabs; }
+
+// Scratch slots (parallel.hpp thread_scratch) used by the convolution kernels.
+inline constexpr int kScratchCol = 0;       // im2col matrix, per worker thread
+inline constexpr int kScratchPartials = 1;  // per-slab partial weight gradients, on the calling thread
+
+namespace detail {
+
+// Valid output range [lo, hi) of an output coordinate o for kernel tap k: 0 <= o * stride - pad + k < in.
+inline void valid_range(Index out, Index in, Index k, Index stride, Index pad, Index& lo, Index& hi) {
+  // o >= ceil((pad - k) / stride) and o <= floor((in - 1 + pad - k) / stride)
+  const Index a = pad - k;
+  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  const Index b = in - 1 + pad - k;
+  hi = b < 0 ? 0 : std::min(out, b / stride + 1);
+  if (lo > hi) lo = hi;
+}
+
+// col (C * KH * KW, OH * OW) from one image's channels x (C, H, W).
+template <class T>
+void im2col(const Conv2dGeometry& g, Index channels, const T* x, T* col) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  for (Index c = 0; c < channels; ++c) {
+    for (Index i = 0; i < g.kernel_h; ++i) {
+      Index oh_lo, oh_hi;
+      valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+      for (Index j = 0; j < g.kernel_w; ++j) {
+        Index ow_lo, ow_hi;
+        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+        T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * OH * OW;
+        const T* plane = x + c * H * W;
+        for (Index oh = 0; oh < OH; ++oh) {
+          T* out = row + oh * OW;
+          if (oh < oh_lo || oh >= oh_hi) {
+            std::fill(out, out + OW, T(0));
+            continue;
+          }
+          const T* in = plane + (oh * s - p + i) * W;
+          std::fill(out, out + ow_lo, T(0));
+          if (s == 1) {
+            std::memcpy(out + ow_lo, in + ow_lo - p + j, sizeof(T) * static_cast<std::size_t>(ow_hi - ow_lo));
+          } else {
+            for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow] = in[ow * s - p + j];
+          }
+          std::fill(out + ow_hi, out + OW, T(0));
+        }
+      }
+    }
+  }
+}
+
+// dx (C, H, W) += col2im(dcol (C * KH * KW, OH * OW)).
+template <class T>
+void col2im_add(const Conv2dGeometry& g, Index channels, const T* dcol, T* dx) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  for (Index c = 0; c < channels; ++c) {
+    T* plane = dx + c * H * W;
+    for (Index i = 0; i < g.kernel_h; ++i) {
+      Index oh_lo, oh_hi;
+      valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+      for (Index j = 0; j < g.kernel_w; ++j) {
+        Index ow_lo, ow_hi;
+        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+        const T* row = dcol + ((c * g.kernel_h + i) * g.kernel_w + j) * OH * OW;
+        for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+          T* out = plane + (oh * s - p + i) * W;
+          const T* in = row + oh * OW;
+          for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += in[ow];
+        }
+      }
+    }
+  }
+}
+
+// Depthwise (one channel in, one out): y (OH, OW) = bias + sum_ij w[i][j] x[oh*s-p+i][ow*s-p+j].
+template <class T>
+void depthwise_forward_plane(const Conv2dGeometry& g, const T* x, const T* w, T bias, T* y) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  std::fill(y, y + OH * OW, bias);
+  for (Index i = 0; i < g.kernel_h; ++i) {
+    Index oh_lo, oh_hi;
+    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+    for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+      const T* in = x + (oh * s - p + i) * W;
+      T* out = y + oh * OW;
+      for (Index j = 0; j < g.kernel_w; ++j) {
+        Index ow_lo, ow_hi;
+        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+        const T wv = w[i * g.kernel_w + j];
+        for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow] += wv * in[ow * s - p + j];
+      }
+    }
+  }
+}
+
+// Depthwise: dx (H, W) += sum_ij w[i][j] dy shifted back.
+template <class T>
+void depthwise_backward_data_plane(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  for (Index i = 0; i < g.kernel_h; ++i) {
+    Index oh_lo, oh_hi;
+    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+    for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+      T* out = dx + (oh * s - p + i) * W;
+      const T* in = dy + oh * OW;
+      for (Index j = 0; j < g.kernel_w; ++j) {
+        Index ow_lo, ow_hi;
+        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+        const T wv = w[i * g.kernel_w + j];
+        for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += wv * in[ow];
+      }
+    }
+  }
+}
+
+// Depthwise: acc[i][j] += sum_{oh, ow} dy[oh][ow] x[oh*s-p+i][ow*s-p+j] (acc in double).
+template <class T>
+void depthwise_backward_weight_plane(const Conv2dGeometry& g, const T* x, const T* dy, double* acc) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  for (Index i = 0; i < g.kernel_h; ++i) {
+    Index oh_lo, oh_hi;
+    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+    for (Index j = 0; j < g.kernel_w; ++j) {
+      Index ow_lo, ow_hi;
+      valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+      double sum = 0.0;
+      for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+        const T* in = x + (oh * s - p + i) * W;
+        const T* d = dy + oh * OW;
+        T row = T(0);
+        for (Index ow = ow_lo; ow < ow_hi; ++ow) row += d[ow] * in[ow * s - p + j];
+        sum += static_cast<double>(row);
+      }
+      acc[i * g.kernel_w + j] += sum;
+    }
+  }
+}
+
+}  // namespace detail
+
+namespace reference {
+
+// Direct seven-loop convolution; the definition the fast kernels are tested against.
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const Index cig = g.in_per_group(), cog = g.out_per_group();
+  for (Index n = 0; n < g.batch; ++n)
+    for (Index co = 0; co < g.out_channels; ++co) {
+      const Index grp = co / cog;
+      for (Index oh = 0; oh < g.out_height; ++oh)
+        for (Index ow = 0; ow < g.out_width; ++ow) {
+          double sum = bias ? static_cast<double>(bias[co]) : 0.0;
+          for (Index ci = 0; ci < cig; ++ci)
+            for (Index i = 0; i < g.kernel_h; ++i)
+              for (Index j = 0; j < g.kernel_w; ++j) {
+                const Index ih = oh * g.stride - g.padding + i, iw = ow * g.stride - g.padding + j;
+                if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) continue;
+                const T xv = x[((n * g.in_channels + grp * cig + ci) * g.in_height + ih) * g.in_width + iw];
+                const T wv = w[((co * cig + ci) * g.kernel_h + i) * g.kernel_w + j];
+                sum += static_cast<double>(xv) * static_cast<double>(wv);
+              }
+          y[((n * g.out_channels + co) * g.out_height + oh) * g.out_width + ow] = static_cast<T>(sum);
+        }
+    }
+}
+
+template <class T>
+void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const Index cig = g.in_per_group(), cog = g.out_per_group();
+  for (Index n = 0; n < g.batch; ++n)
+    for (Index co = 0; co < g.out_channels; ++co) {
+      const Index grp = co / cog;
+      for (Index oh = 0; oh < g.out_height; ++oh)
+        for (Index ow = 0; ow < g.out_width; ++ow) {
+          const T d = dy[((n * g.out_channels + co) * g.out_height + oh) * g.out_width + ow];
+          for (Index ci = 0; ci < cig; ++ci)
+            for (Index i = 0; i < g.kernel_h; ++i)
+              for (Index j = 0; j < g.kernel_w; ++j) {
+                const Index ih = oh * g.stride - g.padding + i, iw = ow * g.stride - g.padding + j;
+                if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) continue;
+                dx[((n * g.in_channels + grp * cig + ci) * g.in_height + ih) * g.in_width + iw] +=
+                    d * w[((co * cig + ci) * g.kernel_h + i) * g.kernel_w + j];
+              }
+        }
+    }
+}
+
+template <class T>
+void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  const Index cig = g.in_per_group(), cog = g.out_per_group();
+  for (Index co = 0; co < g.out_channels; ++co) {
+    const Index grp = co / cog;
+    for (Index ci = 0; ci < cig; ++ci)
+      for (Index i = 0; i < g.kernel_h; ++i)
+        for (Index j = 0; j < g.kernel_w; ++j) {
+          double sum = 0.0;
+          for (Index n = 0; n < g.batch; ++n)
+            for (Index oh = 0; oh < g.out_height; ++oh)
+              for (Index ow = 0; ow < g.out_width; ++ow) {
+                const Index ih = oh * g.stride - g.padding + i, iw = ow * g.stride - g.padding + j;
+                if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) continue;
+                sum += static_cast<double>(dy[((n * g.out_channels + co) * g.out_height + oh) * g.out_width + ow]) *
+                       static_cast<double>(x[((n * g.in_channels + grp * cig + ci) * g.in_height + ih) * g.in_width + iw]);
+              }
+          dw[((co * cig + ci) * g.kernel_h + i) * g.kernel_w + j] += static_cast<T>(sum);
+        }
+  }
+}
+
+template <class T>
+void channel_sum(Index batch, Index channels, Index pixels, const T* dy, T* db) {
+  for (Index c = 0; c < channels; ++c) {
+    double sum = 0.0;
+    for (Index n = 0; n < batch; ++n)
+      for (Index p = 0; p < pixels; ++p) sum += static_cast<double>(dy[(n * channels + c) * pixels + p]);
+    db[c] += static_cast<T>(sum);
+  }
+}
+
+}  // namespace reference
+
+// y (N, C_out, OH, OW) = conv(x (N, C_in, H, W), w) + bias (bias may be null). y is assigned.
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  if (reference_kernels()) return reference::conv2d_forward(g, x, w, bias, y);
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_depthwise()) {
+    parallel_for(0, g.batch * g.out_channels, [&](Index nc) {
+      const Index c = nc % g.out_channels;
+      detail::depthwise_forward_plane(g, x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P);
+    });
+    return;
+  }
+  parallel_for(0, g.batch, [&](Index n) {
+    T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    for (Index grp = 0; grp < g.groups; ++grp) {
+      const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
+      T* yg = y + (n * g.out_channels + grp * cog) * P;
+      T beta = T(0);
+      if (bias) {
+        for (Index co = 0; co < cog; ++co) std::fill(yg + co * P, yg + (co + 1) * P, bias[grp * cog + co]);
+        beta = T(1);
+      }
+      const T* b = xg;
+      if (col) {
+        detail::im2col(g, cig, xg, col);
+        b = col;
+      }
+      gemm(Op::NoTrans, Op::NoTrans, cog, P, K, T(1), w + grp * cog * K, K, b, P, beta, yg, P);
+    }
+  });
+}
+
+// dx (N, C_in, H, W) += conv^T(dy (N, C_out, OH, OW), w).
+template <class T>
+void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  if (reference_kernels()) return reference::conv2d_backward_data(g, dy, w, dx);
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_depthwise()) {
+    parallel_for(0, g.batch * g.in_channels, [&](Index nc) {
+      const Index c = nc % g.in_channels;
+      detail::depthwise_backward_data_plane(g, dy + nc * P, w + c * K, dx + nc * g.in_pixels());
+    });
+    return;
+  }
+  parallel_for(0, g.batch, [&](Index n) {
+    T* dcol = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    for (Index grp = 0; grp < g.groups; ++grp) {
+      const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
+      T* dxg = dx + (n * g.in_channels + grp * cig) * g.in_pixels();
+      if (!dcol) {
+        gemm(Op::Trans, Op::NoTrans, K, P, cog, T(1), w + grp * cog * K, K, dyg, P, T(1), dxg, P);
+      } else {
+        gemm(Op::Trans, Op::NoTrans, K, P, cog, T(1), w + grp * cog * K, K, dyg, P, T(0), dcol, P);
+        detail::col2im_add(g, cig, dcol, dxg);
+      }
+    }
+  });
+}
+
+// dw (C_out, C_in / groups, KH, KW) += corr(x (N, C_in, H, W), dy (N, C_out, OH, OW)).
+template <class T>
+void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  if (reference_kernels()) return reference::conv2d_backward_weight(g, x, dy, dw);
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_depthwise()) {
+    parallel_for(0, g.out_channels, [&](Index c) {
+      double acc[64] = {};
+      double* a = acc;
+      AlignedBuffer<double> big;
+      if (K > 64) {
+        big.resize(static_cast<std::size_t>(K));
+        a = big.data();
+        std::fill(a, a + K, 0.0);
+      }
+      for (Index n = 0; n < g.batch; ++n)
+        detail::depthwise_backward_weight_plane(g, x + (n * g.in_channels + c) * g.in_pixels(),
+                                                dy + (n * g.out_channels + c) * P, a);
+      for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
+    });
+    return;
+  }
+  const Index W = g.weight_size(), slabs = slab_count(g.batch);
+  T* partials = thread_scratch<T, kScratchPartials>(static_cast<std::size_t>(slabs * W));
+  parallel_for(0, slabs, [&](Index s) {
+    T* part = partials + s * W;
+    std::fill(part, part + W, T(0));
+    T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    for (Index n = slab_begin(s, slabs, g.batch); n < slab_begin(s + 1, slabs, g.batch); ++n) {
+      for (Index grp = 0; grp < g.groups; ++grp) {
+        const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
+        const T* b = xg;
+        if (col) {
+          detail::im2col(g, cig, xg, col);
+          b = col;
+        }
+        gemm(Op::NoTrans, Op::Trans, cog, K, P, T(1), dy + (n * g.out_channels + grp * cog) * P, P, b, P, T(1),
+             part + grp * cog * K, K);
+      }
+    }
+  });
+  const Index chunk = 4096;
+  parallel_for(0, (W + chunk - 1) / chunk, [&](Index c) {
+    for (Index i = c * chunk; i < std::min(W, (c + 1) * chunk); ++i) {
+      T sum = T(0);
+      for (Index s = 0; s < slabs; ++s) sum += partials[s * W + i];
+      dw[i] += sum;
+    }
+  });
+}
+
+// db (C) += sum over n and pixels of dy (N, C, pixels), accumulated in double in a fixed order.
+template <class T>
+void channel_sum(Index batch, Index channels, Index pixels, const T* dy, T* db) {
+  if (reference_kernels()) return reference::channel_sum(batch, channels, pixels, dy, db);
+  parallel_for(0, channels, [&](Index c) {
+    double sum = 0.0;
+    for (Index n = 0; n < batch; ++n) sum += simd_sum(pixels, dy + (n * channels + c) * pixels);
+    db[c] += static_cast<T>(sum);
+  });
+}
+
+}  // namespace diffusion::kernels

@@ -1,0 +1,63 @@
+#pragma once
+// Element-wise loops over xsimd batches. The tail of an array is processed by the same SIMD function on a padded
+// copy, so every element goes through exactly the same arithmetic wherever it sits: results do not depend on how
+// an array is split between threads.
+
+#include <xsimd/xsimd.hpp>
+
+#include "diffusion/core/aligned_buffer.hpp"
+#include "diffusion/core/shape.hpp"
+
+namespace diffusion::kernels {
+
+template <class T>
+using Batch = xsimd::batch<T>;
+
+template <class T>
+inline constexpr Index kLanes = static_cast<Index>(Batch<T>::size);
+
+// y[i] = f(x[i]) for i in [0, n). f maps Batch<T> -> Batch<T>. x and y may alias.
+template <class T, class F>
+void simd_map(Index n, const T* x, T* y, F f) {
+  constexpr Index L = kLanes<T>;
+  Index i = 0;
+  for (; i + L <= n; i += L) f(Batch<T>::load_unaligned(x + i)).store_unaligned(y + i);
+  if (i < n) {
+    alignas(kAlignment) T in[L] = {};
+    alignas(kAlignment) T out[L];
+    for (Index j = 0; i + j < n; ++j) in[j] = x[i + j];
+    f(Batch<T>::load_aligned(in)).store_aligned(out);
+    for (Index j = 0; i + j < n; ++j) y[i + j] = out[j];
+  }
+}
+
+// out[i] = f(a[i], b[i], out[i]) for i in [0, n): the shape of every backward rule (dx = f(x, dy, dx)).
+template <class T, class F>
+void simd_map3(Index n, const T* a, const T* b, T* out, F f) {
+  constexpr Index L = kLanes<T>;
+  Index i = 0;
+  for (; i + L <= n; i += L)
+    f(Batch<T>::load_unaligned(a + i), Batch<T>::load_unaligned(b + i), Batch<T>::load_unaligned(out + i))
+        .store_unaligned(out + i);
+  if (i < n) {
+    alignas(kAlignment) T ta[L] = {}, tb[L] = {}, to[L] = {};
+    for (Index j = 0; i + j < n; ++j) ta[j] = a[i + j], tb[j] = b[i + j], to[j] = out[i + j];
+    f(Batch<T>::load_aligned(ta), Batch<T>::load_aligned(tb), Batch<T>::load_aligned(to)).store_aligned(to);
+    for (Index j = 0; i + j < n; ++j) out[i + j] = to[j];
+  }
+}
+
+// Sum of x[0..n) accumulated in double, in a fixed order (lane-wise partial sums, then lanes in order).
+template <class T>
+double simd_sum(Index n, const T* x) {
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  Index i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(x[i + j]);
+  double sum = 0.0;
+  for (; i < n; ++i) sum += static_cast<double>(x[i]);
+  for (int j = 0; j < 8; ++j) sum += lanes[j];
+  return sum;
+}
+
+}  // namespace diffusion::kernels

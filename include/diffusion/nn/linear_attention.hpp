@@ -1,0 +1,116 @@
+#pragma once
+// Linear attention (Shen et al. 2018; the reference's `LinearAttention`, used at every U-Net level): cost linear in
+// the number of pixels P. x (N, dim, H, W), heads of dim_head features, hidden = heads * dim_head:
+//   q, k, v = split(to_qkv(x))                          to_qkv: 1x1 conv dim -> 3 * hidden, no bias
+//   q = softmax over features (dim -2), then * scale    k = softmax over pixels (dim -1)
+//   context[d][e] = sum_n k[d][n] v[e][n]               (dim_head, dim_head) per head
+//   out[h * dim_head + e][n] = sum_d context[d][e] q[d][n]
+//   y = GroupNorm(1, dim)(conv1x1(out))                  to_out = Sequential(Conv2d(hidden, dim, 1), GroupNorm(1, dim))
+// Parameters: `<name>.to_qkv.weight`, `<name>.to_out.0.{weight,bias}`, `<name>.to_out.1.{weight,bias}`.
+// Saves softmaxed q and k and the contexts for backward. Contract as in conv2d.hpp.
+
+#include <cmath>
+#include <string>
+
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/softmax.hpp"
+#include "diffusion/nn/attention.hpp"
+#include "diffusion/nn/conv2d.hpp"
+#include "diffusion/nn/group_norm.hpp"
+#include "diffusion/nn/tensor_ops.hpp"
+
+namespace diffusion::nn {
+
+inline constexpr int kScratchSoftmaxWork = 4;
+
+template <class T>
+class LinearAttention {
+ public:
+  LinearAttention(ParameterStore<T>& params, const std::string& name, Index dim, Index heads = 4, Index dim_head = 32)
+      : name_(name), dim_(dim), heads_(heads), dim_head_(dim_head), scale_(static_cast<T>(std::pow(dim_head, -0.5))),
+        to_qkv_(params, join_name(name, "to_qkv"), dim, 3 * heads * dim_head, 1, 1, 0, 1, false),
+        to_out_conv_(params, join_name(name, "to_out.0"), heads * dim_head, dim, 1),
+        to_out_norm_(params, join_name(name, "to_out.1"), 1, dim) {
+    DIFFUSION_CHECK(heads > 0 && dim_head > 0, "LinearAttention '" << name << "': heads and dim_head must be positive");
+  }
+
+  void forward(const Tensor<T>& x, Tensor<T>& y) {
+    to_qkv_.forward(x, qkv_);
+    const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
+    q_soft_.resize(Shape{N, heads_, d, P});
+    k_soft_.resize(Shape{N, heads_, d, P});
+    context_.resize(Shape{N, heads_, d, d});
+    heads_out_.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
+    parallel_for(0, N * heads_, [&](Index nh) {
+      const Index n = nh / heads_, h = nh % heads_;
+      const T* q = qkv_.data() + (n * 3 * hidden + h * d) * P;  // (d, P)
+      const T* k = q + hidden * P;
+      const T* v = k + hidden * P;
+      T* qs = q_soft_.data() + nh * d * P;
+      T* ks = k_soft_.data() + nh * d * P;
+      T* ctx = context_.data() + nh * d * d;
+      double* work = thread_scratch<double, kScratchSoftmaxWork>(static_cast<std::size_t>(2 * P));
+      kernels::softmax_cols(d, P, q, qs, work);  // over features, per pixel
+      kernels::softmax_rows(d, P, k, ks);        // over pixels, per feature
+      kernels::gemm(kernels::Op::NoTrans, kernels::Op::Trans, d, d, P, T(1), ks, P, v, P, T(0), ctx, d);
+      T* out = heads_out_.data() + (n * hidden + h * d) * P;
+      kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, d, P, d, scale_, ctx, d, qs, P, T(0), out, P);
+    });
+    to_out_conv_.forward(heads_out_, conv_out_);
+    to_out_norm_.forward(conv_out_, y);
+  }
+
+  void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
+    zero_like(dconv_out_, conv_out_);
+    to_out_norm_.backward(conv_out_, dy, &dconv_out_);
+    zero_like(dheads_out_, heads_out_);
+    to_out_conv_.backward(heads_out_, dconv_out_, &dheads_out_);
+    const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
+    dqkv_.resize(qkv_.shape());  // every element assigned below
+    parallel_for(0, N * heads_, [&](Index nh) {
+      const Index n = nh / heads_, h = nh % heads_;
+      const Index off = (n * 3 * hidden + h * d) * P;
+      const T* v = qkv_.data() + off + 2 * hidden * P;
+      T* dq = dqkv_.data() + off;
+      T* dk = dq + hidden * P;
+      T* dv = dk + hidden * P;
+      const T* qs = q_soft_.data() + nh * d * P;
+      const T* ks = k_soft_.data() + nh * d * P;
+      const T* ctx = context_.data() + nh * d * d;
+      const T* dout = dheads_out_.data() + (n * hidden + h * d) * P;  // (d, P)
+      T* scratch = thread_scratch<T, kScratchAttention>(static_cast<std::size_t>(d * d + 2 * d * P));
+      T* dctx = scratch;             // (d, d)
+      T* dqs = scratch + d * d;      // (d, P)
+      T* dks = dqs + d * P;          // (d, P)
+      double* work = thread_scratch<double, kScratchSoftmaxWork>(static_cast<std::size_t>(2 * P));
+      // out[e][n] = scale sum_d ctx[d][e] qs[d][n]
+      kernels::gemm(kernels::Op::NoTrans, kernels::Op::Trans, d, d, P, scale_, qs, P, dout, P, T(0), dctx, d);
+      kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, d, P, d, scale_, ctx, d, dout, P, T(0), dqs, P);
+      // ctx[d][e] = sum_n ks[d][n] v[e][n]
+      kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, d, P, d, T(1), dctx, d, v, P, T(0), dks, P);
+      kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, d, P, d, T(1), dctx, d, ks, P, T(0), dv, P);
+      kernels::softmax_cols_backward(d, P, qs, dqs, dq, work);
+      kernels::softmax_rows_backward(d, P, ks, dks, dk);
+    });
+    to_qkv_.backward(x, dqkv_, dx);
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  Index dim_, heads_, dim_head_;
+  T scale_;
+  Conv2d<T> to_qkv_, to_out_conv_;
+  GroupNorm<T> to_out_norm_;
+  Tensor<T> qkv_;        // (N, 3 * hidden, H, W)
+  Tensor<T> q_soft_;     // (N, heads, d, P) softmax of q over d (unscaled)
+  Tensor<T> k_soft_;     // (N, heads, d, P) softmax of k over P
+  Tensor<T> context_;    // (N, heads, d, d)
+  Tensor<T> heads_out_;  // (N, hidden, H, W)
+  Tensor<T> conv_out_;   // (N, dim, H, W) before the GroupNorm
+  Tensor<T> dconv_out_, dheads_out_, dqkv_;
+};
+
+}  // namespace diffusion::nn
