@@ -3,6 +3,12 @@
 // copy, so every element goes through exactly the same arithmetic wherever it sits: results do not depend on how
 // an array is split between threads.
 
+// GCC 12 reports false -W(maybe-)uninitialized inside xsimd's AVX-512 code (_mm512_undefined_* operands).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <xsimd/xsimd.hpp>
 
 #include "diffusion/core/aligned_buffer.hpp"
@@ -61,3 +67,7 @@ double simd_sum(Index n, const T* x) {
 }
 
 }  // namespace diffusion::kernels
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
