@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "diffusion/io/gif.hpp"
 #include "diffusion/io/image.hpp"
 
 std::vector<std::uint8_t> encode_and_decode_in_another_translation_unit(const std::string& path) {
