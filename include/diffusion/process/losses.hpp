@@ -1,0 +1,93 @@
+#pragma once
+// Regression losses of the denoiser (the primer's p_losses): mean over every element of
+//   L2:    (pred - target)^2                                   F.mse_loss
+//   L1:    |pred - target|                                     F.l1_loss
+//   Huber: 0.5 d^2 if |d| < 1 else |d| - 0.5,  d = pred - target  F.smooth_l1_loss (beta = 1)
+// The mean is accumulated in double, in element order (bitwise the same for any thread count).
+
+#include <cmath>
+#include <string>
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/tensor.hpp"
+
+namespace diffusion {
+
+enum class LossType { L2, L1, Huber };
+
+inline const char* loss_type_name(LossType t) {
+  switch (t) {
+    case LossType::L2: return "l2";
+    case LossType::L1: return "l1";
+    case LossType::Huber: return "huber";
+  }
+  return "?";
+}
+
+// "l2" | "l1" | "huber" (the primer's loss_type strings).
+inline LossType parse_loss_type(const std::string& name) {
+  if (name == "l2") return LossType::L2;
+  if (name == "l1") return LossType::L1;
+  if (name == "huber") return LossType::Huber;
+  DIFFUSION_CHECK(false, "parse_loss_type: unknown loss type '" << name << "' (valid: l2, l1, huber)");
+  return LossType::L2;
+}
+
+namespace detail {
+
+// Loss of one element and its derivative with respect to pred, for the difference d = pred - target.
+// The derivatives at the kinks are PyTorch's: sign(0) = 0 for L1; at |d| = 1 Huber's quadratic branch gives d.
+inline double loss_element(LossType type, double d, double& dd) {
+  switch (type) {
+    case LossType::L2:
+      dd = 2.0 * d;
+      return d * d;
+    case LossType::L1:
+      dd = d > 0.0 ? 1.0 : d < 0.0 ? -1.0 : 0.0;
+      return std::fabs(d);
+    case LossType::Huber: {
+      const double ad = std::fabs(d);
+      dd = d < -1.0 ? -1.0 : d > 1.0 ? 1.0 : d;
+      return ad < 1.0 ? 0.5 * d * d : ad - 0.5;
+    }
+  }
+  dd = 0.0;
+  return 0.0;
+}
+
+template <class T>
+void check_loss_args(const Tensor<T>& pred, const Tensor<T>& target, const char* what) {
+  check_shape(target, pred.shape(), what);
+  DIFFUSION_CHECK(pred.numel() > 0, what << ": pred is empty (shape " << pred.shape() << "), the mean is undefined");
+}
+
+}  // namespace detail
+
+// Returns the mean loss of pred against target (same shape, non-empty).
+template <class T>
+double loss_forward(LossType type, const Tensor<T>& pred, const Tensor<T>& target) {
+  detail::check_loss_args(pred, target, "loss_forward: target");
+  const Index n = pred.numel();
+  double sum = 0.0, dd = 0.0;
+  for (Index i = 0; i < n; ++i)
+    sum += detail::loss_element(type, static_cast<double>(pred[i]) - static_cast<double>(target[i]), dd);
+  return sum / static_cast<double>(n);
+}
+
+// Returns the mean loss and ASSIGNS dpred (resized to pred's shape) = d(loss)/d(pred). dpred may be pred itself.
+template <class T>
+double loss_forward_backward(LossType type, const Tensor<T>& pred, const Tensor<T>& target, Tensor<T>& dpred) {
+  detail::check_loss_args(pred, target, "loss_forward_backward: target");
+  const Index n = pred.numel();
+  dpred.ensure_shape(pred.shape());
+  const double inv_n = 1.0 / static_cast<double>(n);
+  double sum = 0.0;
+  for (Index i = 0; i < n; ++i) {
+    double dd = 0.0;
+    sum += detail::loss_element(type, static_cast<double>(pred[i]) - static_cast<double>(target[i]), dd);
+    dpred[i] = static_cast<T>(dd * inv_n);
+  }
+  return sum / static_cast<double>(n);
+}
+
+}  // namespace diffusion
