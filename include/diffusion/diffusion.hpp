@@ -1,0 +1,29 @@
+#pragma once
+// Umbrella header: the public API of the diffusion library. Includes the other headers and nothing else.
+// (io/image.hpp and io/gif.hpp are left out: they need stb and giflib; include them where you write pictures.)
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/core/parameters.hpp"
+#include "diffusion/core/random.hpp"
+#include "diffusion/core/tensor.hpp"
+
+#include "diffusion/nn/activations.hpp"
+#include "diffusion/nn/attention.hpp"
+#include "diffusion/nn/conv2d.hpp"
+#include "diffusion/nn/conv_transpose2d.hpp"
+#include "diffusion/nn/convnext_block.hpp"
+#include "diffusion/nn/group_norm.hpp"
+#include "diffusion/nn/linear.hpp"
+#include "diffusion/nn/linear_attention.hpp"
+#include "diffusion/nn/prenorm_residual.hpp"
+#include "diffusion/nn/resnet_block.hpp"
+#include "diffusion/nn/tensor_ops.hpp"
+#include "diffusion/nn/time_embedding.hpp"
+
+#include "diffusion/model/unet.hpp"
+#include "diffusion/model/unet_config.hpp"
+#include "diffusion/model/unet_weights.hpp"
+
+#include "diffusion/io/idx.hpp"
+#include "diffusion/io/safetensors.hpp"

@@ -1,0 +1,206 @@
+// Fast kernels against their plain reference twins (kernels::use_reference_kernels), on awkward shapes: every
+// GEMM transpose combination, convolutions with odd sizes, strides, padding and groups (including depthwise and
+// pointwise fast paths), GroupNorm, activations. Tolerances are float rounding over the reduction length.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/core/random.hpp"
+#include "diffusion/kernels/activations.hpp"
+#include "diffusion/kernels/conv2d.hpp"
+#include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/group_norm.hpp"
+#include "diffusion/kernels/softmax.hpp"
+
+using namespace diffusion;
+using namespace diffusion::kernels;
+
+namespace {
+
+std::vector<float> random_vector(Index n, std::uint64_t seed) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  Rng(seed).normal(v.data(), n);
+  return v;
+}
+
+// max |a - b| / (max |b| + tiny)
+double max_relative(const std::vector<float>& a, const std::vector<float>& b) {
+  double err = 0.0, ref = 1e-30;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::abs(double(a[i]) - double(b[i])));
+    ref = std::max(ref, std::abs(double(b[i])));
+  }
+  return err / ref;
+}
+
+template <class F>
+void fast_and_reference(F f, std::vector<float>& fast, std::vector<float>& ref) {
+  {
+    ReferenceKernelsScope off(false);
+    f(fast);
+  }
+  {
+    ReferenceKernelsScope on(true);
+    f(ref);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("GEMM matches the reference for all transpose combinations and leading dimensions") {
+  const Index M = 13, N = 21, K = 37;
+  for (Op a : {Op::NoTrans, Op::Trans})
+    for (Op b : {Op::NoTrans, Op::Trans})
+      for (float beta : {0.0f, 1.0f, 0.5f}) {
+        const Index lda = (a == Op::NoTrans ? K : M) + 3, ldb = (b == Op::NoTrans ? N : K) + 2, ldc = N + 5;
+        const auto A = random_vector(64 * lda, 1), B = random_vector(64 * ldb, 2), C0 = random_vector(M * ldc, 3);
+        std::vector<float> fast, ref;
+        fast_and_reference(
+            [&](std::vector<float>& c) {
+              c = C0;
+              gemm(a, b, M, N, K, 0.7f, A.data(), lda, B.data(), ldb, beta, c.data(), ldc);
+            },
+            fast, ref);
+        INFO("op_a " << int(a) << " op_b " << int(b) << " beta " << beta);
+        REQUIRE(max_relative(fast, ref) < 1e-5);
+      }
+}
+
+TEST_CASE("convolution kernels match the direct reference on many geometries") {
+  struct Geo {
+    Index n, cin, h, w, cout, k, stride, pad, groups;
+  };
+  const Geo geos[] = {
+      {2, 3, 7, 7, 5, 3, 1, 1, 1},   // 3x3 same
+      {3, 4, 7, 9, 6, 4, 2, 1, 2},   // Downsample-like, grouped, odd sizes
+      {2, 6, 7, 7, 6, 7, 1, 3, 6},   // depthwise 7x7 (direct path)
+      {2, 6, 5, 6, 9, 1, 1, 0, 3},   // pointwise grouped (no im2col)
+      {1, 2, 9, 5, 4, 5, 3, 2, 1},   // stride 3, kernel 5
+      {17, 3, 4, 4, 2, 3, 1, 0, 1},  // batch above the slab count
+  };
+  for (const Geo& s : geos) {
+    const auto g = Conv2dGeometry::make(s.n, s.cin, s.h, s.w, s.cout, s.k, s.stride, s.pad, s.groups);
+    const Index xs = g.batch * g.in_channels * g.in_pixels(), ys = g.batch * g.out_channels * g.out_pixels();
+    const auto x = random_vector(xs, 4), w = random_vector(g.weight_size(), 5), b = random_vector(g.out_channels, 6);
+    const auto dy = random_vector(ys, 7), dx0 = random_vector(xs, 8), dw0 = random_vector(g.weight_size(), 9);
+    INFO("geometry n=" << s.n << " cin=" << s.cin << " " << s.h << "x" << s.w << " cout=" << s.cout << " k=" << s.k
+                       << " stride=" << s.stride << " pad=" << s.pad << " groups=" << s.groups);
+    std::vector<float> fast, ref;
+    fast_and_reference([&](std::vector<float>& y) {
+      y.assign(static_cast<std::size_t>(ys), 0.0f);
+      conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-5);
+    fast_and_reference([&](std::vector<float>& dx) {
+      dx = dx0;  // accumulation onto existing values
+      conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-5);
+    fast_and_reference([&](std::vector<float>& dw) {
+      dw = dw0;
+      conv2d_backward_weight(g, x.data(), dy.data(), dw.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-5);
+    fast_and_reference([&](std::vector<float>& db) {
+      db.assign(static_cast<std::size_t>(g.out_channels), 1.0f);
+      channel_sum(g.batch, g.out_channels, g.out_pixels(), dy.data(), db.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-5);
+  }
+}
+
+TEST_CASE("GroupNorm kernels match the reference") {
+  const Index N = 3, C = 6, P = 7 * 7;
+  for (Index G : {1, 2, 6}) {
+    const auto x = random_vector(N * C * P, 10), gamma = random_vector(C, 11), beta = random_vector(C, 12);
+    const auto dy = random_vector(N * C * P, 13);
+    std::vector<double> mean(static_cast<std::size_t>(N * G)), rstd(mean.size());
+    std::vector<float> fast, ref;
+    fast_and_reference([&](std::vector<float>& y) {
+      y.assign(static_cast<std::size_t>(N * C * P), 0.0f);
+      group_norm_forward(N, C, P, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data());
+    }, fast, ref);
+    INFO("groups " << G);
+    CHECK(max_relative(fast, ref) < 1e-5);
+    fast_and_reference([&](std::vector<float>& out) {
+      out.assign(static_cast<std::size_t>(N * C * P + 2 * C), 0.5f);
+      group_norm_backward(N, C, P, G, x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(), out.data(),
+                          out.data() + N * C * P, out.data() + N * C * P + C);
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-5);
+  }
+}
+
+TEST_CASE("SIMD activations match the std:: reference and do not depend on where an element sits") {
+  const Index n = 1000 + 3;  // not a multiple of the SIMD width
+  auto x = random_vector(n, 14);
+  for (float& v : x) v *= 4.0f;
+  x[0] = 30.0f, x[1] = -30.0f, x[2] = 0.0f;
+  const auto dy = random_vector(n, 15);
+  using Fn = void (*)(Index, const float*, float*);
+  using Bn = void (*)(Index, const float*, const float*, float*);
+  const Fn forwards[] = {silu_forward<float>, gelu_forward<float>};
+  const Bn backwards[] = {silu_backward<float>, gelu_backward<float>};
+  for (int which = 0; which < 2; ++which) {
+    std::vector<float> fast, ref;
+    fast_and_reference([&](std::vector<float>& y) {
+      y.assign(static_cast<std::size_t>(n), 0.0f);
+      forwards[which](n, x.data(), y.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-6);
+    // Same element, different offset and length: identical bits (tails go through the same SIMD code).
+    std::vector<float> shifted(static_cast<std::size_t>(n), 0.0f);
+    forwards[which](n - 5, x.data() + 5, shifted.data() + 5);
+    for (Index i = 5; i < n; ++i) REQUIRE(std::memcmp(&shifted[std::size_t(i)], &fast[std::size_t(i)], 4) == 0);
+    fast_and_reference([&](std::vector<float>& dx) {
+      dx.assign(static_cast<std::size_t>(n), 0.25f);
+      backwards[which](n, x.data(), dy.data(), dx.data());
+    }, fast, ref);
+    CHECK(max_relative(fast, ref) < 1e-6);
+  }
+}
+
+TEST_CASE("softmax kernels: rows and columns sum to one and backward matches the Jacobian") {
+  const Index R = 5, C = 7;
+  const auto x = random_vector(R * C, 16);
+  std::vector<float> rows(static_cast<std::size_t>(R * C)), cols(rows.size());
+  std::vector<double> work(static_cast<std::size_t>(2 * C));
+  softmax_rows(R, C, x.data(), rows.data());
+  softmax_cols(R, C, x.data(), cols.data(), work.data());
+  for (Index r = 0; r < R; ++r) {
+    double s = 0;
+    for (Index c = 0; c < C; ++c) s += rows[std::size_t(r * C + c)];
+    REQUIRE(std::abs(s - 1.0) < 1e-6);
+  }
+  for (Index c = 0; c < C; ++c) {
+    double s = 0;
+    for (Index r = 0; r < R; ++r) s += cols[std::size_t(r * C + c)];
+    REQUIRE(std::abs(s - 1.0) < 1e-6);
+  }
+  // Backward against the explicit Jacobian J = diag(y) - y y^T of one row.
+  const auto dy = random_vector(C, 17);
+  std::vector<float> dx(static_cast<std::size_t>(C));
+  softmax_rows_backward(1, C, rows.data(), dy.data(), dx.data());
+  for (Index i = 0; i < C; ++i) {
+    double expect = 0;
+    for (Index j = 0; j < C; ++j)
+      expect += ((i == j ? rows[std::size_t(i)] : 0.0) - double(rows[std::size_t(i)]) * rows[std::size_t(j)]) * dy[std::size_t(j)];
+    REQUIRE(std::abs(dx[std::size_t(i)] - expect) < 1e-6);
+  }
+}
+
+TEST_CASE("convolution weight gradients are bitwise identical with 1 and 2 threads") {
+  const auto g = Conv2dGeometry::make(20, 6, 7, 7, 8, 3, 1, 1, 1);
+  const auto x = random_vector(g.batch * g.in_channels * g.in_pixels(), 18);
+  const auto dy = random_vector(g.batch * g.out_channels * g.out_pixels(), 19);
+  const int saved = max_threads();
+  std::vector<float> one(static_cast<std::size_t>(g.weight_size()), 0.0f), two = one;
+  set_num_threads(1);
+  conv2d_backward_weight(g, x.data(), dy.data(), one.data());
+  set_num_threads(2);
+  conv2d_backward_weight(g, x.data(), dy.data(), two.data());
+  set_num_threads(saved);
+  REQUIRE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+}
