@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,7 +57,7 @@ class IdxSource {
       throw Error(prefix() + "cannot open: " + std::strerror(err));
     }
     DIFFUSION_CHECK(S_ISREG(st.st_mode), prefix() << "not a regular file");
-    file_ = std::fopen(path.c_str(), "rb");
+    file_.reset(std::fopen(path.c_str(), "rb"));
     DIFFUSION_CHECK(file_ != nullptr, prefix() << "cannot open: " << std::strerror(errno));
     refill();
     gzip_ = in_len_ >= 2 && in_[0] == 0x1f && in_[1] == 0x8b;
@@ -72,7 +73,6 @@ class IdxSource {
   IdxSource& operator=(const IdxSource&) = delete;
   ~IdxSource() {
     if (zs_open_) inflateEnd(&zs_);
-    if (file_) std::fclose(file_);
   }
 
   std::string prefix() const { return "IDX file '" + path_ + "': "; }
@@ -98,9 +98,9 @@ class IdxSource {
 
  private:
   void refill() {
-    in_len_ = std::fread(in_.data(), 1, in_.size(), file_);
+    in_len_ = std::fread(in_.data(), 1, in_.size(), file_.get());
     in_pos_ = 0;
-    DIFFUSION_CHECK(!std::ferror(file_), prefix() << "read error: " << std::strerror(errno));
+    DIFFUSION_CHECK(!std::ferror(file_.get()), prefix() << "read error: " << std::strerror(errno));
     if (gzip_) {
       zs_.next_in = in_.data();
       zs_.avail_in = static_cast<uInt>(in_len_);
@@ -147,7 +147,10 @@ class IdxSource {
   }
 
   std::string path_;
-  std::FILE* file_ = nullptr;
+  struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::unique_ptr<std::FILE, FileCloser> file_;  // closed even when the constructor throws
   std::vector<std::uint8_t> in_;
   std::size_t in_len_ = 0, in_pos_ = 0;
   bool gzip_ = false;
