@@ -1,0 +1,56 @@
+#pragma once
+// Gradient clipping by global L2 norm, as torch.nn.utils.clip_grad_norm_(parameters, max_norm) (norm_type 2):
+//   total = ||g||_2 over every gradient;  coef = max_norm / (total + 1e-6);  if coef < 1: g *= coef.
+// The sum of squares is accumulated in double over fixed chunks, reduced in chunk order: the same bits for any
+// thread count.
+
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/core/parameters.hpp"
+
+namespace diffusion {
+
+// ||grads[0..n)||_2, in double.
+template <class T>
+double grad_norm(const T* grads, std::size_t n) {
+  constexpr std::size_t kChunk = 8192;
+  const std::size_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks, 0.0);  // one sum of squares per chunk
+  parallel_for(0, static_cast<Index>(chunks), [&](Index c) {
+    const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
+    const std::size_t end = begin + kChunk < n ? begin + kChunk : n;
+    double s = 0.0;
+    for (std::size_t i = begin; i < end; ++i) s += static_cast<double>(grads[i]) * static_cast<double>(grads[i]);
+    partial[static_cast<std::size_t>(c)] = s;
+  });
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return std::sqrt(total);
+}
+
+// Scales grads[0..n) in place so that their global norm is at most max_norm (> 0), as PyTorch does, and returns
+// the norm before clipping. A non-finite norm is returned as is and leaves the gradients unchanged (the caller
+// decides whether to skip the step).
+template <class T>
+double clip_grad_norm(T* grads, std::size_t n, double max_norm) {
+  DIFFUSION_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be > 0, got " << max_norm);
+  const double total = grad_norm(grads, n);
+  const double coef = max_norm / (total + 1e-6);
+  if (std::isfinite(total) && coef < 1.0) {
+    const T c = static_cast<T>(coef);
+    parallel_for(0, static_cast<Index>(n), [&](Index i) { grads[i] = grads[i] * c; });
+  }
+  return total;
+}
+
+// Every gradient of a store (padding is zero and stays zero).
+template <class T>
+double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
+  return clip_grad_norm(store.grads(), store.size(), max_norm);
+}
+
+}  // namespace diffusion
