@@ -25,5 +25,21 @@
 #include "diffusion/model/unet_config.hpp"
 #include "diffusion/model/unet_weights.hpp"
 
+#include "diffusion/process/forward_process.hpp"
+#include "diffusion/process/losses.hpp"
+#include "diffusion/process/parameterization.hpp"
+#include "diffusion/process/schedule.hpp"
+
+#include "diffusion/samplers/ddim.hpp"
+#include "diffusion/samplers/ddpm.hpp"
+
+#include "diffusion/train/adam.hpp"
+#include "diffusion/train/checkpoint.hpp"
+#include "diffusion/train/dataset.hpp"
+#include "diffusion/train/ema.hpp"
+#include "diffusion/train/grad_clip.hpp"
+#include "diffusion/train/trainer.hpp"
+
+#include "diffusion/io/atomic_file.hpp"
 #include "diffusion/io/idx.hpp"
 #include "diffusion/io/safetensors.hpp"

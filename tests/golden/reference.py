@@ -500,7 +500,9 @@ def ddim_timesteps(T, S, spacing="linspace"):
     elif spacing == "leading":
         ts = np.arange(0, S, dtype=np.int64) * (T // S)
     elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1
+        # the diffusers formula, round(arange(T, 0, -T/S)) - 1; float arange can emit one extra entry that rounds
+        # to -1 (e.g. T=200, S=29): the first S entries are the sequence
+        ts = (np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1)[:S]
     else:
         raise ValueError(f"ddim_timesteps: unknown spacing '{spacing}' (linspace, leading, trailing)")
     return torch.from_numpy(np.sort(ts))

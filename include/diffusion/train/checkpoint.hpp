@@ -1,0 +1,142 @@
+#pragma once
+// Training checkpoints: one safetensors file with everything needed to continue a run exactly.
+//   <name>                       the raw weights, under the reference's state_dict names
+//   ema.<name>                   the EMA weights (when the trainer keeps an EMA)
+//   adam.exp_avg.<name>          Adam's first moments
+//   adam.exp_avg_sq.<name>       Adam's second moments
+//   schedule.betas               the noise schedule (F64), so that sampling uses exactly the trained one
+//   __metadata__: "diffusion.unet" (config), "diffusion.train" (JSON: step, seed, adam and ema counters, options)
+//   and any extra entries the caller adds (e.g. the example's command line).
+// Written atomically (io/atomic_file.hpp): a crash mid-write leaves the previous checkpoint intact.
+// load_checkpoint checks the file against the model and trainer before changing anything.
+
+#include <cmath>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_weights.hpp"
+#include "diffusion/train/trainer.hpp"
+
+namespace diffusion {
+
+inline constexpr const char* kTrainStateKey = "diffusion.train";
+
+template <class T>
+void save_checkpoint(const std::string& path, const Trainer<T>& trainer,
+                     const std::map<std::string, std::string>& extra_metadata = {}) {
+  const Unet<T>& model = trainer.model();
+  const ParameterStore<T>& store = model.params();
+  io::SafetensorsWriter w;
+  for (const auto& e : store.entries()) {
+    w.add(e.name, e.shape, store.values() + e.offset);
+    if (trainer.ema()) w.add("ema." + e.name, e.shape, trainer.ema()->shadow() + e.offset);
+    if (trainer.optimizer().size() == store.size()) {
+      w.add("adam.exp_avg." + e.name, e.shape, trainer.optimizer().exp_avg() + e.offset);
+      w.add("adam.exp_avg_sq." + e.name, e.shape, trainer.optimizer().exp_avg_sq() + e.offset);
+    }
+  }
+  const auto& betas = trainer.schedule().betas;
+  w.add("schedule.betas", Shape{static_cast<Index>(betas.size())}, betas.data());
+  const TrainerOptions& o = trainer.options();
+  nlohmann::json state;
+  state["step"] = trainer.step_count();
+  state["seed"] = o.seed;
+  state["adam_step"] = trainer.optimizer().step_count();
+  state["ema_step"] = trainer.ema() ? trainer.ema()->step_count() : 0;
+  state["loss"] = loss_type_name(o.loss);
+  state["prediction"] = prediction_name(o.prediction);
+  state["lr"] = o.adam.lr;
+  state["timesteps"] = trainer.schedule().num_timesteps();
+  state["ema"] = trainer.ema() != nullptr;
+  state["last_loss"] = std::isfinite(trainer.last_loss()) ? trainer.last_loss() : 0.0;
+  w.add_metadata(kTrainStateKey, state.dump());
+  w.add_metadata(kUnetConfigKey, model.config().to_json().dump());
+  const nlohmann::json ext = model.config().extensions_to_json();
+  if (!ext.empty()) w.add_metadata(kUnetExtensionsKey, ext.dump());
+  for (const auto& kv : extra_metadata) w.add_metadata(kv.first, kv.second);
+  w.write(path);
+}
+
+// The "diffusion.train" metadata of a checkpoint (throws if the file has none).
+inline nlohmann::json read_train_state(const io::SafetensorsReader& reader) {
+  const auto it = reader.metadata().find(kTrainStateKey);
+  DIFFUSION_CHECK(it != reader.metadata().end(),
+                  "checkpoint '" << reader.path() << "': no '" << kTrainStateKey << "' metadata (not a training checkpoint)");
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("checkpoint '" + reader.path() + "': '" + kTrainStateKey + "' metadata is not valid JSON (" + e.what() + ")");
+  }
+}
+
+// The noise schedule stored in a checkpoint.
+inline NoiseSchedule read_checkpoint_schedule(const io::SafetensorsReader& reader) {
+  DIFFUSION_CHECK(reader.contains("schedule.betas"), "checkpoint '" << reader.path() << "': no 'schedule.betas' tensor");
+  const Tensor<double> betas = reader.read<double>("schedule.betas");
+  return NoiseSchedule(std::vector<double>(betas.begin(), betas.end()));
+}
+
+// Restores weights, optimizer moments, EMA and step count into a trainer built with the same configuration.
+template <class T>
+void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
+  const io::SafetensorsReader reader(path);
+  const nlohmann::json state = read_train_state(reader);
+  Unet<T>& model = trainer.model();
+  ParameterStore<T>& store = model.params();
+  const std::string where = "checkpoint '" + path + "': ";
+  const UnetConfig stored = unet_config_from_metadata(reader.metadata(), path);
+  DIFFUSION_CHECK(stored.to_json() == model.config().to_json() &&
+                      stored.extensions_to_json() == model.config().extensions_to_json(),
+                  where << "U-Net configuration " << stored.to_json().dump() << " differs from the model's "
+                        << model.config().to_json().dump());
+  const NoiseSchedule schedule = read_checkpoint_schedule(reader);
+  DIFFUSION_CHECK(schedule.betas == trainer.schedule().betas,
+                  where << "noise schedule (T = " << schedule.num_timesteps() << ") differs from the trainer's (T = "
+                        << trainer.schedule().num_timesteps() << ")");
+  std::int64_t step = 0, adam_step = 0, ema_step = 0;
+  try {
+    step = state.at("step").get<std::int64_t>();
+    adam_step = state.at("adam_step").get<std::int64_t>();
+    ema_step = state.value("ema_step", std::int64_t(0));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + "'" + kTrainStateKey + "' lacks a step counter (" + e.what() + ")");
+  }
+  DIFFUSION_CHECK(step >= 0 && adam_step >= 0 && ema_step >= 0, where << "negative step counters");
+  const bool has_ema = reader.contains("ema." + store.entries().front().name);
+  DIFFUSION_CHECK(!trainer.ema() || has_ema, where << "has no EMA weights but the trainer keeps an EMA");
+  const bool has_adam = adam_step > 0;
+  // Check every tensor before changing anything.
+  auto check = [&](const std::string& name, const Shape& shape) {
+    DIFFUSION_CHECK(reader.contains(name), where << "missing tensor '" << name << "'");
+    DIFFUSION_CHECK(reader.shape(name) == shape, where << "tensor '" << name << "' has shape " << reader.shape(name)
+                                                       << ", expected " << shape);
+  };
+  for (const auto& e : store.entries()) {
+    check(e.name, e.shape);
+    if (trainer.ema()) check("ema." + e.name, e.shape);
+    if (has_adam) {
+      check("adam.exp_avg." + e.name, e.shape);
+      check("adam.exp_avg_sq." + e.name, e.shape);
+    }
+  }
+  // Load into flat buffers laid out like the store (padding stays zero).
+  AlignedBuffer<T> m(store.size()), v(store.size()), ema(store.size());
+  for (std::size_t i = 0; i < store.size(); ++i) m[i] = v[i] = ema[i] = T(0);
+  for (const auto& e : store.entries()) {
+    reader.read_into(e.name, e.shape, store.values() + e.offset);
+    if (trainer.ema()) reader.read_into("ema." + e.name, e.shape, ema.data() + e.offset);
+    if (has_adam) {
+      reader.read_into("adam.exp_avg." + e.name, e.shape, m.data() + e.offset);
+      reader.read_into("adam.exp_avg_sq." + e.name, e.shape, v.data() + e.offset);
+    }
+  }
+  if (has_adam) trainer.optimizer().load_state(adam_step, m.data(), v.data(), store.size());
+  else trainer.optimizer().reset();
+  if (trainer.ema()) trainer.ema()->load_state(ema_step, ema.data(), store.size());
+  trainer.set_step_count(step);
+}
+
+}  // namespace diffusion

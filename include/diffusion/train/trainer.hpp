@@ -1,0 +1,128 @@
+#pragma once
+// Trainer<T>: Algorithm 1 of Ho et al. (2020) with the L_simple objective, one optimisation step at a time:
+//   t ~ Uniform{0..T-1}, eps ~ N(0, I)                       drawn from Rng(seed).fork(step): a pure function of
+//   x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps              (seed, step), so a resumed run draws the same numbers
+//   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v
+//   backward; [clip the global gradient norm]; Adam/AdamW step; [EMA update]
+// A non-finite loss or gradient stops training with an Error naming the step, before the weights change.
+// The model, its optimiser moments and the EMA are the whole state besides the step count (see checkpoint.hpp).
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/random.hpp"
+#include "diffusion/model/unet.hpp"
+#include "diffusion/process/forward_process.hpp"
+#include "diffusion/process/losses.hpp"
+#include "diffusion/process/parameterization.hpp"
+#include "diffusion/process/schedule.hpp"
+#include "diffusion/train/adam.hpp"
+#include "diffusion/train/ema.hpp"
+#include "diffusion/train/grad_clip.hpp"
+
+namespace diffusion {
+
+struct TrainerOptions {
+  LossType loss = LossType::L2;                 // L_simple; L1 and Huber as the primer's p_losses offers
+  Prediction prediction = Prediction::Epsilon;  // what the network predicts
+  AdamOptions adam;                             // lr 1e-3 as the primer; decoupled_weight_decay for AdamW
+  double grad_clip = 0.0;                       // max global gradient norm; 0 disables clipping
+  bool use_ema = true;
+  EmaOptions ema{0.995, true};
+  std::uint64_t seed = 0;
+};
+
+// Raised when the loss or a gradient is NaN or infinite; training state is left as it was before the step.
+class TrainingDiverged : public Error {
+ public:
+  TrainingDiverged(std::int64_t step, const std::string& what)
+      : Error("training diverged at step " + std::to_string(step) + ": " + what), step_(step) {}
+  std::int64_t step() const { return step_; }
+
+ private:
+  std::int64_t step_;
+};
+
+struct StepResult {
+  double loss = 0.0;
+  double grad_norm = 0.0;  // before clipping
+};
+
+template <class T>
+class Trainer {
+ public:
+  // Stream ids under the seed: one for the per-step diffusion draws (data order uses others, see dataset.hpp).
+  static constexpr std::uint64_t kStepStream = 0x5354455053ull;  // "STEPS"
+
+  Trainer(Unet<T>& model, NoiseSchedule schedule, const TrainerOptions& options)
+      : model_(model), schedule_(std::move(schedule)), options_(options), optimizer_(options.adam) {
+    DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
+    if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
+  }
+
+  // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1].
+  StepResult step(const Tensor<T>& x0) {
+    DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
+                    "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
+    Rng rng = Rng(options_.seed).fork(kStepStream).fork(static_cast<std::uint64_t>(step_));
+    sample_timesteps(rng, schedule_, x0.dim(0), t_);
+    noise_.resize(x0.shape());
+    rng.normal(noise_.data(), noise_.numel());
+    q_sample(schedule_, x0, t_, noise_, x_t_);
+    training_target(options_.prediction, schedule_, x0, t_, noise_, target_);
+
+    model_.forward(x_t_, t_, out_);
+    StepResult r;
+    r.loss = loss_forward_backward(options_.loss, out_, target_, dout_);
+    if (!std::isfinite(r.loss)) throw TrainingDiverged(step_, "the loss is " + std::to_string(r.loss));
+    ParameterStore<T>& params = model_.params();
+    params.zero_grad();
+    model_.backward(dout_);
+    r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
+                                           : grad_norm(params.grads(), params.size());
+    if (!std::isfinite(r.grad_norm))
+      throw TrainingDiverged(step_, "the gradient norm is " + std::to_string(r.grad_norm));
+    optimizer_.step(params);
+    if (ema_) ema_->update(params.values(), params.size());
+    ++step_;
+    last_loss_ = r.loss;
+    return r;
+  }
+
+  std::int64_t step_count() const { return step_; }
+  const NoiseSchedule& schedule() const { return schedule_; }
+  const TrainerOptions& options() const { return options_; }
+  Unet<T>& model() { return model_; }
+  const Unet<T>& model() const { return model_; }
+  Adam<T>& optimizer() { return optimizer_; }
+  const Adam<T>& optimizer() const { return optimizer_; }
+  Ema<T>* ema() { return ema_.get(); }
+  const Ema<T>* ema() const { return ema_.get(); }
+  double last_loss() const { return last_loss_; }
+
+  // The weights to sample with: the EMA when enabled, the raw weights otherwise. Same layout as params().values().
+  const T* sampling_weights() const { return ema_ ? ema_->shadow() : model_.params().values(); }
+
+  // Restores the step counter (checkpoint.hpp restores the rest).
+  void set_step_count(std::int64_t step) {
+    DIFFUSION_CHECK(step >= 0, "Trainer: step count must be >= 0, got " << step);
+    step_ = step;
+  }
+
+ private:
+  Unet<T>& model_;
+  NoiseSchedule schedule_;
+  TrainerOptions options_;
+  Adam<T> optimizer_;
+  std::unique_ptr<Ema<T>> ema_;
+  std::int64_t step_ = 0;
+  double last_loss_ = 0.0;
+  // Per-step buffers, reused: (N, C, H, W) each; t_ (N).
+  std::vector<std::int64_t> t_;
+  Tensor<T> noise_, x_t_, target_, out_, dout_;
+};
+
+}  // namespace diffusion
