@@ -79,6 +79,9 @@ TEST_CASE("convolution kernels match the direct reference on many geometries") {
       {2, 6, 5, 6, 9, 1, 1, 0, 3},   // pointwise grouped (no im2col)
       {1, 2, 9, 5, 4, 5, 3, 2, 1},   // stride 3, kernel 5
       {17, 3, 4, 4, 2, 3, 1, 0, 1},  // batch above the slab count
+      {2, 3, 5, 70, 3, 3, 1, 1, 3},  // SIMD depthwise, rows wider than one register block
+      {1, 4, 9, 9, 4, 5, 1, 0, 4},   // SIMD depthwise without padding
+      {2, 2, 6, 6, 2, 3, 2, 1, 2},   // strided depthwise (direct path)
   };
   for (const Geo& s : geos) {
     const auto g = Conv2dGeometry::make(s.n, s.cin, s.h, s.w, s.cout, s.k, s.stride, s.pad, s.groups);

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "diffusion/core/parallel.hpp"
+#include "diffusion/kernels/depthwise_conv2d.hpp"
 #include "diffusion/kernels/dispatch.hpp"
 #include "diffusion/kernels/gemm.hpp"
 #include "diffusion/kernels/simd.hpp"
@@ -48,6 +49,17 @@ struct Conv2dGeometry {
   Index weight_size() const { return out_channels * col_rows(); }
   bool is_pointwise() const { return kernel_h == 1 && kernel_w == 1 && stride == 1 && padding == 0; }
   bool is_depthwise() const { return in_per_group() == 1 && out_per_group() == 1; }
+  // Depthwise with stride 1 and padding below the kernel size: the SIMD plane kernels of depthwise_conv2d.hpp.
+  bool is_simd_depthwise() const {
+    return is_depthwise() && stride == 1 && padding < kernel_h && kernel_h == kernel_w && kernel_h * kernel_w <= 64;
+  }
+  DepthwisePlane plane() const {
+    return {in_height, in_width, out_height, out_width, kernel_h, kernel_w, padding};
+  }
+  // The plane geometry of the input gradient: dy (out) correlated with the flipped kernel, padding k - 1 - p.
+  DepthwisePlane transposed_plane() const {
+    return {out_height, out_width, in_height, in_width, kernel_h, kernel_w, kernel_h - 1 - padding};
+  }
 };
 
 // Batch slabs for weight-gradient reductions: a fixed function of the batch size only.
@@ -279,6 +291,13 @@ template <class T>
 void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   if (reference_kernels()) return reference::conv2d_forward(g, x, w, bias, y);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_simd_depthwise()) {
+    parallel_for(0, g.batch * g.out_channels, [&](Index nc) {
+      const Index c = nc % g.out_channels;
+      depthwise_plane_forward(g.plane(), x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P, false);
+    });
+    return;
+  }
   if (g.is_depthwise()) {
     parallel_for(0, g.batch * g.out_channels, [&](Index nc) {
       const Index c = nc % g.out_channels;
@@ -311,6 +330,15 @@ template <class T>
 void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   if (reference_kernels()) return reference::conv2d_backward_data(g, dy, w, dx);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_simd_depthwise()) {
+    parallel_for(0, g.batch * g.in_channels, [&](Index nc) {
+      const Index c = nc % g.in_channels;
+      T flipped[64];  // the kernel rotated by 180 degrees (K <= 64 checked below)
+      for (Index k = 0; k < K; ++k) flipped[k] = w[c * K + K - 1 - k];
+      depthwise_plane_forward(g.transposed_plane(), dy + nc * P, flipped, T(0), dx + nc * g.in_pixels(), true);
+    });
+    return;
+  }
   if (g.is_depthwise()) {
     parallel_for(0, g.batch * g.in_channels, [&](Index nc) {
       const Index c = nc % g.in_channels;
@@ -348,9 +376,12 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
         a = big.data();
         std::fill(a, a + K, 0.0);
       }
-      for (Index n = 0; n < g.batch; ++n)
-        detail::depthwise_backward_weight_plane(g, x + (n * g.in_channels + c) * g.in_pixels(),
-                                                dy + (n * g.out_channels + c) * P, a);
+      for (Index n = 0; n < g.batch; ++n) {
+        const T* xn = x + (n * g.in_channels + c) * g.in_pixels();
+        const T* dyn = dy + (n * g.out_channels + c) * P;
+        if (g.is_simd_depthwise()) depthwise_plane_backward_weight(g.plane(), xn, dyn, a);
+        else detail::depthwise_backward_weight_plane(g, xn, dyn, a);
+      }
       for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
     });
     return;
