@@ -11,11 +11,16 @@
 //   The temporary file is created with O_EXCL in the same folder (rename cannot cross file systems), so two
 //   writers never share a temporary; the last rename wins.
 //
+// remove_stale_temporaries(path)
+//   ensures: the temporaries of `path` left by writers that died mid-write (and no longer run) are removed.
+//
 // read_file(path, max_bytes)
 //   ensures: the whole contents of the regular file `path`; Error naming the path when it does not exist, is not
 //            a regular file, is larger than max_bytes, or cannot be read.
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -177,6 +182,41 @@ inline void write_file_atomically(const std::string& path, const std::function<v
   DIFFUSION_CHECK(sync_err == 0 || sync_err == EINVAL,
                   "wrote '" << path << "' but fsync of its folder '" << folder
                             << "' failed: " << detail::errno_text(sync_err));
+}
+
+// Removes the temporaries "<path>.tmp.<pid>.<n>" that write_file_atomically left beside `path` when a writer died
+// mid-write (SIGKILL, OOM killer, power loss), provided process <pid> no longer exists. Temporaries of running
+// processes (a concurrent writer, this process) are kept. Best effort: files that vanish or cannot be removed are
+// skipped. Returns the number removed. Process ids are this machine's (and PID namespace's): do not call it on a
+// folder that writers on other machines share.
+inline int remove_stale_temporaries(const std::string& path) {
+  const std::string folder = detail::parent_folder(path);
+  const std::size_t slash = path.find_last_of('/');
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* dir = ::opendir(folder.c_str());
+  DIFFUSION_CHECK(dir != nullptr, "remove_stale_temporaries '" << path << "': cannot open the folder '" << folder
+                                                               << "': " << detail::errno_text(errno));
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // "<pid>.<counter>", both decimal
+    const std::size_t dot = name.find('.', prefix.size());
+    const std::string pid_text = name.substr(prefix.size(), dot == std::string::npos ? 0 : dot - prefix.size());
+    const std::string counter = dot == std::string::npos ? "" : name.substr(dot + 1);
+    const auto decimal = [](const std::string& t) {
+      return !t.empty() && t.size() <= 9 && t.find_first_not_of("0123456789") == std::string::npos;
+    };
+    if (!decimal(pid_text) || !decimal(counter)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge (EPERM): keep it
+    stale.push_back(folder + "/" + name);
+  }
+  ::closedir(dir);
+  int removed = 0;
+  for (const std::string& file : stale) removed += ::unlink(file.c_str()) == 0 ? 1 : 0;
+  return removed;
 }
 
 // Convenience: the new contents given as bytes.

@@ -4,15 +4,16 @@
 //   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {"k": "v"}}
 // then the raw little-endian tensor bytes; offsets are relative to the first byte after the header.
 //
-// SafetensorsReader(path)
-//   Reads the whole file and validates everything before any tensor is read; every failure is a diffusion::Error
-//   whose message starts with "safetensors file '<path>': " and says what is wrong: file shorter than 8 bytes;
-//   header length beyond the file or above 100,000,000 bytes (the official implementation's limit); header not
-//   valid JSON (nlohmann also rejects ill-formed UTF-8), not an object, or nested deeper than 32 levels; duplicate
-//   keys in any object; an entry that is not an object, lacks dtype/shape/data_offsets or has them with the wrong
-//   JSON types; unknown dtype; shape entries that are negative, not integers, or whose product (times the element
-//   size) overflows 64 bits; data_offsets not [begin <= end] inside the data section; byte size != numel * element
-//   size; two non-empty tensors whose byte ranges overlap; __metadata__ not an object of strings.
+// SafetensorsReader(path), SafetensorsReader::from_bytes(bytes, name)
+//   Reads the whole file (or takes its bytes) and validates everything before any tensor is read; every failure
+//   is a diffusion::Error whose message starts with "safetensors file '<path>': " and says what is wrong: file
+//   shorter than 8 bytes; header length beyond the file or above 100,000,000 bytes (the official implementation's
+//   limit); header not valid JSON (nlohmann also rejects ill-formed UTF-8), not an object, or nested deeper than 32
+//   levels; duplicate keys in any object; an entry that is not an object, lacks dtype/shape/data_offsets or has
+//   them with the wrong JSON types; unknown dtype; shape entries that are negative, not integers, or whose
+//   product (times the element size) overflows 64 bits, or whose non-zero entries multiply past 2^63 - 1 (even in
+//   an empty tensor: Shape would overflow); data_offsets not [begin <= end] inside the data section; byte size !=
+//   numel * element size; two non-empty tensors whose byte ranges overlap; __metadata__ not an object of strings.
 //   Unknown extra fields in an entry are ignored, and (unlike the official Rust reader) unused gaps between
 //   tensors are accepted. No input makes the reader crash, hang or read out of bounds: the header is bounded,
 //   every offset is checked against the buffer before use, data is copied out with memcpy (no aligned loads
@@ -180,6 +181,11 @@ class SafetensorsReader {
     bytes_ = read_file(path);
     parse();
   }
+  // Parses a file already in memory (e.g. received over a network, or a fuzzer's input), with the same checks as
+  // the path constructor; `name` stands for the path in error messages and path().
+  static SafetensorsReader from_bytes(std::vector<std::uint8_t> bytes, std::string name) {
+    return SafetensorsReader(std::move(bytes), std::move(name));
+  }
 
   const std::string& path() const { return path_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -224,6 +230,10 @@ class SafetensorsReader {
   }
 
  private:
+  SafetensorsReader(std::vector<std::uint8_t> bytes, std::string name) : path_(std::move(name)), bytes_(std::move(bytes)) {
+    parse();
+  }
+
   std::string prefix() const { return "safetensors file '" + path_ + "': "; }
 
   template <class... Args>
@@ -320,23 +330,25 @@ class SafetensorsReader {
 
     const nlohmann::json& js = e["shape"];
     if (!js.is_array()) fail("tensor '", name, "': shape is ", detail::json_brief(js), ", not an array");
-    std::uint64_t numel = 1;
-    bool zero = false;
+    // The product of the non-zero dimensions must fit a signed 64-bit integer even when another dimension is 0:
+    // Shape::numel multiplies the dimensions in order, so (2^62, 2^62, 0) would overflow it although the tensor
+    // is empty.
+    std::uint64_t nonzero_product = 1;
+    bool zero = false, overflow = false;
     for (std::size_t i = 0; i < js.size(); ++i) {
       const std::uint64_t d = unsigned_field(js[i], name, "shape[" + std::to_string(i) + "]");
       if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         fail("tensor '", name, "': shape[", i, "] = ", d, " is too large");
       ti.shape.push_back(static_cast<std::int64_t>(d));
       zero = zero || d == 0;
+      if (d != 0 && !overflow)
+        overflow = __builtin_mul_overflow(nonzero_product, d, &nonzero_product) ||
+                   nonzero_product > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     }
-    if (zero) {
-      numel = 0;
-    } else {
-      for (std::int64_t d : ti.shape)
-        if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(d), &numel))
-          fail("tensor '", name, "': the number of elements of shape ", detail::shape_text(ti.shape),
-               " overflows 64 bits");
-    }
+    if (overflow)
+      fail("tensor '", name, "': the number of elements of shape ", detail::shape_text(ti.shape),
+           " overflows 64 bits (the non-zero dimensions must multiply to less than 2^63, even in an empty tensor)");
+    const std::uint64_t numel = zero ? 0 : nonzero_product;
     std::uint64_t nbytes = 0;
     if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dtype_size(ti.dtype)), &nbytes))
       fail("tensor '", name, "': the byte size of shape ", detail::shape_text(ti.shape), " overflows 64 bits");

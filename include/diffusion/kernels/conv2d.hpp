@@ -88,6 +88,7 @@ template <class T>
 void im2col(const Conv2dGeometry& g, Index channels, const T* x, T* col) {
   const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
   for (Index c = 0; c < channels; ++c) {
+    const T* plane = x + c * H * W;
     for (Index i = 0; i < g.kernel_h; ++i) {
       Index oh_lo, oh_hi;
       valid_range(OH, H, i, s, p, oh_lo, oh_hi);
@@ -95,13 +96,27 @@ void im2col(const Conv2dGeometry& g, Index channels, const T* x, T* col) {
         Index ow_lo, ow_hi;
         valid_range(OW, W, j, s, p, ow_lo, ow_hi);
         T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * OH * OW;
-        const T* plane = x + c * H * W;
-        for (Index oh = 0; oh < OH; ++oh) {
-          T* out = row + oh * OW;
-          if (oh < oh_lo || oh >= oh_hi) {
-            std::fill(out, out + OW, T(0));
-            continue;
+        std::fill(row, row + oh_lo * OW, T(0));
+        std::fill(row + oh_hi * OW, row + OH * OW, T(0));
+        if (s == 1 && OW == W) {
+          // Same-size rows: rows oh_lo..oh_hi of the output are one contiguous shifted block of the input;
+          // copy it at once, then zero the columns that fell outside the image.
+          const Index shift = j - p;  // input column = output column + shift
+          const Index begin = oh_lo * OW, end = oh_hi * OW;
+          const Index src = (oh_lo - p + i) * W + shift;
+          const Index lo = std::max<Index>(begin, -src + begin), hi = std::min<Index>(end, H * W - src + begin);
+          if (hi > lo) std::memcpy(row + lo, plane + src + (lo - begin), sizeof(T) * static_cast<std::size_t>(hi - lo));
+          std::fill(row + begin, row + std::max(begin, lo), T(0));
+          std::fill(row + std::min(end, std::max(hi, begin)), row + end, T(0));
+          for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+            T* out = row + oh * OW;
+            for (Index ow = 0; ow < ow_lo; ++ow) out[ow] = T(0);
+            for (Index ow = ow_hi; ow < OW; ++ow) out[ow] = T(0);
           }
+          continue;
+        }
+        for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+          T* out = row + oh * OW;
           const T* in = plane + (oh * s - p + i) * W;
           std::fill(out, out + ow_lo, T(0));
           if (s == 1) {

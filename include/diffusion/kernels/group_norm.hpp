@@ -18,15 +18,18 @@ inline constexpr int kScratchNormPartials = 2;
 
 namespace detail {
 
+// Mean and 1/sqrt(biased variance + eps) of x[0..count), two passes (exact up to rounding even when the mean is
+// large against the spread). The reference twin accumulates element by element in double.
 template <class T>
 void group_stats(Index count, const T* x, double eps, double& mean, double& rstd) {
-  double sum = 0.0;
-  for (Index i = 0; i < count; ++i) sum += static_cast<double>(x[i]);
-  mean = sum / static_cast<double>(count);
-  double sq = 0.0;
-  for (Index i = 0; i < count; ++i) {
-    const double d = static_cast<double>(x[i]) - mean;
-    sq += d * d;
+  double sum = 0.0, sq = 0.0;
+  if (reference_kernels()) {
+    for (Index i = 0; i < count; ++i) sum += static_cast<double>(x[i]);
+    mean = sum / static_cast<double>(count);
+    for (Index i = 0; i < count; ++i) sq += (static_cast<double>(x[i]) - mean) * (static_cast<double>(x[i]) - mean);
+  } else {
+    mean = simd_sum(count, x) / static_cast<double>(count);
+    sq = simd_sum_squared_deviation(count, x, mean);
   }
   rstd = 1.0 / std::sqrt(sq / static_cast<double>(count) + eps);
 }
@@ -124,11 +127,7 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
     for (Index c = g * cg; c < (g + 1) * cg; ++c) {
       const T* d = dy + (n * C + c) * P;
       const T* xv = x + (n * C + c) * P;
-      double a = 0.0, b = 0.0;
-      for (Index p = 0; p < P; ++p) {
-        a += static_cast<double>(d[p]);
-        b += static_cast<double>(d[p]) * static_cast<double>(xv[p]);
-      }
+      const double a = simd_sum(P, d), b = simd_dot(P, d, xv);
       sum_dy[n * C + c] = a;
       sum_dyx[n * C + c] = b;
       s1 += static_cast<double>(gamma[c]) * a;                             // sum dxhat

@@ -53,17 +53,67 @@ void simd_map3(Index n, const T* a, const T* b, T* out, F f) {
   }
 }
 
-// Sum of x[0..n) accumulated in double, in a fixed order (lane-wise partial sums, then lanes in order).
+// Sum of x[0..n): SIMD partial sums in T over blocks of kSumBlock elements (each lane adds at most kSumBlock / L
+// values), block totals accumulated in double. Fixed order, so the result depends only on the data.
+inline constexpr Index kSumBlock = 256;
+static_assert(kSumBlock % (2 * 16) == 0, "kSumBlock must hold whole pairs of the widest SIMD vectors");
+
 template <class T>
 double simd_sum(Index n, const T* x) {
-  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  constexpr Index L = kLanes<T>;
+  double total = 0.0;
   Index i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) lanes[j] += static_cast<double>(x[i + j]);
-  double sum = 0.0;
-  for (; i < n; ++i) sum += static_cast<double>(x[i]);
-  for (int j = 0; j < 8; ++j) sum += lanes[j];
-  return sum;
+  for (; i + kSumBlock <= n; i += kSumBlock) {
+    Batch<T> a(T(0)), b(T(0));
+    for (Index k = 0; k < kSumBlock; k += 2 * L) {
+      a += Batch<T>::load_unaligned(x + i + k);
+      b += Batch<T>::load_unaligned(x + i + k + L);
+    }
+    total += static_cast<double>(xsimd::hadd(a + b));
+  }
+  for (; i < n; ++i) total += static_cast<double>(x[i]);
+  return total;
+}
+
+// Sum of (x[i] - center)^2 over [0, n), blocked like simd_sum.
+template <class T>
+double simd_sum_squared_deviation(Index n, const T* x, double center) {
+  constexpr Index L = kLanes<T>;
+  const Batch<T> c(static_cast<T>(center));
+  double total = 0.0;
+  Index i = 0;
+  for (; i + kSumBlock <= n; i += kSumBlock) {
+    Batch<T> a(T(0)), b(T(0));
+    for (Index k = 0; k < kSumBlock; k += 2 * L) {
+      const Batch<T> u = Batch<T>::load_unaligned(x + i + k) - c, v = Batch<T>::load_unaligned(x + i + k + L) - c;
+      a = xsimd::fma(u, u, a);
+      b = xsimd::fma(v, v, b);
+    }
+    total += static_cast<double>(xsimd::hadd(a + b));
+  }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - center;
+    total += d * d;
+  }
+  return total;
+}
+
+// Sum of x[i] * y[i] over [0, n), blocked like simd_sum.
+template <class T>
+double simd_dot(Index n, const T* x, const T* y) {
+  constexpr Index L = kLanes<T>;
+  double total = 0.0;
+  Index i = 0;
+  for (; i + kSumBlock <= n; i += kSumBlock) {
+    Batch<T> a(T(0)), b(T(0));
+    for (Index k = 0; k < kSumBlock; k += 2 * L) {
+      a = xsimd::fma(Batch<T>::load_unaligned(x + i + k), Batch<T>::load_unaligned(y + i + k), a);
+      b = xsimd::fma(Batch<T>::load_unaligned(x + i + k + L), Batch<T>::load_unaligned(y + i + k + L), b);
+    }
+    total += static_cast<double>(xsimd::hadd(a + b));
+  }
+  for (; i < n; ++i) total += static_cast<double>(x[i]) * static_cast<double>(y[i]);
+  return total;
 }
 
 }  // namespace diffusion::kernels

@@ -113,16 +113,16 @@ class Unet {
     for (auto& s : downs_) nn::zero_like(s.d_skip, s.skip);
     for (std::size_t k = ups_.size(); k-- > 0;) {
       auto& s = ups_[k];
-      nn::zero_like(s.d_attn_out, s.attn_out);
-      s.upsample->backward(s.attn_out, d_cur_, &s.d_attn_out);
-      nn::zero_like(s.d_b2, s.b2);
-      s.attn->backward(s.b2, s.d_attn_out, &s.d_b2);
-      nn::zero_like(s.d_b1, s.b1);
-      s.block2->backward(s.b1, temb, s.d_b2, &s.d_b1, dtemb);
-      nn::zero_like(s.d_cat, s.cat);
-      s.block1->backward(s.cat, temb, s.d_b1, &s.d_cat, dtemb);
+      nn::zero_like(d_attn_out_, s.attn_out);
+      s.upsample->backward(s.attn_out, d_cur_, &d_attn_out_);
+      nn::zero_like(d_b2_, s.b2);
+      s.attn->backward(s.b2, d_attn_out_, &d_b2_);
+      nn::zero_like(d_b1_, s.b1);
+      s.block2->backward(s.b1, temb, d_b2_, &d_b1_, dtemb);
+      nn::zero_like(d_cat_, s.cat);
+      s.block1->backward(s.cat, temb, d_b1_, &d_cat_, dtemb);
       nn::zero_like(d_cur_, *s.input);
-      nn::concat_channels_backward(s.d_cat, &d_cur_, &downs_[downs_.size() - 1 - k].d_skip, s.input->dim(1));
+      nn::concat_channels_backward(d_cat_, &d_cur_, &downs_[downs_.size() - 1 - k].d_skip, s.input->dim(1));
     }
     nn::zero_like(d_m_attn_, m_attn_);
     mid_block2_->backward(m_attn_, temb, d_cur_, &d_m_attn_, dtemb);
@@ -135,12 +135,12 @@ class Unet {
       // d(skip) = skip-connection gradient + (downsample's input gradient, or the gradient flowing from above)
       if (s.downsample) s.downsample->backward(s.skip, d_next_, &s.d_skip);
       else nn::add_into(s.d_skip, d_next_);
-      nn::zero_like(s.d_b2, s.b2);
-      s.attn->backward(s.b2, s.d_skip, &s.d_b2);
-      nn::zero_like(s.d_b1, s.b1);
-      s.block2->backward(s.b1, temb, s.d_b2, &s.d_b1, dtemb);
+      nn::zero_like(d_b2_, s.b2);
+      s.attn->backward(s.b2, s.d_skip, &d_b2_);
+      nn::zero_like(d_b1_, s.b1);
+      s.block2->backward(s.b1, temb, d_b2_, &d_b1_, dtemb);
       nn::zero_like(d_next_, *s.input);
-      s.block1->backward(*s.input, temb, s.d_b1, &d_next_, dtemb);
+      s.block1->backward(*s.input, temb, d_b1_, &d_next_, dtemb);
     }
     init_conv_->backward(*input_, d_next_, dx);
     if (temb) {
@@ -159,7 +159,7 @@ class Unet {
     std::unique_ptr<nn::Conv2d<T>> downsample;  // null on the last level (the reference's nn.Identity)
     const Tensor<T>* input = nullptr;
     Tensor<T> b1, b2, skip, down;             // block outputs, attention output (= skip), downsampled
-    Tensor<T> d_b1, d_b2, d_skip;
+    Tensor<T> d_skip;                         // gradient of skip: filled by the up path, then by this stage
   };
   struct UpStage {
     std::unique_ptr<UnetBlock<T>> block1, block2;
@@ -167,7 +167,6 @@ class Unet {
     std::unique_ptr<nn::ConvTranspose2d<T>> upsample;
     const Tensor<T>* input = nullptr;
     Tensor<T> cat, b1, b2, attn_out, up;
-    Tensor<T> d_cat, d_b1, d_b2, d_attn_out;
   };
 
   void build() {
@@ -253,8 +252,10 @@ class Unet {
   const Tensor<T>* final_input_ = nullptr;
   std::vector<std::int64_t> t_;
   Tensor<T> x0_, t_sin_, t_h1_, t_g_, temb_, m1_, m_attn_, m2_, final_h_;
-  // Gradient buffers, same shapes as their activations.
+  // Gradient buffers, same shapes as their activations; the per-stage ones are shared by all stages, since a
+  // stage's backward finishes before the next begins.
   Tensor<T> dtemb_, d_t_g_, d_t_h1_, d_m_attn_, d_m1_, d_final_h_, d_cur_, d_next_;
+  Tensor<T> d_attn_out_, d_b1_, d_b2_, d_cat_;
 };
 
 }  // namespace diffusion

@@ -6,7 +6,10 @@
 // to_json()/from_json() use the reference's keyword names, so the JSON stored in a weights file's metadata can be
 // passed to the PyTorch reference as Unet(**config).
 
+#include <cstdint>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -63,20 +66,40 @@ struct UnetConfig {
     return mid_attention == AttentionKind::Full && attention_heads == 4 && attention_dim_head == 32;
   }
 
+  // Sanity limits, far beyond any real network, that keep every channel count and product in the code well
+  // inside 64 bits (a config read from a file is untrusted input) and 2^(levels - 1) a valid shift.
+  static constexpr Index kMaxWidth = Index(1) << 16;  // any channel count, incl. dim * mult * convnext_mult
+  static constexpr Index kMaxLevels = 16;
+
   // Throws an Error naming the first invalid field.
   void validate() const {
-    DIFFUSION_CHECK(dim > 0, "UnetConfig: dim must be positive, got " << dim);
+    DIFFUSION_CHECK(dim > 0 && dim <= kMaxWidth, "UnetConfig: dim must be in [1, " << kMaxWidth << "], got " << dim);
+    DIFFUSION_CHECK(init_dim >= 0 && init_dim <= kMaxWidth,
+                    "UnetConfig: init_dim must be in [0, " << kMaxWidth << "] (0: dim / 3 * 2), got " << init_dim);
     DIFFUSION_CHECK(resolved_init_dim() > 0, "UnetConfig: init_dim resolves to " << resolved_init_dim()
                                                                               << " (dim " << dim << " too small)");
-    DIFFUSION_CHECK(channels > 0, "UnetConfig: channels must be positive, got " << channels);
-    DIFFUSION_CHECK(!dim_mults.empty(), "UnetConfig: dim_mults must not be empty");
-    for (Index m : dim_mults) DIFFUSION_CHECK(m > 0, "UnetConfig: dim_mults entries must be positive, got " << m);
+    DIFFUSION_CHECK(out_dim >= 0 && out_dim <= kMaxWidth,
+                    "UnetConfig: out_dim must be in [0, " << kMaxWidth << "] (0: channels), got " << out_dim);
+    DIFFUSION_CHECK(channels > 0 && channels <= kMaxWidth,
+                    "UnetConfig: channels must be in [1, " << kMaxWidth << "], got " << channels);
+    DIFFUSION_CHECK(!dim_mults.empty() && levels() <= kMaxLevels,
+                    "UnetConfig: dim_mults must have 1 to " << kMaxLevels << " entries, got " << dim_mults.size());
+    for (Index m : dim_mults)
+      DIFFUSION_CHECK(m > 0 && m <= kMaxWidth / dim, "UnetConfig: dim_mults entries must be positive with dim * mult <= "
+                                                         << kMaxWidth << ", got " << m << " (dim " << dim << ")");
     DIFFUSION_CHECK(level_attention.empty() || static_cast<Index>(level_attention.size()) == levels(),
                     "UnetConfig: level_attention has " << level_attention.size() << " entries, expected "
                                                        << levels() << " (one per dim_mults entry)");
-    DIFFUSION_CHECK(attention_heads > 0 && attention_dim_head > 0, "UnetConfig: attention heads/dim_head must be positive");
+    DIFFUSION_CHECK(attention_heads > 0 && attention_dim_head > 0 && attention_heads <= kMaxWidth &&
+                        attention_dim_head <= kMaxWidth / attention_heads,
+                    "UnetConfig: attention_heads and attention_dim_head must be positive with heads * dim_head <= "
+                        << kMaxWidth << ", got " << attention_heads << " and " << attention_dim_head);
     if (use_convnext) {
-      DIFFUSION_CHECK(convnext_mult > 0, "UnetConfig: convnext_mult must be positive, got " << convnext_mult);
+      Index widest = 0;
+      for (Index c : channel_counts()) widest = c > widest ? c : widest;
+      DIFFUSION_CHECK(convnext_mult > 0 && convnext_mult <= kMaxWidth / widest,
+                      "UnetConfig: convnext_mult must be positive with convnext_mult * (widest level " << widest
+                          << ") <= " << kMaxWidth << ", got " << convnext_mult);
     } else {
       DIFFUSION_CHECK(resnet_block_groups > 0, "UnetConfig: resnet_block_groups must be positive");
       for (Index c : channel_counts())
@@ -123,40 +146,26 @@ struct UnetConfig {
   }
 
   // Parses the reference keywords (and optionally the extensions); `source` names the file for error messages.
+  // Types are checked strictly (integers must be JSON integers, flags JSON booleans): a JSON 1e300 would otherwise
+  // be cast to an integer, which is undefined behaviour. `null` means "the default", as Python's None.
   static UnetConfig from_json(const nlohmann::json& j, const nlohmann::json& ext, const std::string& source) {
     UnetConfig c;
-    DIFFUSION_CHECK(j.is_object(), source << ": U-Net config is not a JSON object");
-    auto get = [&](const char* key, auto& field) {
-      if (!j.contains(key) || j[key].is_null()) return;
-      try {
-        j.at(key).get_to(field);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(source + ": U-Net config field '" + key + "' has the wrong type (" + e.what() + ")");
+    DIFFUSION_CHECK(j.is_object(), source << ": U-Net config is " << json_brief(j) << ", not a JSON object");
+    read_fields(j, source + ": U-Net config field", c);
+    if (!ext.is_null()) {
+      DIFFUSION_CHECK(ext.is_object(), source << ": U-Net extensions are " << json_brief(ext) << ", not a JSON object");
+      const std::string what = source + ": U-Net extensions field";
+      if (const nlohmann::json* v = field(ext, "level_attention")) {
+        DIFFUSION_CHECK(v->is_array(), what << " 'level_attention' is " << json_brief(*v) << ", expected an array");
+        c.level_attention.clear();
+        for (const auto& s : *v) c.level_attention.push_back(attention_kind_field(s, what + " 'level_attention'"));
       }
-    };
-    get("dim", c.dim);
-    get("init_dim", c.init_dim);
-    get("out_dim", c.out_dim);
-    get("dim_mults", c.dim_mults);
-    get("channels", c.channels);
-    get("with_time_emb", c.with_time_emb);
-    get("resnet_block_groups", c.resnet_block_groups);
-    get("use_convnext", c.use_convnext);
-    get("convnext_mult", c.convnext_mult);
-    if (ext.is_object()) {
-      try {
-        if (ext.contains("level_attention")) {
-          c.level_attention.clear();
-          for (const auto& s : ext.at("level_attention")) c.level_attention.push_back(parse_attention_kind(s.get<std::string>()));
-        }
-        if (ext.contains("mid_attention")) c.mid_attention = parse_attention_kind(ext.at("mid_attention").get<std::string>());
-        if (ext.contains("attention_heads")) c.attention_heads = ext.at("attention_heads").get<Index>();
-        if (ext.contains("attention_dim_head")) c.attention_dim_head = ext.at("attention_dim_head").get<Index>();
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(source + ": U-Net extensions are malformed (" + e.what() + ")");
-      } catch (const Error& e) {
-        throw Error(source + ": " + e.what());
-      }
+      if (const nlohmann::json* v = field(ext, "mid_attention"))
+        c.mid_attention = attention_kind_field(*v, what + " 'mid_attention'");
+      if (const nlohmann::json* v = field(ext, "attention_heads"))
+        c.attention_heads = integer_field(*v, what + " 'attention_heads'");
+      if (const nlohmann::json* v = field(ext, "attention_dim_head"))
+        c.attention_dim_head = integer_field(*v, what + " 'attention_dim_head'");
     }
     try {
       c.validate();
@@ -164,6 +173,57 @@ struct UnetConfig {
       throw Error(source + ": " + e.what());
     }
     return c;
+  }
+
+ private:
+  // A JSON value in an error message: scalars printed (at most 40 characters), containers by type.
+  static std::string json_brief(const nlohmann::json& v) {
+    if (!v.is_primitive()) return std::string("a JSON ") + v.type_name();
+    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return s.size() > 40 ? s.substr(0, 40) + "..." : s;
+  }
+  // The value of `key` in object o, or nullptr when absent or null.
+  static const nlohmann::json* field(const nlohmann::json& o, const char* key) {
+    const auto it = o.find(key);
+    return it == o.end() || it->is_null() ? nullptr : &*it;
+  }
+  static Index integer_field(const nlohmann::json& v, const std::string& what) {
+    DIFFUSION_CHECK(v.is_number_integer() &&
+                        (!v.is_number_unsigned() ||
+                         v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max())),
+                    what << " is " << json_brief(v) << ", expected an integer");
+    return v.get<Index>();
+  }
+  static bool bool_field(const nlohmann::json& v, const std::string& what) {
+    DIFFUSION_CHECK(v.is_boolean(), what << " is " << json_brief(v) << ", expected true or false");
+    return v.get<bool>();
+  }
+  static AttentionKind attention_kind_field(const nlohmann::json& v, const std::string& what) {
+    DIFFUSION_CHECK(v.is_string(), what << " has " << json_brief(v) << ", expected \"none\", \"linear\" or \"full\"");
+    try {
+      return parse_attention_kind(v.get<std::string>());
+    } catch (const Error& e) {
+      throw Error(what + ": " + e.what());
+    }
+  }
+  static void read_fields(const nlohmann::json& j, const std::string& what, UnetConfig& c) {
+    const auto name = [&](const char* key) { return what + " '" + key + "'"; };
+    const std::pair<const char*, Index*> integers[] = {{"dim", &c.dim},
+                                                       {"init_dim", &c.init_dim},
+                                                       {"out_dim", &c.out_dim},
+                                                       {"channels", &c.channels},
+                                                       {"resnet_block_groups", &c.resnet_block_groups},
+                                                       {"convnext_mult", &c.convnext_mult}};
+    for (const auto& [key, target] : integers)
+      if (const nlohmann::json* v = field(j, key)) *target = integer_field(*v, name(key));
+    if (const nlohmann::json* v = field(j, "with_time_emb")) c.with_time_emb = bool_field(*v, name("with_time_emb"));
+    if (const nlohmann::json* v = field(j, "use_convnext")) c.use_convnext = bool_field(*v, name("use_convnext"));
+    if (const nlohmann::json* v = field(j, "dim_mults")) {
+      DIFFUSION_CHECK(v->is_array(), name("dim_mults") << " is " << json_brief(*v) << ", expected an array of integers");
+      c.dim_mults.clear();
+      for (std::size_t i = 0; i < v->size(); ++i)
+        c.dim_mults.push_back(integer_field((*v)[i], name("dim_mults") + "[" + std::to_string(i) + "]"));
+    }
   }
 };
 

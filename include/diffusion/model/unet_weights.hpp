@@ -12,9 +12,11 @@
 //   load_unet<T>(path)                                   builds the network a file describes and loads it
 // Loading converts F16, BF16, F32 and F64 to T. Errors name the file and the first problem found.
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -97,11 +99,52 @@ void load_unet_weights(Unet<T>& net, const std::string& path, const WeightLoadOp
   load_unet_weights(net, reader, options);
 }
 
-// Builds the U-Net described by the file's metadata and loads its weights.
+// A lower bound on the number of parameters of Unet(config), counted in double (no overflow) from its largest
+// weights only: the two 3x3 convolutions of every block (ResNet: din*dout*9 + dout*dout*9; ConvNeXt: the same times
+// convnext_mult), the 4x4 down/upsampling convolutions, the attention projections (4 * dim * heads * dim_head),
+// the time MLP (20 dim^2), the 7x7 input and 1x1 output convolutions. Tested against Unet::params().count().
+inline double unet_min_parameter_count(const UnetConfig& c) {
+  auto block = [](double din, double dout) { return 9.0 * din * dout + 9.0 * dout * dout; };
+  const double hidden = static_cast<double>(c.attention_heads) * static_cast<double>(c.attention_dim_head);
+  auto attention = [hidden](AttentionKind kind, double d) { return kind == AttentionKind::None ? 0.0 : 4.0 * d * hidden; };
+  const double dim = static_cast<double>(c.dim);
+  std::vector<double> dims = {static_cast<double>(c.resolved_init_dim())};
+  for (Index m : c.dim_mults) dims.push_back(dim * static_cast<double>(m));
+  const Index L = c.levels();
+  double n = 49.0 * static_cast<double>(c.channels) * dims[0] + dim * static_cast<double>(c.resolved_out_dim());
+  if (c.with_time_emb) n += 20.0 * dim * dim;
+  for (Index l = 0; l < L; ++l) {
+    const double din = dims[static_cast<std::size_t>(l)], dout = dims[static_cast<std::size_t>(l + 1)];
+    n += block(din, dout) + block(dout, dout) + attention(c.attention_at(l), dout);
+    if (l < L - 1) n += 16.0 * dout * dout;  // downsample
+  }
+  for (Index level = L - 1; level >= 1; --level) {
+    const double din = dims[static_cast<std::size_t>(level)], dout = dims[static_cast<std::size_t>(level + 1)];
+    n += block(2.0 * dout, din) + block(din, din) + attention(c.attention_at(level), din) + 16.0 * din * din;
+  }
+  n += 2.0 * block(dims.back(), dims.back()) + attention(c.mid_attention, dims.back());
+  n += block(dim, dim);  // final block
+  return n;
+}
+
+// Builds the U-Net described by the file's metadata and loads its weights. Before building, the configuration is
+// checked against the number of values the file holds: a small (or hostile) file whose metadata describes a huge
+// network is refused without allocating it.
 template <class T>
 std::unique_ptr<Unet<T>> load_unet(const std::string& path, const WeightLoadOptions& options = {}) {
   const io::SafetensorsReader reader(path);
-  auto net = std::make_unique<Unet<T>>(unet_config_from_metadata(reader.metadata(), path));
+  const UnetConfig config = unet_config_from_metadata(reader.metadata(), path);
+  double held = 0.0;  // values in the file, every tensor counted
+  for (const auto& name : reader.names()) {
+    double numel = 1.0;
+    for (std::int64_t d : reader.info(name).shape) numel *= static_cast<double>(d);
+    held += numel;
+  }
+  const double needed = unet_min_parameter_count(config);
+  DIFFUSION_CHECK(needed <= held, "weights file '" << path << "': the U-Net configuration " << config.to_json().dump()
+                                                   << " needs at least " << needed << " parameters, but the file holds only "
+                                                   << held << " values");
+  auto net = std::make_unique<Unet<T>>(config);
   load_unet_weights(*net, reader, options);
   return net;
 }

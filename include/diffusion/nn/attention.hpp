@@ -15,6 +15,7 @@
 #include "diffusion/kernels/gemm.hpp"
 #include "diffusion/kernels/softmax.hpp"
 #include "diffusion/nn/conv2d.hpp"
+#include "diffusion/nn/scratch.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 
 namespace diffusion::nn {
@@ -51,21 +52,23 @@ class Attention {
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    zero_like(dheads_out_, heads_out_);
-    to_out_.backward(heads_out_, dy, &dheads_out_);
+    Tensor<T>& dheads_out = scratch_tensor<T>(kAttention0);
+    Tensor<T>& dqkv = scratch_tensor<T>(kAttention0 + 1);
+    zero_like(dheads_out, heads_out_);
+    to_out_.backward(heads_out_, dy, &dheads_out);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
-    dqkv_.resize(qkv_.shape());  // every element assigned below
+    dqkv.resize(qkv_.shape());  // every element assigned below
     parallel_for(0, N * heads_, [&](Index nh) {
       const Index n = nh / heads_, h = nh % heads_;
       const Index off = (n * 3 * hidden + h * d) * P;
       const T* q = qkv_.data() + off;
       const T* k = q + hidden * P;
       const T* v = k + hidden * P;
-      T* dq = dqkv_.data() + off;
+      T* dq = dqkv.data() + off;
       T* dk = dq + hidden * P;
       T* dv = dk + hidden * P;
       const T* A = attn_.data() + nh * P * P;
-      const T* dout = dheads_out_.data() + (n * hidden + h * d) * P;  // (d, P)
+      const T* dout = dheads_out.data() + (n * hidden + h * d) * P;  // (d, P)
       T* dA = thread_scratch<T, kScratchAttention>(static_cast<std::size_t>(P * P));
       // dv[e][j] = sum_i dout[e][i] A[i][j];  dA[i][j] = sum_e dout[e][i] v[e][j]
       kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, d, P, P, T(1), dout, P, A, P, T(0), dv, P);
@@ -75,7 +78,7 @@ class Attention {
       kernels::gemm(kernels::Op::NoTrans, kernels::Op::Trans, d, P, P, scale_, k, P, dA, P, T(0), dq, P);
       kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, d, P, P, scale_, q, P, dA, P, T(0), dk, P);
     });
-    to_qkv_.backward(x, dqkv_, dx);
+    to_qkv_.backward(x, dqkv, dx);
   }
 
   const std::string& name() const { return name_; }
@@ -88,7 +91,6 @@ class Attention {
   Tensor<T> qkv_;        // (N, 3 * hidden, H, W)
   Tensor<T> attn_;       // (N, heads, P, P) attention weights
   Tensor<T> heads_out_;  // (N, hidden, H, W)
-  Tensor<T> dheads_out_, dqkv_;
 };
 
 }  // namespace diffusion::nn

@@ -12,6 +12,7 @@
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/kernels/conv2d.hpp"
+#include "diffusion/nn/scratch.hpp"
 
 namespace diffusion::nn {
 
@@ -86,10 +87,11 @@ class ConvTranspose2d {
 
   // dx (N, C_in, H, W) += conv_g(dy): the forward kernel assigns, so convolve into scratch and add.
   void accumulate_forward(const kernels::Conv2dGeometry& g, const T* dy, T* dx) {
-    scratch_.resize(Shape{g.batch, g.out_channels, g.out_height, g.out_width});
-    kernels::conv2d_forward<T>(g, dy, params_.value(weight_), nullptr, scratch_.data());
-    const Index n = scratch_.numel();
-    const T* s = scratch_.data();
+    Tensor<T>& scratch = scratch_tensor<T>(kConvTranspose);  // (N, C_in, H, W) before accumulation
+    scratch.resize(Shape{g.batch, g.out_channels, g.out_height, g.out_width});
+    kernels::conv2d_forward<T>(g, dy, params_.value(weight_), nullptr, scratch.data());
+    const Index n = scratch.numel();
+    const T* s = scratch.data();
     for (Index i = 0; i < n; ++i) dx[i] += s[i];
   }
 
@@ -97,7 +99,6 @@ class ConvTranspose2d {
   std::string name_;
   Index in_, out_, kernel_, stride_, padding_, groups_;
   typename ParameterStore<T>::Ref weight_, bias_;
-  Tensor<T> scratch_;  // (N, C_in, H, W) input gradient before accumulation
 };
 
 }  // namespace diffusion::nn

@@ -14,6 +14,7 @@
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
+#include "diffusion/nn/scratch.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 
 namespace diffusion::nn {
@@ -52,36 +53,45 @@ class ConvNextBlock {
     norm2_.forward(a_, n3_);
     conv2_.forward(n3_, y);
     if (res_conv_) {
-      res_conv_->forward(x, res_);
-      add_into(y, res_);
+      Tensor<T>& res = scratch_tensor<T>(kResidual);  // not needed by backward
+      res_conv_->forward(x, res);
+      add_into(y, res);
     } else {
       add_into(y, x);
     }
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    zero_like(dn3_, n3_);
-    conv2_.backward(n3_, dy, &dn3_);
-    zero_like(da_, a_);
-    norm2_.backward(a_, dn3_, &da_);
-    zero_like(dc1_, c1_);
-    gelu_.backward(c1_, da_, &dc1_);
-    zero_like(dh_, h_);
+    // Gradient buffers: shared scratch (see scratch.hpp), valid during this call only.
+    Tensor<T>& dn3 = scratch_tensor<T>(kBlock0 + 0);
+    Tensor<T>& da = scratch_tensor<T>(kBlock0 + 1);
+    Tensor<T>& dc1 = scratch_tensor<T>(kBlock0 + 2);
+    Tensor<T>& dn0 = scratch_tensor<T>(kBlock0 + 3);
+    Tensor<T>& dh = scratch_tensor<T>(kBlock0 + 4);
+    Tensor<T>& dt_out = scratch_tensor<T>(kBlock0 + 5);
+    Tensor<T>& dt_act = scratch_tensor<T>(kBlock0 + 6);
+    zero_like(dn3, n3_);
+    conv2_.backward(n3_, dy, &dn3);
+    zero_like(da, a_);
+    norm2_.backward(a_, dn3, &da);
+    zero_like(dc1, c1_);
+    gelu_.backward(c1_, da, &dc1);
+    zero_like(dh, h_);
     if (norm1_) {
-      zero_like(dn0_, n0_);
-      conv1_.backward(n0_, dc1_, &dn0_);
-      norm1_->backward(h_, dn0_, &dh_);
+      zero_like(dn0, n0_);
+      conv1_.backward(n0_, dc1, &dn0);
+      norm1_->backward(h_, dn0, &dh);
     } else {
-      conv1_.backward(h_, dc1_, &dh_);
+      conv1_.backward(h_, dc1, &dh);
     }
     if (mlp_ && t_emb) {
-      zero_like(dt_out_, t_out_);
-      add_channel_vector_backward(dh_, dt_out_);
-      zero_like(dt_act_, t_act_);
-      mlp_->backward(t_act_, dt_out_, &dt_act_);
-      gelu_.backward(*t_emb, dt_act_, dt_emb);
+      zero_like(dt_out, t_out_);
+      add_channel_vector_backward(dh, dt_out);
+      zero_like(dt_act, t_act_);
+      mlp_->backward(t_act_, dt_out, &dt_act);
+      gelu_.backward(*t_emb, dt_act, dt_emb);
     }
-    ds_conv_.backward(x, dh_, dx);
+    ds_conv_.backward(x, dh, dx);
     if (res_conv_) {
       res_conv_->backward(x, dy, dx);
     } else if (dx) {
@@ -101,10 +111,9 @@ class ConvNextBlock {
   std::unique_ptr<GroupNorm<T>> norm1_;
   std::unique_ptr<Conv2d<T>> res_conv_;
   GELU<T> gelu_;
-  // Saved activations: h_, n0_ (N, dim, H, W); c1_, a_, n3_ (N, dim_out * mult, H, W); res_ (N, dim_out, H, W).
-  Tensor<T> h_, n0_, c1_, a_, n3_, res_;
+  // Saved activations: h_, n0_ (N, dim, H, W); c1_, a_, n3_ (N, dim_out * mult, H, W).
+  Tensor<T> h_, n0_, c1_, a_, n3_;
   Tensor<T> t_act_, t_out_;  // (N, time_emb_dim), (N, dim)
-  Tensor<T> dn3_, da_, dc1_, dn0_, dh_, dt_out_, dt_act_;
 };
 
 }  // namespace diffusion::nn

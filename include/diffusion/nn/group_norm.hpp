@@ -10,6 +10,7 @@
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/kernels/group_norm.hpp"
+#include "diffusion/nn/scratch.hpp"
 
 namespace diffusion::nn {
 
@@ -55,9 +56,10 @@ class GroupNorm {
       check_shape(*dx, x.shape(), ("GroupNorm '" + name_ + "' backward: dx").c_str());
       dxp = dx->data();
     } else {
-      unused_dx_.resize(x.shape());
-      unused_dx_.zero();
-      dxp = unused_dx_.data();
+      Tensor<T>& unused = scratch_tensor<T>(kNormInputGrad);
+      unused.resize(x.shape());
+      unused.zero();
+      dxp = unused.data();
     }
     kernels::group_norm_backward(N, channels_, P, groups_, x.data(), params_.value(weight_), mean_.data(),
                                  rstd_.data(), dy.data(), dxp, params_.grad(weight_), params_.grad(bias_));
@@ -72,7 +74,6 @@ class GroupNorm {
   double eps_;
   typename ParameterStore<T>::Ref weight_, bias_;
   AlignedBuffer<double> mean_, rstd_;  // (N, G) saved statistics
-  Tensor<T> unused_dx_;
 };
 
 }  // namespace diffusion::nn

@@ -7,8 +7,10 @@
 //   out[h * dim_head + e][n] = sum_d context[d][e] q[d][n]
 //   y = GroupNorm(1, dim)(conv1x1(out))                  to_out = Sequential(Conv2d(hidden, dim, 1), GroupNorm(1, dim))
 // Parameters: `<name>.to_qkv.weight`, `<name>.to_out.0.{weight,bias}`, `<name>.to_out.1.{weight,bias}`.
-// Saves softmaxed q and k and the contexts for backward. Contract as in conv2d.hpp.
+// Saves softmaxed q and k, v and the contexts for backward (not the raw q and k, nor the heads' output, which
+// backward recomputes from context and q: memory matters at 28x28 with 384 qkv channels). Contract as in conv2d.hpp.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -18,6 +20,7 @@
 #include "diffusion/nn/attention.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
+#include "diffusion/nn/scratch.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 
 namespace diffusion::nn {
@@ -36,49 +39,58 @@ class LinearAttention {
   }
 
   void forward(const Tensor<T>& x, Tensor<T>& y) {
-    to_qkv_.forward(x, qkv_);
+    Tensor<T>& qkv = scratch_tensor<T>(kAttention0 + 1);        // (N, 3 * hidden, H, W), forward only
+    Tensor<T>& heads_out = scratch_tensor<T>(kAttention0 + 3);  // (N, hidden, H, W), recomputed in backward
+    to_qkv_.forward(x, qkv);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
     q_soft_.resize(Shape{N, heads_, d, P});
     k_soft_.resize(Shape{N, heads_, d, P});
+    v_.resize(Shape{N, heads_, d, P});
     context_.resize(Shape{N, heads_, d, d});
-    heads_out_.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
+    heads_out.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
     parallel_for(0, N * heads_, [&](Index nh) {
       const Index n = nh / heads_, h = nh % heads_;
-      const T* q = qkv_.data() + (n * 3 * hidden + h * d) * P;  // (d, P)
+      const T* q = qkv.data() + (n * 3 * hidden + h * d) * P;  // (d, P)
       const T* k = q + hidden * P;
       const T* v = k + hidden * P;
       T* qs = q_soft_.data() + nh * d * P;
       T* ks = k_soft_.data() + nh * d * P;
-      T* ctx = context_.data() + nh * d * d;
+      std::copy(v, v + d * P, v_.data() + nh * d * P);
       double* work = thread_scratch<double, kScratchSoftmaxWork>(static_cast<std::size_t>(2 * P));
       kernels::softmax_cols(d, P, q, qs, work);  // over features, per pixel
       kernels::softmax_rows(d, P, k, ks);        // over pixels, per feature
+      T* ctx = context_.data() + nh * d * d;
       kernels::gemm(kernels::Op::NoTrans, kernels::Op::Trans, d, d, P, T(1), ks, P, v, P, T(0), ctx, d);
-      T* out = heads_out_.data() + (n * hidden + h * d) * P;
-      kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, d, P, d, scale_, ctx, d, qs, P, T(0), out, P);
     });
-    to_out_conv_.forward(heads_out_, conv_out_);
+    compute_heads_out(N, P, heads_out);
+    to_out_conv_.forward(heads_out, conv_out_);
     to_out_norm_.forward(conv_out_, y);
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    zero_like(dconv_out_, conv_out_);
-    to_out_norm_.backward(conv_out_, dy, &dconv_out_);
-    zero_like(dheads_out_, heads_out_);
-    to_out_conv_.backward(heads_out_, dconv_out_, &dheads_out_);
+    Tensor<T>& dheads_out = scratch_tensor<T>(kAttention0);
+    Tensor<T>& dqkv = scratch_tensor<T>(kAttention0 + 1);
+    Tensor<T>& dconv_out = scratch_tensor<T>(kAttention0 + 2);
+    Tensor<T>& heads_out = scratch_tensor<T>(kAttention0 + 3);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
-    dqkv_.resize(qkv_.shape());  // every element assigned below
+    heads_out.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
+    compute_heads_out(N, P, heads_out);
+    zero_like(dconv_out, conv_out_);
+    to_out_norm_.backward(conv_out_, dy, &dconv_out);
+    zero_like(dheads_out, heads_out);
+    to_out_conv_.backward(heads_out, dconv_out, &dheads_out);
+    dqkv.resize(Shape{N, 3 * hidden, x.dim(2), x.dim(3)});  // every element assigned below
     parallel_for(0, N * heads_, [&](Index nh) {
       const Index n = nh / heads_, h = nh % heads_;
       const Index off = (n * 3 * hidden + h * d) * P;
-      const T* v = qkv_.data() + off + 2 * hidden * P;
-      T* dq = dqkv_.data() + off;
+      const T* v = v_.data() + nh * d * P;
+      T* dq = dqkv.data() + off;
       T* dk = dq + hidden * P;
       T* dv = dk + hidden * P;
       const T* qs = q_soft_.data() + nh * d * P;
       const T* ks = k_soft_.data() + nh * d * P;
       const T* ctx = context_.data() + nh * d * d;
-      const T* dout = dheads_out_.data() + (n * hidden + h * d) * P;  // (d, P)
+      const T* dout = dheads_out.data() + (n * hidden + h * d) * P;  // (d, P)
       T* scratch = thread_scratch<T, kScratchAttention>(static_cast<std::size_t>(d * d + 2 * d * P));
       T* dctx = scratch;             // (d, d)
       T* dqs = scratch + d * d;      // (d, P)
@@ -93,7 +105,7 @@ class LinearAttention {
       kernels::softmax_cols_backward(d, P, qs, dqs, dq, work);
       kernels::softmax_rows_backward(d, P, ks, dks, dk);
     });
-    to_qkv_.backward(x, dqkv_, dx);
+    to_qkv_.backward(x, dqkv, dx);
   }
 
   const std::string& name() const { return name_; }
@@ -104,13 +116,21 @@ class LinearAttention {
   T scale_;
   Conv2d<T> to_qkv_, to_out_conv_;
   GroupNorm<T> to_out_norm_;
-  Tensor<T> qkv_;        // (N, 3 * hidden, H, W)
-  Tensor<T> q_soft_;     // (N, heads, d, P) softmax of q over d (unscaled)
-  Tensor<T> k_soft_;     // (N, heads, d, P) softmax of k over P
-  Tensor<T> context_;    // (N, heads, d, d)
-  Tensor<T> heads_out_;  // (N, hidden, H, W)
-  Tensor<T> conv_out_;   // (N, dim, H, W) before the GroupNorm
-  Tensor<T> dconv_out_, dheads_out_, dqkv_;
+  // out[h * d + e][n] = scale sum_d context[d][e] qs[d][n], for every image and head.
+  void compute_heads_out(Index N, Index P, Tensor<T>& heads_out) const {
+    const Index d = dim_head_, hidden = heads_ * d;
+    parallel_for(0, N * heads_, [&](Index nh) {
+      const Index n = nh / heads_, h = nh % heads_;
+      kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, d, P, d, scale_, context_.data() + nh * d * d, d,
+                    q_soft_.data() + nh * d * P, P, T(0), heads_out.data() + (n * hidden + h * d) * P, P);
+    });
+  }
+
+  Tensor<T> q_soft_;    // (N, heads, d, P) softmax of q over d (unscaled)
+  Tensor<T> k_soft_;    // (N, heads, d, P) softmax of k over P
+  Tensor<T> v_;         // (N, heads, d, P)
+  Tensor<T> context_;   // (N, heads, d, d)
+  Tensor<T> conv_out_;  // (N, dim, H, W) before the GroupNorm
 };
 
 }  // namespace diffusion::nn

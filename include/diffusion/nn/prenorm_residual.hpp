@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "diffusion/nn/group_norm.hpp"
+#include "diffusion/nn/scratch.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 
 namespace diffusion::nn {
@@ -27,9 +28,10 @@ class PreNormResidual {
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    zero_like(dnormed_, normed_);
-    fn_.backward(normed_, dy, &dnormed_);
-    norm_.backward(x, dnormed_, dx);
+    Tensor<T>& dnormed = scratch_tensor<T>(kPreNorm);
+    zero_like(dnormed, normed_);
+    fn_.backward(normed_, dy, &dnormed);
+    norm_.backward(x, dnormed, dx);
     if (dx) add_into(*dx, dy);
   }
 
@@ -40,8 +42,7 @@ class PreNormResidual {
   std::string name_;
   GroupNorm<T> norm_;
   Fn fn_;
-  Tensor<T> normed_;   // (N, dim, H, W)
-  Tensor<T> dnormed_;  // (N, dim, H, W)
+  Tensor<T> normed_;  // (N, dim, H, W)
 };
 
 }  // namespace diffusion::nn

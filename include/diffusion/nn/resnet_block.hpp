@@ -15,6 +15,7 @@
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
+#include "diffusion/nn/scratch.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 
 namespace diffusion::nn {
@@ -48,32 +49,41 @@ class ResnetBlock {
     norm2_.forward(h2_, n2_);
     silu_.forward(n2_, y);
     if (res_conv_) {
-      res_conv_->forward(x, res_);
-      add_into(y, res_);
+      Tensor<T>& res = scratch_tensor<T>(kResidual);  // not needed by backward
+      res_conv_->forward(x, res);
+      add_into(y, res);
     } else {
       add_into(y, x);
     }
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    zero_like(dn2_, n2_);
-    silu_.backward(n2_, dy, &dn2_);
-    zero_like(dh2_, h2_);
-    norm2_.backward(h2_, dn2_, &dh2_);
-    zero_like(dh_, h_);
-    proj2_.backward(h_, dh2_, &dh_);
+    // Gradient buffers: shared scratch (see scratch.hpp), valid during this call only.
+    Tensor<T>& dn2 = scratch_tensor<T>(kBlock0 + 0);
+    Tensor<T>& dh2 = scratch_tensor<T>(kBlock0 + 1);
+    Tensor<T>& dh = scratch_tensor<T>(kBlock0 + 2);
+    Tensor<T>& dn1 = scratch_tensor<T>(kBlock0 + 3);
+    Tensor<T>& dh1 = scratch_tensor<T>(kBlock0 + 4);
+    Tensor<T>& dt_out = scratch_tensor<T>(kBlock0 + 5);
+    Tensor<T>& dt_act = scratch_tensor<T>(kBlock0 + 6);
+    zero_like(dn2, n2_);
+    silu_.backward(n2_, dy, &dn2);
+    zero_like(dh2, h2_);
+    norm2_.backward(h2_, dn2, &dh2);
+    zero_like(dh, h_);
+    proj2_.backward(h_, dh2, &dh);
     if (mlp_ && t_emb) {
-      zero_like(dt_out_, t_out_);
-      add_channel_vector_backward(dh_, dt_out_);
-      zero_like(dt_act_, t_act_);
-      mlp_->backward(t_act_, dt_out_, &dt_act_);
-      silu_.backward(*t_emb, dt_act_, dt_emb);
+      zero_like(dt_out, t_out_);
+      add_channel_vector_backward(dh, dt_out);
+      zero_like(dt_act, t_act_);
+      mlp_->backward(t_act_, dt_out, &dt_act);
+      silu_.backward(*t_emb, dt_act, dt_emb);
     }
-    zero_like(dn1_, n1_);
-    silu_.backward(n1_, dh_, &dn1_);
-    zero_like(dh1_, h1_);
-    norm1_.backward(h1_, dn1_, &dh1_);
-    proj1_.backward(x, dh1_, dx);
+    zero_like(dn1, n1_);
+    silu_.backward(n1_, dh, &dn1);
+    zero_like(dh1, h1_);
+    norm1_.backward(h1_, dn1, &dh1);
+    proj1_.backward(x, dh1, dx);
     if (res_conv_) {
       res_conv_->backward(x, dy, dx);
     } else if (dx) {
@@ -93,9 +103,8 @@ class ResnetBlock {
   std::unique_ptr<Conv2d<T>> res_conv_;
   SiLU<T> silu_;
   // Saved activations, (N, dim_out, H, W) unless noted.
-  Tensor<T> h1_, n1_, h_, h2_, n2_, res_;
+  Tensor<T> h1_, n1_, h_, h2_, n2_;
   Tensor<T> t_act_, t_out_;  // (N, time_emb_dim), (N, dim_out)
-  Tensor<T> dn2_, dh2_, dh_, dn1_, dh1_, dt_out_, dt_act_;
 };
 
 }  // namespace diffusion::nn

@@ -46,6 +46,7 @@ struct NoiseLevel {
   double b;  // sqrt(1 - abar_t)
   static NoiseLevel from_alpha_bar(double alpha_bar) { return {std::sqrt(alpha_bar), std::sqrt(1.0 - alpha_bar)}; }
   static NoiseLevel at(const NoiseSchedule& s, std::int64_t t) {
+    s.check_timestep(t, "NoiseLevel::at");
     const std::size_t i = static_cast<std::size_t>(t);
     return {s.sqrt_alphas_cumprod[i], s.sqrt_one_minus_alphas_cumprod[i]};
   }

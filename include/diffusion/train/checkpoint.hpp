@@ -8,9 +8,12 @@
 //   __metadata__: "diffusion.unet" (config), "diffusion.train" (JSON: step, seed, adam and ema counters, options)
 //   and any extra entries the caller adds (e.g. the example's command line).
 // Written atomically (io/atomic_file.hpp): a crash mid-write leaves the previous checkpoint intact.
-// load_checkpoint checks the file against the model and trainer before changing anything.
+// load_checkpoint checks the file against the model and trainer before changing anything: U-Net configuration,
+// noise schedule, prediction type, step counters (non-negative JSON integers) and every tensor's name and shape.
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -96,15 +99,32 @@ void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
   DIFFUSION_CHECK(schedule.betas == trainer.schedule().betas,
                   where << "noise schedule (T = " << schedule.num_timesteps() << ") differs from the trainer's (T = "
                         << trainer.schedule().num_timesteps() << ")");
-  std::int64_t step = 0, adam_step = 0, ema_step = 0;
-  try {
-    step = state.at("step").get<std::int64_t>();
-    adam_step = state.at("adam_step").get<std::int64_t>();
-    ema_step = state.value("ema_step", std::int64_t(0));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(where + "'" + kTrainStateKey + "' lacks a step counter (" + e.what() + ")");
+  DIFFUSION_CHECK(state.is_object(), where << "'" << kTrainStateKey << "' metadata is a JSON " << state.type_name()
+                                           << ", not an object");
+  // Counters must be JSON integers in [0, 2^63): a float such as 1e300 would be cast to int64, which is undefined.
+  auto counter = [&](const char* key, bool required) -> std::int64_t {
+    const auto it = state.find(key);
+    if (it == state.end()) {
+      DIFFUSION_CHECK(!required, where << "'" << kTrainStateKey << "' lacks a step counter '" << key << "'");
+      return 0;
+    }
+    const bool ok = it->is_number_unsigned()
+                        ? it->get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+                        : it->is_number_integer() && it->get<std::int64_t>() >= 0;
+    DIFFUSION_CHECK(ok, where << "'" << kTrainStateKey << "' step counter '" << key << "' is "
+                              << it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).substr(0, 40)
+                              << ", expected a non-negative integer");
+    return it->get<std::int64_t>();
+  };
+  const std::int64_t step = counter("step", true), adam_step = counter("adam_step", true),
+                     ema_step = counter("ema_step", false);
+  // A run resumed with another parameterization would silently train towards a different target.
+  if (const auto it = state.find("prediction"); it != state.end()) {
+    DIFFUSION_CHECK(it->is_string() && *it == prediction_name(trainer.options().prediction),
+                    where << "the checkpoint was trained to predict "
+                          << it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).substr(0, 40)
+                          << " but the trainer predicts \"" << prediction_name(trainer.options().prediction) << "\"");
   }
-  DIFFUSION_CHECK(step >= 0 && adam_step >= 0 && ema_step >= 0, where << "negative step counters");
   const bool has_ema = reader.contains("ema." + store.entries().front().name);
   DIFFUSION_CHECK(!trainer.ema() || has_ema, where << "has no EMA weights but the trainer keeps an EMA");
   const bool has_adam = adam_step > 0;

@@ -60,6 +60,11 @@ class Trainer {
   Trainer(Unet<T>& model, NoiseSchedule schedule, const TrainerOptions& options)
       : model_(model), schedule_(std::move(schedule)), options_(options), optimizer_(options.adam) {
     DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
+    // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
+    DIFFUSION_CHECK(model.config().resolved_out_dim() == model.config().channels,
+                    "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
+                                                            << " channels but reads channels = " << model.config().channels
+                                                            << "; the training target needs them equal");
     if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
   }
 
