@@ -50,23 +50,30 @@ void softmax_rows_backward(Index rows, Index cols, const T* y, const T* dy, T* d
 }
 
 // Each column of x (rows, cols) -> softmax over that column. Works row by row (contiguous) with per-column
-// accumulators; `work` needs 2 * cols doubles.
+// accumulators; `work` needs 2 * cols doubles. The exponentials of a row are one SIMD pass against the row of
+// column maxima.
 template <class T>
 void softmax_cols(Index rows, Index cols, const T* x, T* y, double* work) {
-  double* mx = work;
+  // Column maxima in T (stored at the start of `work`, which has room for 2 * cols doubles >= cols T's), sums in
+  // double after them.
+  T* mx = reinterpret_cast<T*>(work);
   double* sum = work + cols;
-  for (Index c = 0; c < cols; ++c) mx[c] = static_cast<double>(x[c]), sum[c] = 0.0;
+  for (Index c = 0; c < cols; ++c) mx[c] = x[c], sum[c] = 0.0;
   for (Index r = 1; r < rows; ++r)
-    for (Index c = 0; c < cols; ++c) mx[c] = std::max(mx[c], static_cast<double>(x[r * cols + c]));
-  for (Index r = 0; r < rows; ++r)
-    for (Index c = 0; c < cols; ++c) {
-      const T e = std::exp(x[r * cols + c] - static_cast<T>(mx[c]));
-      y[r * cols + c] = e;
-      sum[c] += static_cast<double>(e);
+    for (Index c = 0; c < cols; ++c) mx[c] = std::max(mx[c], x[r * cols + c]);
+  for (Index r = 0; r < rows; ++r) {
+    T* yr = y + r * cols;
+    if (reference_kernels()) {
+      for (Index c = 0; c < cols; ++c) yr[c] = std::exp(x[r * cols + c] - mx[c]);
+    } else {
+      std::copy(mx, mx + cols, yr);
+      simd_map3(cols, x + r * cols, x + r * cols, yr, [](Batch<T> v, Batch<T>, Batch<T> m) { return xsimd::exp(v - m); });
     }
-  for (Index c = 0; c < cols; ++c) sum[c] = 1.0 / sum[c];
+    for (Index c = 0; c < cols; ++c) sum[c] += static_cast<double>(yr[c]);
+  }
+  for (Index c = 0; c < cols; ++c) mx[c] = static_cast<T>(1.0 / sum[c]);  // reuse: inverse sums
   for (Index r = 0; r < rows; ++r)
-    for (Index c = 0; c < cols; ++c) y[r * cols + c] *= static_cast<T>(sum[c]);
+    for (Index c = 0; c < cols; ++c) y[r * cols + c] *= mx[c];
 }
 
 // `work` needs cols doubles.
