@@ -1,0 +1,104 @@
+#pragma once
+// The command-line options of `fashion_mnist train` and `fashion_mnist sample`, their defaults, and how they travel
+// in a checkpoint's metadata (as JSON, keyed by flag name without the dashes) so that `sample` and `train --resume`
+// know the configuration a model was trained with.
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "diffusion/model/unet_config.hpp"
+
+namespace fashion_mnist {
+
+// The default training length: the primer trains for 5 epochs; one epoch is what a first run on a laptop
+// affords (see README.md for measured times). The one place to change it.
+inline constexpr int kDefaultEpochs = 1;
+
+inline constexpr const char* kDefaultDataDir = "/usr/share/datasets/fashion-mnist";
+inline constexpr const char* kTrainImagesFile = "train-images-idx3-ubyte.gz";
+inline constexpr const char* kOptionsKey = "fashion_mnist.options";  // checkpoint / weights metadata
+inline constexpr const char* kRunKey = "fashion_mnist.run";          // checkpoint metadata: elapsed time
+
+struct TrainOptions {
+  // Configuration: fixes the model, the noise, the data order. A resumed run must keep it.
+  std::string schedule = "linear";  // linear | cosine | quadratic | sigmoid
+  int timesteps = 200;              // T
+  std::string loss = "huber";       // the primer's training loop uses p_losses(..., loss_type="huber")
+  std::string prediction = "eps";   // eps | x0 | v
+  std::string block = "convnext";   // convnext | resnet
+  int dim = 28;
+  std::vector<int> dim_mults = {1, 2, 4};
+  int batch = 128;
+  std::uint64_t seed = 0;
+  double ema_decay = 0.995;  // 0 disables the EMA
+  // Optimiser settings: a resumed run may change them (a note is printed), e.g. to get past a divergence.
+  double lr = 1e-3;
+  double grad_clip = 0.0;  // max global gradient norm; 0 disables clipping
+  // Length: --steps wins over --epochs.
+  int epochs = kDefaultEpochs;
+  std::int64_t steps = 0;
+  // Run settings: free to change on resume.
+  std::string data = kDefaultDataDir;
+  std::string out = "results/fashion_mnist";
+  std::string resume;
+  int threads = 0;  // 0: OpenMP's default
+  std::int64_t sample_every = 0;
+  std::int64_t checkpoint_every = 200;
+  int final_samples = 64;
+  std::string final_sampler = "ddpm";
+};
+
+struct SampleOptions {
+  std::string checkpoint;
+  std::string sampler = "ddim";  // ddpm | ddim
+  int steps = 50;                // DDIM steps
+  double eta = 0.0;
+  int n = 64;
+  std::uint64_t seed = 0;
+  std::string x_T;         // safetensors file with a tensor "x_T" (N, C, H, W)
+  std::string out = "samples.png";
+  std::string tensor_out;  // safetensors file, tensor "x_0" (N, C, H, W) F32
+  std::string gif;
+  int threads = 0;
+  // For a weights file without our metadata (e.g. a PyTorch state_dict exported to safetensors).
+  std::string block = "convnext";
+  int dim = 28;
+  std::vector<int> dim_mults = {1, 2, 4};
+  int channels = 1;
+  int image_size = 28;
+  std::string schedule = "linear";
+  int timesteps = 200;
+  std::string prediction = "eps";
+};
+
+// Registers the flags of each subcommand on `app`, bound to `o`.
+void add_train_flags(CLI::App& app, TrainOptions& o);
+void add_sample_flags(CLI::App& app, SampleOptions& o);
+
+// The flags given on the command line of `app` (names without dashes, e.g. "dim-mults").
+std::set<std::string> given_flags(const CLI::App& app);
+
+// "1,2,4" -> {1, 2, 4}; throws diffusion::Error naming `flag` when malformed.
+std::vector<int> parse_int_list(const std::string& text, const std::string& flag);
+std::string int_list_text(const std::vector<int>& v);
+
+// TrainOptions <-> JSON keyed by flag name; `source` names the file in error messages.
+nlohmann::json to_json(const TrainOptions& o);
+TrainOptions train_options_from_json(const nlohmann::json& j, const std::string& source);
+
+// The options of a resumed run: flags given on the command line win; the rest come from the checkpoint's stored
+// options. Throws diffusion::Error naming every configuration flag that differs from the checkpoint. `notes`
+// receives a line for each optimiser setting that changes.
+TrainOptions merge_resume_options(const TrainOptions& flags, const std::set<std::string>& given,
+                                  const nlohmann::json& stored, const std::string& checkpoint,
+                                  std::vector<std::string>& notes);
+
+// The U-Net of a configuration.
+diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::vector<int>& dim_mults, int channels);
+
+}  // namespace fashion_mnist

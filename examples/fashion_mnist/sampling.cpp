@@ -1,0 +1,284 @@
+#include "sampling.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/io/gif.hpp"
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_weights.hpp"
+#include "diffusion/samplers/ddim.hpp"
+#include "diffusion/samplers/ddpm.hpp"
+#include "diffusion/train/checkpoint.hpp"
+
+namespace fashion_mnist {
+
+using diffusion::Error;
+using diffusion::Shape;
+
+namespace {
+
+constexpr int kFrameDelayCs = 5;    // 20 frames a second, as the primer's animation (interval=50 ms)
+constexpr int kFinalDelayCs = 200;  // hold the result for 2 s
+
+diffusion::io::Image8 upscale(const diffusion::io::Image8& in, int s) {
+  if (s == 1) return in;
+  diffusion::io::Image8 out;
+  out.width = in.width * s;
+  out.height = in.height * s;
+  out.channels = in.channels;
+  out.pixels.resize(static_cast<std::size_t>(out.width) * static_cast<std::size_t>(out.height) *
+                    static_cast<std::size_t>(out.channels));
+  for (int y = 0; y < out.height; ++y)
+    for (int x = 0; x < out.width; ++x)
+      for (int c = 0; c < out.channels; ++c) out.at(y, x, c) = in.at(y / s, x / s, c);
+  return out;
+}
+
+int grid_columns(Index n) {
+  int c = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+  while (static_cast<Index>(c - 1) * (c - 1) >= n && c > 1) --c;  // guard against sqrt rounding up
+  return std::max(1, c);
+}
+
+// What a weights or checkpoint file says about the model it holds.
+struct ModelSource {
+  diffusion::UnetConfig config;
+  std::vector<double> betas;
+  diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
+  int image_size = 28;
+  std::string prefix;           // "ema." for a checkpoint's EMA weights
+  std::string kind;             // for the summary
+  bool config_from_file = false;
+  nlohmann::json defined;       // flag name -> value, for the flags the file decides
+};
+
+ModelSource describe(const diffusion::io::SafetensorsReader& reader, const SampleOptions& o) {
+  const auto& meta = reader.metadata();
+  const std::string& path = reader.path();
+  ModelSource m;
+  nlohmann::json stored;  // our training options, when the file has them
+  if (const auto it = meta.find(kOptionsKey); it != meta.end()) {
+    try {
+      stored = nlohmann::json::parse(it->second);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("'" + path + "': metadata '" + kOptionsKey + "' is not valid JSON (" + e.what() + ")");
+    }
+  }
+  const bool checkpoint = meta.count(diffusion::kTrainStateKey) != 0;
+  m.config_from_file = meta.count(diffusion::kUnetConfigKey) != 0;
+  m.config = m.config_from_file ? diffusion::unet_config_from_metadata(meta, path)
+                                : unet_config(o.block, o.dim, o.dim_mults, o.channels);
+  std::string schedule_name = o.schedule, prediction_name = o.prediction;
+  if (checkpoint) {
+    const nlohmann::json state = diffusion::read_train_state(reader);
+    m.betas = diffusion::read_checkpoint_schedule(reader).betas;
+    prediction_name = state.value("prediction", std::string("eps"));
+    m.prefix = reader.contains("ema.init_conv.weight") ? "ema." : "";  // every U-Net has init_conv
+    m.kind = std::string("training checkpoint, step ") + std::to_string(state.value("step", 0)) +
+             (m.prefix.empty() ? ", raw weights" : ", EMA weights");
+    if (stored.is_object()) schedule_name = stored.value("schedule", schedule_name);
+  } else {
+    if (stored.is_object()) {
+      schedule_name = stored.value("schedule", schedule_name);
+      prediction_name = stored.value("prediction", prediction_name);
+      m.betas = diffusion::make_betas(diffusion::parse_beta_schedule(schedule_name), stored.value("timesteps", o.timesteps));
+    } else {
+      m.betas = diffusion::make_betas(diffusion::parse_beta_schedule(o.schedule), o.timesteps);
+    }
+    m.kind = m.config_from_file ? "weights file" : "weights file without configuration (taken from the flags)";
+  }
+  m.prediction = diffusion::parse_prediction(prediction_name);
+  if (stored.is_object()) m.image_size = stored.value("image-size", o.image_size);
+  else m.image_size = o.image_size;
+
+  // The flags the file decides: given ones must agree.
+  if (m.config_from_file) {
+    m.defined["dim"] = m.config.dim;
+    m.defined["dim-mults"] = std::vector<int>(m.config.dim_mults.begin(), m.config.dim_mults.end());
+    m.defined["block"] = m.config.use_convnext ? "convnext" : "resnet";
+    m.defined["channels"] = m.config.channels;
+  }
+  if (checkpoint || stored.is_object()) {
+    m.defined["timesteps"] = static_cast<int>(m.betas.size());
+    m.defined["prediction"] = diffusion::prediction_name(m.prediction);
+    if (stored.is_object()) m.defined["schedule"] = schedule_name;
+  }
+  if (stored.is_object()) m.defined["image-size"] = m.image_size;
+  return m;
+}
+
+void check_flags_agree(const ModelSource& m, const SampleOptions& o, const std::set<std::string>& given,
+                       const std::string& path) {
+  nlohmann::json flags;
+  flags["dim"] = o.dim;
+  flags["dim-mults"] = o.dim_mults;
+  flags["block"] = o.block;
+  flags["channels"] = o.channels;
+  flags["timesteps"] = o.timesteps;
+  flags["prediction"] = o.prediction;
+  flags["schedule"] = o.schedule;
+  flags["image-size"] = o.image_size;
+  std::string differ;
+  for (const auto& kv : m.defined.items()) {
+    if (!given.count(kv.key()) || flags.at(kv.key()) == kv.value()) continue;
+    differ += std::string(differ.empty() ? "" : ", ") + "--" + kv.key() + " " + flags.at(kv.key()).dump() +
+              " (the file has " + kv.value().dump() + ")";
+  }
+  DIFFUSION_CHECK(differ.empty(), "'" << path << "' defines the model it holds, and the command line disagrees: " << differ
+                                      << ". Drop these flags");
+}
+
+void load_weights(diffusion::Unet<float>& net, const diffusion::io::SafetensorsReader& reader, const ModelSource& m) {
+  const std::string hint = m.config_from_file ? "" : " (check --dim, --dim-mults, --block and --channels: they must "
+                                                     "describe the network the weights were trained with)";
+  try {
+    if (m.prefix.empty()) {
+      diffusion::WeightLoadOptions wo;
+      wo.allow_extra_tensors = reader.metadata().count(diffusion::kTrainStateKey) != 0;  // Adam moments etc.
+      diffusion::load_unet_weights(net, reader, wo);
+      return;
+    }
+    auto& store = net.params();
+    for (const auto& e : store.entries()) {
+      const std::string name = m.prefix + e.name;
+      DIFFUSION_CHECK(reader.contains(name), "'" << reader.path() << "': missing tensor '" << name << "'");
+      reader.read_into(name, e.shape, store.values() + e.offset);
+    }
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + hint);
+  }
+}
+
+}  // namespace
+
+DenoisingRecorder::DenoisingRecorder(Index images, int sampler_steps, int frames, int scale)
+    : images_(images),
+      steps_(sampler_steps),
+      every_(std::max(1, (sampler_steps + frames - 1) / std::max(1, frames))),
+      scale_(scale) {}
+
+void DenoisingRecorder::add(const Images& x) {
+  const Images row = first_images(x, std::min(images_, x.dim(0)));
+  frames_.push_back(upscale(diffusion::io::image_grid(row, static_cast<int>(row.dim(0))), scale_));
+}
+
+void DenoisingRecorder::start(const Images& x_T) { add(x_T); }
+
+void DenoisingRecorder::after_step(int step_index, const Images& x) {
+  if ((step_index + 1) % every_ == 0 || step_index == steps_ - 1) add(x);
+}
+
+void DenoisingRecorder::write(const std::string& path) const {
+  diffusion::io::write_gif(path, frames_, kFrameDelayCs, true, kFinalDelayCs);
+}
+
+void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
+             Images& x, diffusion::Rng& rng, DenoisingRecorder* gif) {
+  auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.forward(x_t, t, out); };
+  auto callback = [gif](int step, std::int64_t, const Images& xt) {
+    if (gif) gif->after_step(step, xt);
+  };
+  if (gif) gif->start(x);
+  if (settings.sampler == "ddpm") {
+    diffusion::DdpmOptions o;
+    o.prediction = settings.prediction;
+    diffusion::ddpm_sample(model, schedule, x, rng, o, callback);
+  } else {
+    diffusion::DdimOptions o;
+    o.steps = settings.ddim_steps;
+    o.eta = settings.eta;
+    o.prediction = settings.prediction;
+    diffusion::ddim_sample(model, schedule, x, rng, o, callback);
+  }
+}
+
+void generate(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
+              Index n, Index channels, Index size, diffusion::Rng& rng, Images& x, DenoisingRecorder* gif) {
+  x.resize(Shape{n, channels, size, size});  // (N, C, H, W)
+  rng.normal(x.data(), x.numel());
+  denoise(net, schedule, settings, x, rng, gif);
+}
+
+Images first_images(const Images& x, Index k) {
+  DIFFUSION_CHECK(k >= 1 && k <= x.dim(0), "first_images: " << k << " of " << x.shape());
+  Images out;
+  out.resize(Shape{k, x.dim(1), x.dim(2), x.dim(3)});
+  std::copy(x.data(), x.data() + out.numel(), out.data());
+  return out;
+}
+
+void write_grid_png(const std::string& path, const Images& images) {
+  diffusion::io::write_png(path, diffusion::io::image_grid(images, grid_columns(images.dim(0))));
+}
+
+int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  const diffusion::io::SafetensorsReader reader(o.checkpoint);
+  const ModelSource m = describe(reader, o);
+  check_flags_agree(m, o, given, o.checkpoint);
+  const diffusion::NoiseSchedule schedule(m.betas);
+  const int T = schedule.num_timesteps();
+  DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= T,
+                  "--steps " << o.steps << " is more than the model's T = " << T << " diffusion steps");
+
+  diffusion::Unet<float> net(m.config);
+  load_weights(net, reader, m);
+
+  SamplerSettings settings;
+  settings.sampler = o.sampler;
+  settings.ddim_steps = o.steps;
+  settings.eta = o.eta;
+  settings.prediction = m.prediction;
+  const Index C = m.config.channels, S = m.image_size;
+  diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
+  Images x;  // (N, C, S, S)
+  if (!o.x_T.empty()) {
+    const diffusion::io::SafetensorsReader xr(o.x_T);
+    DIFFUSION_CHECK(xr.contains("x_T"), "--x-T '" << o.x_T << "': no tensor named 'x_T' in the file");
+    x = xr.read<float>("x_T");
+    DIFFUSION_CHECK(x.rank() == 4 && x.dim(0) >= 1 && x.dim(1) == C && x.dim(2) == S && x.dim(3) == S,
+                    "--x-T '" << o.x_T << "': tensor 'x_T' has shape " << x.shape() << ", expected (N, " << C << ", "
+                              << S << ", " << S << ")");
+    DIFFUSION_CHECK(!given.count("n") || x.dim(0) == o.n,
+                    "--x-T '" << o.x_T << "' holds " << x.dim(0) << " images but --n is " << o.n);
+  } else {
+    x.resize(Shape{static_cast<Index>(o.n), C, S, S});
+    rng.normal(x.data(), x.numel());
+  }
+  const Index n = x.dim(0);
+  DenoisingRecorder gif(8, settings.steps(T));
+  denoise(net, schedule, settings, x, rng, o.gif.empty() ? nullptr : &gif);
+
+  write_grid_png(o.out, x);
+  std::printf("fashion_mnist sample: %lld images from '%s' (%s), %s", static_cast<long long>(n), o.checkpoint.c_str(),
+              m.kind.c_str(), o.sampler.c_str());
+  if (o.sampler == "ddim") std::printf(" %d steps, eta %g", o.steps, o.eta);
+  std::printf("\n  grid:   %s\n", o.out.c_str());
+  if (!o.tensor_out.empty()) {
+    diffusion::io::SafetensorsWriter w;
+    w.add("x_0", x);
+    nlohmann::json info;
+    info["checkpoint"] = o.checkpoint;
+    info["sampler"] = o.sampler;
+    info["steps"] = settings.steps(T);
+    info["eta"] = o.eta;
+    info["seed"] = o.seed;
+    info["x_T"] = o.x_T;
+    w.add_metadata("fashion_mnist.sample", info.dump());
+    w.write(o.tensor_out);
+    std::printf("  tensor: %s (x_0, F32 (%lld, %lld, %lld, %lld))\n", o.tensor_out.c_str(), static_cast<long long>(n),
+                static_cast<long long>(C), static_cast<long long>(S), static_cast<long long>(S));
+  }
+  if (!o.gif.empty()) {
+    gif.write(o.gif);
+    std::printf("  gif:    %s (%zu frames)\n", o.gif.c_str(), gif.frames());
+  }
+  return 0;
+}
+
+}  // namespace fashion_mnist

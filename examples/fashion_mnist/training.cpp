@@ -1,0 +1,284 @@
+#include "training.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
+
+#include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
+#include "diffusion/io/atomic_file.hpp"
+#include "diffusion/io/idx.hpp"
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_weights.hpp"
+#include "diffusion/train/checkpoint.hpp"
+#include "diffusion/train/dataset.hpp"
+#include "diffusion/train/trainer.hpp"
+#include "progress.hpp"
+
+namespace fashion_mnist {
+
+namespace fs = std::filesystem;
+using diffusion::Error;
+
+namespace {
+
+constexpr int kPreviewImages = 16;   // a 4x4 grid
+constexpr int kPreviewDdimSteps = 50;
+constexpr int kGifImages = 8;        // one row
+
+std::string join(const fs::path& dir, const std::string& name) { return (dir / name).string(); }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The stored options of a checkpoint being resumed, with what else it says about the run.
+struct ResumeInfo {
+  nlohmann::json options;
+  double elapsed = 0.0;
+  std::int64_t step = 0;
+};
+
+ResumeInfo read_resume_info(const std::string& path) {
+  const diffusion::io::SafetensorsReader reader(path);
+  ResumeInfo info;
+  const nlohmann::json state = diffusion::read_train_state(reader);
+  info.step = state.value("step", std::int64_t(0));
+  const auto it = reader.metadata().find(kOptionsKey);
+  DIFFUSION_CHECK(it != reader.metadata().end(),
+                  "'" << path << "' was not written by `fashion_mnist train` (no '" << kOptionsKey
+                      << "' metadata), so its options are unknown; resume from an out/checkpoint.safetensors of this program");
+  try {
+    info.options = nlohmann::json::parse(it->second);
+    const auto run = reader.metadata().find(kRunKey);
+    if (run != reader.metadata().end()) info.elapsed = nlohmann::json::parse(run->second).value("elapsed_s", 0.0);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("'" + path + "': malformed '" + kOptionsKey + "' metadata (" + e.what() + ")");
+  }
+  return info;
+}
+
+}  // namespace
+
+Images load_training_images(const std::string& data_dir) {
+  const fs::path dir(data_dir);
+  std::error_code ec;
+  const auto status = fs::status(dir, ec);
+  DIFFUSION_CHECK(fs::exists(status), "the data folder '" << data_dir << "' does not exist. Install the Debian package "
+                                                          << "dataset-fashion-mnist or pass --data DIR");
+  DIFFUSION_CHECK(fs::is_directory(status), "--data '" << data_dir << "' is not a folder. Pass --data DIR, the folder "
+                                                       << "that holds " << kTrainImagesFile);
+  std::string path = join(dir, kTrainImagesFile);
+  if (!fs::exists(path, ec)) {
+    const std::string plain = join(dir, "train-images-idx3-ubyte");  // a gunzipped copy will do as well
+    DIFFUSION_CHECK(fs::exists(plain, ec), "cannot read " << path << ": file does not exist. Install the Debian package "
+                                                          << "dataset-fashion-mnist or pass --data DIR");
+    path = plain;
+  }
+  try {
+    return diffusion::io::load_idx_images<float>(path);
+  } catch (const Error& e) {
+    throw Error(std::string("cannot read the training images: ") + e.what() +
+                ". The file is damaged or is not an IDX image file: reinstall it (apt-get install --reinstall "
+                "dataset-fashion-mnist) or pass --data DIR with intact files");
+  }
+}
+
+void check_output_folder(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  DIFFUSION_CHECK(!ec && fs::is_directory(out, ec), "cannot create the output folder '"
+                                                         << out << "': " << (ec ? ec.message() : "not a folder")
+                                                         << ". Pass --out DIR with a folder you can write to");
+  const std::string probe = join(out, ".fashion_mnist-write-probe");
+  try {
+    diffusion::io::write_file_atomically(probe, "ok\n", 3);
+  } catch (const Error& e) {
+    throw Error("cannot write to the output folder '" + out + "' (" + e.what() +
+                "). Pass --out DIR with a folder you can write to");
+  }
+  fs::remove(probe, ec);
+}
+
+int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
+  TrainOptions o = flags;
+  std::vector<std::string> notes;
+  ResumeInfo resumed;
+  if (!flags.resume.empty()) {
+    resumed = read_resume_info(flags.resume);
+    o = merge_resume_options(flags, given, resumed.options, flags.resume, notes);
+  }
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+
+  // Everything that can be wrong with the inputs is found before the first step.
+  const Images images = load_training_images(o.data);  // (N, 1, H, W)
+  const Index N = images.dim(0), H = images.dim(2), W = images.dim(3);
+  if (!o.resume.empty() && resumed.options.contains("images")) {
+    const Index trained_on = resumed.options.at("images").get<Index>();
+    DIFFUSION_CHECK(trained_on == N, "cannot resume from '" << o.resume << "': it was trained on " << trained_on
+                                                            << " images but the data in '" << o.data << "' has " << N
+                                                            << "; resume with the same --data");
+  }
+  const diffusion::UnetConfig config = unet_config(o.block, o.dim, o.dim_mults, 1);
+  try {
+    config.validate();
+  } catch (const Error& e) {
+    throw Error(std::string("invalid model flags (--dim, --dim-mults, --block): ") + e.what());
+  }
+  const Index divisor = Index(1) << (config.levels() - 1);
+  DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
+                  "--dim-mults " << int_list_text(o.dim_mults) << " gives " << config.levels() << " resolution levels, "
+                                 << "so the image size must be divisible by " << divisor << ", but the images are "
+                                 << H << "x" << W << "; use fewer levels (e.g. 1,2,4)");
+  check_output_folder(o.out);
+
+  const fs::path out(o.out);
+  const std::string checkpoint_path = join(out, "checkpoint.safetensors");
+  const std::string model_path = join(out, "model.safetensors");
+  const std::string samples_path = join(out, "samples.png");
+  const std::string gif_path = join(out, "denoising.gif");
+
+  diffusion::Unet<float> net(config, o.seed);
+  diffusion::TrainerOptions to;
+  to.loss = diffusion::parse_loss_type(o.loss);
+  to.prediction = diffusion::parse_prediction(o.prediction);
+  to.adam.lr = o.lr;
+  to.grad_clip = o.grad_clip;
+  to.use_ema = o.ema_decay > 0.0;
+  to.ema = diffusion::EmaOptions{o.ema_decay, true};
+  to.seed = o.seed;
+  diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
+  if (!o.resume.empty()) diffusion::load_checkpoint(o.resume, trainer);
+
+  diffusion::BatchOptions bo;
+  bo.batch_size = o.batch;
+  bo.seed = o.seed;
+  diffusion::BatchSampler<float> sampler(images, bo);
+  const std::int64_t per_epoch = sampler.batches_per_epoch();
+  const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
+  const std::int64_t first = trainer.step_count();
+
+  nlohmann::json stored = to_json(o);  // what `sample` and `--resume` read back
+  stored["images"] = N;
+  stored["image-size"] = H;
+  stored["total-steps"] = total;
+
+  std::fprintf(stderr, "fashion_mnist: training a %s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
+                       "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
+               o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), net.params().size(), static_cast<long long>(N),
+               static_cast<long long>(H), static_cast<long long>(W), static_cast<long long>(first),
+               static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.loss.c_str(), o.timesteps,
+               o.schedule.c_str(), o.out.c_str());
+  for (const std::string& note : notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
+  if (first >= total)
+    std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "
+                         "to train, writing the final outputs\n",
+                 static_cast<long long>(first), static_cast<long long>(total));
+
+  ProgressDisplay progress(first, total, per_epoch, resumed.elapsed, stderr);
+  const TrainLog log(join(out, "train_log.csv"));
+  std::string last_checkpoint = o.resume;  // the last good one, for the divergence message
+  std::int64_t last_checkpoint_step = o.resume.empty() ? -1 : first;
+
+  auto save = [&] {
+    nlohmann::json run;
+    run["elapsed_s"] = progress.elapsed();
+    diffusion::save_checkpoint(checkpoint_path, trainer, {{kOptionsKey, stored.dump()}, {kRunKey, run.dump()}});
+    last_checkpoint = checkpoint_path;
+    last_checkpoint_step = trainer.step_count();
+  };
+  // A second network for sampling with the EMA weights, so that the training network keeps its weights.
+  std::unique_ptr<diffusion::Unet<float>> sample_net;
+  auto sampling_net = [&]() -> diffusion::Unet<float>& {
+    if (!sample_net) sample_net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
+    DIFFUSION_CHECK(sample_net->params().size() == net.params().size(), "sampling network layout differs");
+    const float* w = trainer.sampling_weights();
+    std::copy(w, w + net.params().size(), sample_net->params().values());
+    return *sample_net;
+  };
+  auto settings_for = [&](const std::string& sampler_name) {
+    SamplerSettings s;
+    s.sampler = sampler_name;
+    s.ddim_steps = std::min(kPreviewDdimSteps, o.timesteps);
+    s.prediction = to.prediction;
+    return s;
+  };
+
+  Images batch;  // (B, 1, H, W)
+  double epoch_loss = 0.0;
+  std::int64_t epoch_steps = 0;
+  while (trainer.step_count() < total) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sampler.batch(trainer.step_count(), batch);
+    diffusion::StepResult r;
+    try {
+      r = trainer.step(batch);
+    } catch (const diffusion::TrainingDiverged& e) {
+      progress.finish();
+      const std::string kept =
+          last_checkpoint.empty()
+              ? std::string(" No checkpoint was written.")
+              : " The last good checkpoint is '" + last_checkpoint + "' (step " + std::to_string(last_checkpoint_step) +
+                    "); nothing later was saved.";
+      throw Error(std::string(e.what()) + "." + kept + " Try a lower --lr or --grad-clip 1" +
+                  (last_checkpoint.empty() ? "" : " (both may be changed with --resume)"));
+    }
+    const std::int64_t s = trainer.step_count();
+    progress.update(s, r.loss, batch.dim(0), seconds_since(t0));
+    epoch_loss += r.loss;
+    ++epoch_steps;
+    if (s % per_epoch == 0 || s == total) {
+      log.add(s, static_cast<double>(s) / static_cast<double>(per_epoch), epoch_loss / static_cast<double>(epoch_steps),
+              progress.images_per_second(), progress.elapsed());
+      epoch_loss = 0.0;
+      epoch_steps = 0;
+    }
+    if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0 && s != total) save();
+    if (o.sample_every > 0 && s % o.sample_every == 0) {
+      char name[64];
+      std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
+      Images x;
+      diffusion::Rng rng = diffusion::Rng(o.seed).fork(kPreviewStream);
+      generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, rng, x, nullptr);
+      write_grid_png(join(out, name), x);
+    }
+  }
+  progress.finish();
+
+  // The final outputs.
+  save();
+  diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(),
+                               {{kOptionsKey, stored.dump()}, {"fashion_mnist.weights", trainer.ema() ? "ema" : "raw"}});
+  const SamplerSettings final_settings = settings_for(o.final_sampler);
+  DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
+  Images x;  // (final_samples, 1, H, W)
+  diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
+  std::fprintf(stderr, "fashion_mnist: sampling %d images (%s, %d steps)\n", o.final_samples, o.final_sampler.c_str(),
+               final_settings.steps(o.timesteps));
+  generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, 1, H, rng, x, &gif);
+  write_grid_png(samples_path, x);
+  gif.write(gif_path);
+
+  std::printf("fashion_mnist: trained to step %lld in %s", static_cast<long long>(trainer.step_count()),
+              format_duration(progress.elapsed()).c_str());
+  if (trainer.step_count() > first)
+    std::printf(", loss %.4f (mean of the last %lld steps)", progress.mean_loss(),
+                static_cast<long long>(std::min<std::int64_t>(100, trainer.step_count() - first)));
+  std::printf("\n");
+  std::printf("  checkpoint: %s  (resume with --resume, sample with `fashion_mnist sample --checkpoint ...`)\n",
+              checkpoint_path.c_str());
+  std::printf("  weights:    %s  (%s weights, a PyTorch-compatible state_dict)\n", model_path.c_str(),
+              trainer.ema() ? "EMA" : "raw");
+  std::printf("  samples:    %s\n", samples_path.c_str());
+  std::printf("  denoising:  %s\n", gif_path.c_str());
+  std::printf("  log:        %s\n", log.path().c_str());
+  return 0;
+}
+
+}  // namespace fashion_mnist

@@ -1,0 +1,454 @@
+// Integration test of the fashion_mnist example program (examples/fashion_mnist): runs the executable on a tiny
+// synthetic IDX data set (64 images 28x28) with a tiny U-Net, and checks what it writes and how it fails.
+//   - train, train --resume, sample: files exist and are well-formed (checkpoint step counts, PNG sizes, GIF frames,
+//     tensor shapes, CSV log lines); a resumed run ends with bit-identical tensors to an uninterrupted one;
+//   - sample: the checkpoint's EMA weights and model.safetensors give the same images; --x-T fixes the start;
+//     a weights file without metadata works with the configuration given as flags, as does the PyTorch fixture;
+//   - errors (missing data, corrupt gzip, bad IDX header, unwritable output folder, different configuration on
+//     resume, divergence): exit status 1, one line on stderr naming the path, no checkpoint left behind.
+#include <catch2/catch.hpp>
+
+#include <gif_lib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "diffusion/core/random.hpp"
+#include "diffusion/core/tensor.hpp"
+#include "diffusion/io/idx.hpp"
+#include "diffusion/io/image.hpp"
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/train/checkpoint.hpp"
+
+namespace fs = std::filesystem;
+using diffusion::Index;
+using diffusion::Shape;
+using diffusion::Tensor;
+
+namespace {
+
+// A fresh, empty scratch folder for one test case.
+std::string scratch(const std::string& name) {
+  const fs::path dir = fs::path(FASHION_MNIST_TEST_DIR) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs the program with `args`, stdout and stderr captured in files of `dir`.
+Result run(const std::string& dir, const std::vector<std::string>& args) {
+  std::string cmd = quote(FASHION_MNIST_EXE);
+  for (const auto& a : args) cmd += " " + quote(a);
+  const std::string out = dir + "/last.stdout", err = dir + "/last.stderr";
+  cmd += " > " + quote(out) + " 2> " + quote(err);
+  const int w = std::system(cmd.c_str());
+  Result r;
+  r.status = WIFEXITED(w) ? WEXITSTATUS(w) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// 64 synthetic "garments": a bright rectangle with a darker stripe on a black background, 28x28 bytes each.
+std::string make_data(const std::string& dir, Index n = 64) {
+  std::vector<std::uint8_t> pixels(static_cast<std::size_t>(n * 28 * 28), 0);
+  diffusion::Rng rng(2024);
+  for (Index i = 0; i < n; ++i) {
+    const Index top = 2 + rng.uniform_int(8), left = 2 + rng.uniform_int(8);
+    const Index h = 10 + rng.uniform_int(8), w = 8 + rng.uniform_int(8);
+    const auto level = static_cast<std::uint8_t>(150 + rng.uniform_int(100));
+    for (Index y = top; y < top + h; ++y)
+      for (Index x = left; x < left + w; ++x)
+        pixels[static_cast<std::size_t>((i * 28 + y) * 28 + x)] = y == top + h / 2 ? level / 2 : level;
+  }
+  fs::create_directories(dir);
+  diffusion::io::write_idx_images(dir + "/train-images-idx3-ubyte.gz", pixels.data(), n, 28, 28);
+  return dir;
+}
+
+// The tiny configuration (88,529 parameters): each run takes about a second.
+std::vector<std::string> tiny(const std::string& data, const std::string& out) {
+  return {"train", "--data", data, "--out", out, "--dim", "8", "--dim-mults", "1,2", "--batch", "8",
+          "--timesteps", "20", "--threads", "2"};
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::int64_t checkpoint_step(const std::string& path) {
+  const diffusion::io::SafetensorsReader reader(path);
+  return diffusion::read_train_state(reader).at("step").get<std::int64_t>();
+}
+
+// Every tensor of two safetensors files: same names, shapes and bytes. Returns the first difference ("" if none).
+std::string compare_tensors(const std::string& a, const std::string& b) {
+  const diffusion::io::SafetensorsReader ra(a), rb(b);
+  if (ra.names() != rb.names()) return "different tensor names";
+  for (const auto& name : ra.names()) {
+    if (ra.info(name).dtype != rb.info(name).dtype) return "dtype of " + name;
+    if (ra.shape(name) != rb.shape(name)) return "shape of " + name;
+    const Tensor<double> ta = ra.read<double>(name), tb = rb.read<double>(name);
+    for (Index i = 0; i < ta.numel(); ++i)
+      if (!(ta.data()[i] == tb.data()[i]) && !(std::isnan(ta.data()[i]) && std::isnan(tb.data()[i])))
+        return name + "[" + std::to_string(i) + "]: " + std::to_string(ta.data()[i]) + " vs " +
+               std::to_string(tb.data()[i]);
+  }
+  return "";
+}
+
+Tensor<float> read_tensor(const std::string& path, const std::string& name) {
+  return diffusion::io::SafetensorsReader(path).read<float>(name);
+}
+
+// Frames of a GIF and its logical screen size.
+struct GifInfo {
+  int frames = 0, width = 0, height = 0;
+};
+GifInfo read_gif(const std::string& path) {
+  int error = 0;
+  GifFileType* gif = DGifOpenFileName(path.c_str(), &error);
+  REQUIRE(gif != nullptr);
+  const int slurped = DGifSlurp(gif);
+  GifInfo info{gif->ImageCount, gif->SWidth, gif->SHeight};
+  DGifCloseFile(gif, &error);
+  REQUIRE(slurped == GIF_OK);
+  return info;
+}
+
+// make_grid geometry: `columns` images of 28 px per row with 2 px padding.
+int grid_px(int count) { return count * 30 + 2; }
+
+// A failed run: status 1, exactly one line on stderr starting with "fashion_mnist: " that mentions `needle`,
+// and no checkpoint (nor a temporary of one) in `out`.
+void require_clean_failure(const Result& r, const std::string& needle, const std::string& out) {
+  INFO("stderr: " << r.err);
+  INFO("stdout: " << r.out);
+  REQUIRE(r.status == 1);
+  const auto lines = lines_of(r.err);
+  REQUIRE(lines.size() == 1);
+  REQUIRE(lines[0].rfind("fashion_mnist: ", 0) == 0);
+  REQUIRE(lines[0].find(needle) != std::string::npos);
+  if (fs::is_directory(out)) {
+    for (const auto& e : fs::directory_iterator(out)) {
+      INFO("left in the output folder: " << e.path());
+      REQUIRE(e.path().filename().string().find("checkpoint") == std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("train, resume and sample: well-formed outputs, and resuming equals an uninterrupted run") {
+  const std::string dir = scratch("train_resume");
+  const std::string data = make_data(dir + "/data");
+  const std::string a = dir + "/a", u = dir + "/uninterrupted";
+
+  // 64 images, batch 8: 8 steps per epoch. Steps 0-4 with a checkpoint every 2 steps and a preview at step 4.
+  // 16 final samples instead of 64 keep the test fast (sampling dominates its run time).
+  Result r = run(dir, tiny(data, a) + std::vector<std::string>{"--steps", "4", "--checkpoint-every", "2",
+                                                              "--sample-every", "4", "--final-samples", "16"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  REQUIRE(checkpoint_step(a + "/checkpoint.safetensors") == 4);
+  REQUIRE(r.out.find(a + "/samples.png") != std::string::npos);
+
+  // The final grid and the preview: 16 samples, 4x4, 8-bit gray.
+  for (const char* name : {"/samples.png", "/preview_step_000004.png"}) {
+    INFO(name);
+    const auto grid = diffusion::io::read_png(a + name);
+    CHECK(grid.channels == 1);
+    CHECK(grid.width == grid_px(4));
+    CHECK(grid.height == grid_px(4));
+  }
+  CHECK_FALSE(fs::exists(a + "/preview_step_000002.png"));
+  // The GIF: 8 images in a row at twice the size; x_T plus one frame per DDPM step (T = 20 < 50 frames).
+  const GifInfo gif = read_gif(a + "/denoising.gif");
+  CHECK(gif.frames == 21);
+  CHECK(gif.width == 2 * grid_px(8));
+  CHECK(gif.height == 2 * grid_px(1));
+  // model.safetensors: a plain state_dict holding the checkpoint's EMA weights.
+  {
+    const diffusion::io::SafetensorsReader ckpt(a + "/checkpoint.safetensors"), model(a + "/model.safetensors");
+    REQUIRE(model.metadata().count(diffusion::kUnetConfigKey) == 1);
+    REQUIRE(model.metadata().count(diffusion::kTrainStateKey) == 0);
+    for (const auto& name : model.names()) {
+      INFO("tensor " << name);
+      REQUIRE(name.rfind("ema.", 0) != 0);
+      REQUIRE(name.rfind("adam.", 0) != 0);
+      const Tensor<float> m = model.read<float>(name), e = ckpt.read<float>("ema." + name);
+      REQUIRE(m.shape() == e.shape());
+      for (Index i = 0; i < m.numel(); ++i) REQUIRE(m.data()[i] == e.data()[i]);
+    }
+  }
+  // The log: header, then one line at step 4 (half an epoch).
+  {
+    const auto log = lines_of(slurp(a + "/train_log.csv"));
+    REQUIRE(log.size() == 2);
+    CHECK(log[0] == "step,epoch,loss,images_per_s,elapsed_s");
+    CHECK(log[1].rfind("4,0.500,", 0) == 0);
+  }
+
+  // Resume to step 6 (outputs go to the checkpoint's folder), and an uninterrupted run of 6 steps.
+  r = run(dir, {"train", "--resume", a + "/checkpoint.safetensors", "--steps", "6", "--threads", "1"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  REQUIRE(checkpoint_step(a + "/checkpoint.safetensors") == 6);
+  CHECK(lines_of(slurp(a + "/train_log.csv")).size() == 3);
+  r = run(dir, tiny(data, u) + std::vector<std::string>{"--steps", "6", "--final-samples", "16"});
+  REQUIRE(r.status == 0);
+  REQUIRE(checkpoint_step(u + "/checkpoint.safetensors") == 6);
+
+  // Raw weights, EMA, Adam moments, schedule: all bit-identical; so are the final weights and samples.
+  std::string diff = compare_tensors(a + "/checkpoint.safetensors", u + "/checkpoint.safetensors");
+  INFO("first difference in the checkpoints: " << diff);
+  REQUIRE(diff.empty());
+  {
+    const diffusion::io::SafetensorsReader ra(a + "/checkpoint.safetensors"), ru(u + "/checkpoint.safetensors");
+    const auto sa = diffusion::read_train_state(ra), su = diffusion::read_train_state(ru);
+    CHECK(sa.at("adam_step") == su.at("adam_step"));
+    CHECK(sa.at("ema_step") == su.at("ema_step"));
+    CHECK(sa.at("last_loss") == su.at("last_loss"));
+  }
+  diff = compare_tensors(a + "/model.safetensors", u + "/model.safetensors");
+  INFO("first difference in model.safetensors: " << diff);
+  REQUIRE(diff.empty());
+  CHECK(slurp(a + "/samples.png") == slurp(u + "/samples.png"));
+}
+
+TEST_CASE("sample: from a checkpoint, from model.safetensors, from weights without metadata, with --x-T") {
+  const std::string dir = scratch("sample");
+  const std::string data = make_data(dir + "/data");
+  const std::string t = dir + "/trained";
+  Result r = run(dir, tiny(data, t) + std::vector<std::string>{"--steps", "3", "--final-samples", "4"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  const std::string ckpt = t + "/checkpoint.safetensors", model = t + "/model.safetensors";
+  auto sample = [&](const std::string& file, const std::string& name, std::vector<std::string> extra = {},
+                    const std::string& seed = "3") {
+    return run(dir, std::vector<std::string>{"sample", "--checkpoint", file, "--sampler", "ddim", "--steps", "5",
+                                             "--n", "10", "--seed", seed, "--out", dir + "/" + name + ".png",
+                                             "--tensor-out", dir + "/" + name + ".safetensors", "--threads", "2"} +
+                        extra);
+  };
+
+  r = sample(ckpt, "ckpt", {"--gif", dir + "/ckpt.gif"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  const auto png = diffusion::io::read_png(dir + "/ckpt.png");  // 10 images: 4 per row, 3 rows
+  CHECK(png.width == grid_px(4));
+  CHECK(png.height == grid_px(3));
+  const Tensor<float> x0 = read_tensor(dir + "/ckpt.safetensors", "x_0");
+  REQUIRE(x0.shape() == Shape{10, 1, 28, 28});
+  REQUIRE(diffusion::io::SafetensorsReader(dir + "/ckpt.safetensors").info("x_0").dtype == diffusion::io::DType::F32);
+  for (Index i = 0; i < x0.numel(); ++i) REQUIRE(std::isfinite(x0.data()[i]));
+  CHECK(read_gif(dir + "/ckpt.gif").frames == 6);  // x_T + 5 DDIM steps
+
+  // The checkpoint's EMA weights and model.safetensors are the same model with the same schedule.
+  r = sample(model, "model");
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  std::string diff = compare_tensors(dir + "/ckpt.safetensors", dir + "/model.safetensors");
+  INFO("first difference: " << diff);
+  REQUIRE(diff.empty());
+
+  // Without metadata (a PyTorch state_dict exported to safetensors) the flags give the configuration.
+  {
+    const diffusion::io::SafetensorsReader in(model);
+    diffusion::io::SafetensorsWriter w;
+    for (const auto& name : in.names()) w.add(name, in.read<float>(name));
+    w.write(dir + "/bare.safetensors");
+  }
+  r = sample(dir + "/bare.safetensors", "bare", {"--dim", "8", "--dim-mults", "1,2", "--timesteps", "20"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  diff = compare_tensors(dir + "/ckpt.safetensors", dir + "/bare.safetensors");
+  INFO("first difference: " << diff);
+  REQUIRE(diff.empty());
+  // ... and wrong flags are an error naming the file.
+  r = sample(dir + "/bare.safetensors", "wrong", {"--dim", "16", "--dim-mults", "1,2", "--timesteps", "20"});
+  require_clean_failure(r, dir + "/bare.safetensors", dir + "/none");
+  CHECK(r.err.find("--dim") != std::string::npos);
+  // A flag that contradicts a file that carries its configuration is refused.
+  r = sample(ckpt, "contradiction", {"--dim", "16"});
+  require_clean_failure(r, "--dim 16", dir + "/none");
+
+  // --x-T fixes the start: with eta = 0 the seed no longer matters.
+  {
+    Tensor<float> x_T(Shape{10, 1, 28, 28});
+    diffusion::Rng(77).normal(x_T.data(), x_T.numel());
+    diffusion::io::SafetensorsWriter w;
+    w.add("x_T", x_T);
+    w.write(dir + "/x_T.safetensors");
+    Tensor<float> small(Shape{10, 1, 27, 27});
+    diffusion::io::SafetensorsWriter ws;
+    ws.add("x_T", small);
+    ws.write(dir + "/x_T_small.safetensors");
+  }
+  REQUIRE(sample(ckpt, "xt1", {"--x-T", dir + "/x_T.safetensors"}, "1").status == 0);
+  REQUIRE(sample(ckpt, "xt2", {"--x-T", dir + "/x_T.safetensors"}, "2").status == 0);
+  REQUIRE(sample(ckpt, "seed1", {}, "1").status == 0);
+  REQUIRE(sample(ckpt, "seed2", {}, "2").status == 0);
+  CHECK(compare_tensors(dir + "/xt1.safetensors", dir + "/xt2.safetensors").empty());
+  CHECK_FALSE(compare_tensors(dir + "/seed1.safetensors", dir + "/seed2.safetensors").empty());
+  CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/seed1.safetensors").empty());
+  r = sample(ckpt, "xt_small", {"--x-T", dir + "/x_T_small.safetensors"});
+  require_clean_failure(r, "(10, 1, 27, 27)", dir + "/none");
+
+  // The PyTorch reference's state_dict (tests/golden; dim 8, dim_mults 1,2,4, config in its metadata).
+  r = run(dir, {"sample", "--checkpoint", std::string(DIFFUSION_GOLDEN_DIR) + "/unet_convnext.weights.safetensors",
+                "--timesteps", "20", "--steps", "5", "--n", "2", "--out", dir + "/golden.png"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(diffusion::io::read_png(dir + "/golden.png").width == grid_px(2));
+}
+
+TEST_CASE("train --resume refuses a different configuration and keeps the checkpoint; optimiser flags may change") {
+  const std::string dir = scratch("resume_config");
+  const std::string data = make_data(dir + "/data");
+  const std::string a = dir + "/a";
+  REQUIRE(run(dir, tiny(data, a) + std::vector<std::string>{"--steps", "2", "--final-samples", "1"}).status == 0);
+  const std::string ckpt = a + "/checkpoint.safetensors";
+  const std::string before = slurp(ckpt);
+
+  Result r = run(dir, {"train", "--resume", ckpt, "--steps", "4", "--dim", "16", "--schedule", "cosine"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 1);
+  REQUIRE(lines_of(r.err).size() == 1);
+  CHECK(r.err.find("--dim 16 (the checkpoint has 8)") != std::string::npos);
+  CHECK(r.err.find("--schedule cosine (the checkpoint has linear)") != std::string::npos);
+  CHECK(r.err.find(ckpt) != std::string::npos);
+  REQUIRE(slurp(ckpt) == before);
+
+  // Flags equal to the stored configuration are fine; --lr may change (with a note).
+  r = run(dir, {"train", "--resume", ckpt, "--steps", "3", "--dim", "8", "--lr", "0.0005", "--final-samples", "1"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("note: --lr changes from 0.001 to 0.0005") != std::string::npos);
+  REQUIRE(checkpoint_step(ckpt) == 3);
+
+  // Not a training checkpoint.
+  r = run(dir, {"train", "--resume", a + "/model.safetensors", "--steps", "4"});
+  require_clean_failure(r, a + "/model.safetensors", dir + "/none");
+}
+
+TEST_CASE("train: input and output errors are one line on stderr, exit status 1, and leave no checkpoint") {
+  const std::string dir = scratch("errors");
+  const std::string good = make_data(dir + "/good");
+  const std::string out = dir + "/out";
+
+  SECTION("missing data folder") {
+    const Result r = run(dir, tiny(dir + "/no/such/folder", out) + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/no/such/folder", out);
+    CHECK(r.err.find("dataset-fashion-mnist") != std::string::npos);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SECTION("data folder without the images file") {
+    fs::create_directories(dir + "/empty");
+    const Result r = run(dir, tiny(dir + "/empty", out) + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/empty/train-images-idx3-ubyte.gz", out);
+    CHECK(r.err.find("does not exist") != std::string::npos);
+  }
+  SECTION("corrupt gzip: a flipped byte in the compressed stream, and a truncated file") {
+    const std::string bytes = slurp(good + "/train-images-idx3-ubyte.gz");
+    REQUIRE(bytes.size() > 200);
+    std::string flipped = bytes;
+    flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 0x5a);
+    fs::create_directories(dir + "/flipped");
+    spit(dir + "/flipped/train-images-idx3-ubyte.gz", flipped);
+    Result r = run(dir, tiny(dir + "/flipped", out) + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/flipped/train-images-idx3-ubyte.gz", out);
+    fs::create_directories(dir + "/truncated");
+    spit(dir + "/truncated/train-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
+    r = run(dir, tiny(dir + "/truncated", out) + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/truncated/train-images-idx3-ubyte.gz", out);
+  }
+  SECTION("an IDX header that is not an image file (a labels file)") {
+    fs::create_directories(dir + "/labels");
+    diffusion::io::IdxArray labels;
+    labels.dims = {64};
+    labels.data.assign(64, 3);
+    diffusion::io::write_idx(dir + "/labels/train-images-idx3-ubyte.gz", labels);
+    const Result r = run(dir, tiny(dir + "/labels", out) + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/labels/train-images-idx3-ubyte.gz", out);
+  }
+  SECTION("an output folder that cannot be created (its parent is a file)") {
+    spit(dir + "/a_file", "x");
+    const Result r = run(dir, tiny(good, dir + "/a_file/out") + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, dir + "/a_file/out", dir + "/a_file/out");
+  }
+  SECTION("an existing output folder that cannot be written") {
+    // /proc refuses new files even to root; a read-only folder is tested too where permissions apply (not root).
+    Result r = run(dir, tiny(good, "/proc") + std::vector<std::string>{"--steps", "1"});
+    require_clean_failure(r, "'/proc'", "/proc");
+    if (::geteuid() != 0) {
+      fs::create_directories(dir + "/readonly");
+      fs::permissions(dir + "/readonly", fs::perms::owner_read | fs::perms::owner_exec);
+      r = run(dir, tiny(good, dir + "/readonly") + std::vector<std::string>{"--steps", "1"});
+      fs::permissions(dir + "/readonly", fs::perms::owner_all);
+      require_clean_failure(r, dir + "/readonly", dir + "/readonly");
+    }
+  }
+}
+
+TEST_CASE("train: a diverging run stops with the step named and keeps the last good checkpoint") {
+  const std::string dir = scratch("diverge");
+  const std::string data = make_data(dir + "/data");
+  const std::string out = dir + "/out";
+  // lr = 1e30: Adam's first step moves every weight by ~1e30, the next forward pass overflows to inf/NaN.
+  const Result r = run(dir, tiny(data, out) + std::vector<std::string>{"--steps", "5", "--lr", "1e30",
+                                                                       "--checkpoint-every", "1"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 1);
+  const auto lines = lines_of(r.err);
+  REQUIRE(!lines.empty());
+  const std::string& last = lines.back();
+  CHECK(last.rfind("fashion_mnist: training diverged at step ", 0) == 0);
+  CHECK(last.find(out + "/checkpoint.safetensors") != std::string::npos);
+  // The checkpoint is the last step whose loss was finite; no final outputs were written.
+  const std::int64_t kept = checkpoint_step(out + "/checkpoint.safetensors");
+  CHECK(last.find("(step " + std::to_string(kept) + ")") != std::string::npos);
+  CHECK(last.find("diverged at step " + std::to_string(kept)) != std::string::npos);
+  CHECK_FALSE(fs::exists(out + "/model.safetensors"));
+  CHECK_FALSE(fs::exists(out + "/samples.png"));
+}
