@@ -87,6 +87,10 @@ struct UnetConfig {
     for (Index m : dim_mults)
       DIFFUSION_CHECK(m > 0 && m <= kMaxWidth / dim, "UnetConfig: dim_mults entries must be positive with dim * mult <= "
                                                          << kMaxWidth << ", got " << m << " (dim " << dim << ")");
+    // The up path ends with dim * dim_mults[0] channels and the final block takes dim (as in the reference; with
+    // one level the middle's output goes there directly): anything else builds a network that cannot run.
+    DIFFUSION_CHECK(dim_mults[0] == 1, "UnetConfig: dim_mults[0] must be 1 (the final block takes dim channels), got "
+                                           << dim_mults[0]);
     DIFFUSION_CHECK(level_attention.empty() || static_cast<Index>(level_attention.size()) == levels(),
                     "UnetConfig: level_attention has " << level_attention.size() << " entries, expected "
                                                        << levels() << " (one per dim_mults entry)");

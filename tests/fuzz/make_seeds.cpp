@@ -1,0 +1,146 @@
+// Writes the seed corpora of the fuzzers into <out>/{safetensors,idx,unet_config}: valid files of every kind the
+// readers accept (each safetensors dtype, metadata, a tiny U-Net's weights, a training checkpoint, small golden
+// fixtures; IDX images and labels, plain and gzip, empty dimensions; U-Net configurations with and without
+// extensions). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "diffusion/io/idx.hpp"
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_weights.hpp"
+#include "diffusion/train/checkpoint.hpp"
+
+namespace fs = std::filesystem;
+using namespace diffusion;
+
+namespace {
+
+void spit(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+UnetConfig tiny_config() {
+  UnetConfig c;
+  c.dim = 4;
+  c.channels = 1;
+  c.dim_mults = {1, 2};
+  c.attention_heads = 1;
+  c.attention_dim_head = 4;
+  return c;
+}
+
+void safetensors_seeds(const fs::path& dir, const fs::path& golden) {
+  io::SafetensorsWriter all;
+  const std::vector<double> d = {0.5, -1.25, 3.0, 1e-3};
+  const std::vector<float> f = {0.5f, -1.25f, 3.0f, 1e-3f};
+  const std::vector<std::int8_t> i8 = {-128, 0, 1, 127};
+  const std::vector<std::int16_t> i16 = {-300, 0, 1, 300};
+  const std::vector<std::int32_t> i32 = {-70000, 0, 1, 70000};
+  const std::vector<std::int64_t> i64 = {-(std::int64_t{1} << 40), 0, 1, std::int64_t{1} << 40};
+  const std::vector<std::uint8_t> u8 = {0, 1, 128, 255};
+  const std::uint16_t half_bits[4] = {0x3800, 0xbd00, 0x4200, 0x7c00};  // 0.5 -1.25 3 inf
+  all.add("f64", Shape{2, 2}, d.data());
+  all.add("f32", Shape{4}, f.data());
+  all.add("i8", Shape{1, 4}, i8.data());
+  all.add("i16", Shape{4, 1}, i16.data());
+  all.add("i32", Shape{2, 1, 2}, i32.data());
+  all.add("i64", Shape{1, 1, 2, 2}, i64.data());
+  all.add("u8", Shape{4}, u8.data());
+  all.add_raw("f16", io::DType::F16, {4}, half_bits, sizeof half_bits);
+  all.add_raw("bf16", io::DType::BF16, {2, 2}, half_bits, sizeof half_bits);
+  all.add_raw("bool", io::DType::BOOL, {4}, u8.data(), 4);  // 0 1 128 255: a hostile BOOL
+  all.add_raw("rank5", io::DType::U8, {1, 1, 1, 2, 2}, u8.data(), 4);
+  all.add_raw("empty", io::DType::F32, {0, 3}, nullptr, 0);
+  all.add_metadata("format", "pt");
+  all.write((dir / "dtypes.safetensors").string());
+
+  io::SafetensorsWriter nothing;
+  nothing.write((dir / "empty.safetensors").string());
+
+  io::SafetensorsWriter one;
+  one.add("x", Shape{}, &f[0]);
+  one.add_metadata("diffusion.unet", tiny_config().to_json().dump());
+  one.write((dir / "scalar_with_config.safetensors").string());
+
+  Unet<float> net(tiny_config(), 1);
+  save_unet_weights(net, (dir / "tiny_unet.safetensors").string());
+  TrainerOptions o;
+  Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 8), o);
+  Tensor<float> x(Shape{2, 1, 4, 4}, 0.25f);
+  trainer.step(x);
+  save_checkpoint((dir / "tiny_checkpoint.safetensors").string(), trainer, {{"note", "seed"}});
+
+  // Small golden fixtures (PyTorch-written files).
+  if (fs::exists(golden))
+    for (const auto& e : fs::directory_iterator(golden))
+      if (e.path().extension() == ".safetensors" && e.file_size() <= 100000)
+        fs::copy_file(e.path(), dir / ("golden_" + e.path().filename().string()), fs::copy_options::overwrite_existing);
+}
+
+void idx_seeds(const fs::path& dir) {
+  std::vector<std::uint8_t> pixels(3 * 4 * 5);
+  for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<std::uint8_t>(i * 17);
+  for (bool gzip : {true, false}) {
+    const std::string suffix = gzip ? ".gz" : "";
+    io::write_idx_images((dir / ("images3x4x5.idx" + suffix)).string(), pixels.data(), 3, 4, 5, gzip);
+    io::IdxArray labels;
+    labels.dims = {10};
+    labels.data = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    io::write_idx((dir / ("labels10.idx" + suffix)).string(), labels, gzip);
+    io::IdxArray empty;
+    empty.dims = {0, 28, 28};
+    io::write_idx((dir / ("empty0x28x28.idx" + suffix)).string(), empty, gzip);
+    io::IdxArray four;
+    four.dims = {1, 2, 2, 3};
+    four.data.assign(12, 200);
+    io::write_idx((dir / ("four_dims.idx" + suffix)).string(), four, gzip);
+  }
+}
+
+void unet_config_seeds(const fs::path& dir) {
+  UnetConfig reference;  // the primer's defaults
+  UnetConfig resnet = tiny_config();
+  resnet.use_convnext = false;
+  resnet.resnet_block_groups = 2;
+  UnetConfig no_time = tiny_config();
+  no_time.with_time_emb = false;
+  no_time.dim_mults = {1};
+  UnetConfig mixed = tiny_config();
+  mixed.level_attention = {AttentionKind::None, AttentionKind::Full};
+  mixed.mid_attention = AttentionKind::Linear;
+  int n = 0;
+  for (const UnetConfig& c : {reference, tiny_config(), resnet, no_time, mixed}) {
+    std::string text = c.to_json().dump();
+    const nlohmann::json ext = c.extensions_to_json();
+    if (!ext.empty()) text += std::string(1, '\0') + ext.dump();
+    spit(dir / ("config" + std::to_string(n++) + ".json"), text);
+  }
+  spit(dir / "python_style.json", R"({"dim": 4, "init_dim": null, "out_dim": null, "dim_mults": [1, 2], "channels": 1,)"
+                                  R"( "with_time_emb": true, "resnet_block_groups": 2, "use_convnext": false})");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s OUT_DIR GOLDEN_DIR\n", argv[0]);
+    return 2;
+  }
+  try {
+    const fs::path out = argv[1];
+    for (const char* sub : {"safetensors", "idx", "unet_config"}) fs::create_directories(out / sub);
+    safetensors_seeds(out / "safetensors", argv[2]);
+    idx_seeds(out / "idx");
+    unet_config_seeds(out / "unet_config");
+    std::printf("fuzz seeds written to %s\n", out.string().c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
