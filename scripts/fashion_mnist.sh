@@ -40,7 +40,7 @@ if [ -n "$resume" ] && [ "$out_given" = "0" ]; then out="$(dirname "$resume")"; 
 
 echo
 echo "Results in $out/:"
-echo "  samples:    $out/samples.png      (64 samples, 8x8 grid)"
+echo "  samples:    $out/samples.png      (grid of samples, EMA weights)"
 echo "  denoising:  $out/denoising.gif    (8 samples from noise to image)"
 echo "  checkpoint: $out/checkpoint.safetensors  (continue with: $0 --resume $out/checkpoint.safetensors --epochs N)"
 echo "  weights:    $out/model.safetensors       (EMA weights, PyTorch state_dict names)"

@@ -74,7 +74,7 @@ std::string ProgressDisplay::line() const {
   const std::int64_t done_here = step_ - first_step_;
   const double per_step = done_here > 0 ? train_seconds_ / static_cast<double>(done_here) : NAN;
   const std::int64_t epochs = (total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
-  const std::int64_t epoch = std::min(epochs, step_ / steps_per_epoch_ + 1);
+  const std::int64_t epoch = std::min(epochs, std::max<std::int64_t>(step_ - 1, 0) / steps_per_epoch_ + 1);  // of the last step
   char buf[256];
   std::snprintf(buf, sizeof buf, "step %lld/%lld (%.1f%%) | epoch %lld/%lld | loss %.4f | %.1f img/s | elapsed %s | left %s",
                 static_cast<long long>(step_), static_cast<long long>(total_steps_),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -218,6 +219,9 @@ void write_grid_png(const std::string& path, const Images& images) {
 
 int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  DIFFUSION_CHECK(std::filesystem::exists(o.checkpoint),
+                  "--checkpoint '" << o.checkpoint << "' does not exist. Pass the checkpoint.safetensors or "
+                                   << "model.safetensors that `fashion_mnist train` wrote (in results/fashion_mnist by default)");
   const diffusion::io::SafetensorsReader reader(o.checkpoint);
   const ModelSource m = describe(reader, o);
   check_flags_agree(m, o, given, o.checkpoint);

@@ -46,6 +46,8 @@ struct ResumeInfo {
 };
 
 ResumeInfo read_resume_info(const std::string& path) {
+  DIFFUSION_CHECK(fs::exists(path), "--resume '" << path << "' does not exist. Pass the checkpoint.safetensors of the "
+                                                 << "run to continue (results/fashion_mnist/checkpoint.safetensors by default)");
   const diffusion::io::SafetensorsReader reader(path);
   ResumeInfo info;
   const nlohmann::json state = diffusion::read_train_state(reader);
@@ -169,9 +171,11 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   stored["image-size"] = H;
   stored["total-steps"] = total;
 
+  std::size_t parameters = 0;  // params().size() includes alignment padding
+  for (const auto& e : net.params().entries()) parameters += static_cast<std::size_t>(e.shape.numel());
   std::fprintf(stderr, "fashion_mnist: training a %s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
                        "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
-               o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), net.params().size(), static_cast<long long>(N),
+               o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),
                static_cast<long long>(H), static_cast<long long>(W), static_cast<long long>(first),
                static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.loss.c_str(), o.timesteps,
                o.schedule.c_str(), o.out.c_str());

@@ -179,7 +179,7 @@ void require_clean_failure(const Result& r, const std::string& needle, const std
 
 }  // namespace
 
-TEST_CASE("train, resume and sample: well-formed outputs, and resuming equals an uninterrupted run") {
+TEST_CASE("train then resume: well-formed outputs and bit-identical to an uninterrupted run") {
   const std::string dir = scratch("train_resume");
   const std::string data = make_data(dir + "/data");
   const std::string a = dir + "/a", u = dir + "/uninterrupted";
@@ -256,7 +256,7 @@ TEST_CASE("train, resume and sample: well-formed outputs, and resuming equals an
   CHECK(slurp(a + "/samples.png") == slurp(u + "/samples.png"));
 }
 
-TEST_CASE("sample: from a checkpoint, from model.safetensors, from weights without metadata, with --x-T") {
+TEST_CASE("sample from a checkpoint or model.safetensors or bare weights or the PyTorch fixture and with --x-T") {
   const std::string dir = scratch("sample");
   const std::string data = make_data(dir + "/data");
   const std::string t = dir + "/trained";
@@ -334,6 +334,8 @@ TEST_CASE("sample: from a checkpoint, from model.safetensors, from weights witho
   CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/seed1.safetensors").empty());
   r = sample(ckpt, "xt_small", {"--x-T", dir + "/x_T_small.safetensors"});
   require_clean_failure(r, "(10, 1, 27, 27)", dir + "/none");
+  r = sample(dir + "/missing.safetensors", "missing");
+  require_clean_failure(r, dir + "/missing.safetensors", dir + "/none");
 
   // The PyTorch reference's state_dict (tests/golden; dim 8, dim_mults 1,2,4, config in its metadata).
   r = run(dir, {"sample", "--checkpoint", std::string(DIFFUSION_GOLDEN_DIR) + "/unet_convnext.weights.safetensors",
@@ -343,7 +345,7 @@ TEST_CASE("sample: from a checkpoint, from model.safetensors, from weights witho
   CHECK(diffusion::io::read_png(dir + "/golden.png").width == grid_px(2));
 }
 
-TEST_CASE("train --resume refuses a different configuration and keeps the checkpoint; optimiser flags may change") {
+TEST_CASE("train --resume refuses a different configuration but accepts a new learning rate") {
   const std::string dir = scratch("resume_config");
   const std::string data = make_data(dir + "/data");
   const std::string a = dir + "/a";
@@ -367,12 +369,14 @@ TEST_CASE("train --resume refuses a different configuration and keeps the checkp
   CHECK(r.err.find("note: --lr changes from 0.001 to 0.0005") != std::string::npos);
   REQUIRE(checkpoint_step(ckpt) == 3);
 
-  // Not a training checkpoint.
+  // Not a training checkpoint; no file at all.
   r = run(dir, {"train", "--resume", a + "/model.safetensors", "--steps", "4"});
   require_clean_failure(r, a + "/model.safetensors", dir + "/none");
+  r = run(dir, {"train", "--resume", a + "/missing.safetensors", "--steps", "4"});
+  require_clean_failure(r, a + "/missing.safetensors", dir + "/none");
 }
 
-TEST_CASE("train: input and output errors are one line on stderr, exit status 1, and leave no checkpoint") {
+TEST_CASE("train input and output errors: exit status 1 and one line on stderr and no checkpoint left") {
   const std::string dir = scratch("errors");
   const std::string good = make_data(dir + "/good");
   const std::string out = dir + "/out";
@@ -431,7 +435,7 @@ TEST_CASE("train: input and output errors are one line on stderr, exit status 1,
   }
 }
 
-TEST_CASE("train: a diverging run stops with the step named and keeps the last good checkpoint") {
+TEST_CASE("train stops a diverging run with the step named and keeps the last good checkpoint") {
   const std::string dir = scratch("diverge");
   const std::string data = make_data(dir + "/data");
   const std::string out = dir + "/out";
