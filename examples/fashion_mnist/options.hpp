@@ -28,7 +28,7 @@ struct TrainOptions {
   // Configuration: fixes the model, the noise, the data order. A resumed run must keep it.
   std::string schedule = "linear";  // linear | cosine | quadratic | sigmoid
   int timesteps = 200;              // T
-  std::string loss = "huber";       // the primer's training loop uses p_losses(..., loss_type="huber")
+  std::string loss = "l2";          // L_simple (Ho et al.); the primer's loop shows "huber", also available
   std::string prediction = "eps";   // eps | x0 | v
   std::string block = "convnext";   // convnext | resnet
   int dim = 28;
