@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "diffusion/core/aligned_buffer.hpp"
 #include "diffusion/core/error.hpp"
@@ -89,6 +90,15 @@ class Tensor {
 template <class T>
 void check_shape(const Tensor<T>& t, const Shape& expected, const char* what) {
   DIFFUSION_CHECK(t.shape() == expected, what << ": expected shape " << expected << ", got " << t.shape());
+}
+
+// The same for a named layer: "<layer> '<name>' <what>: expected shape ..., got ...". The message is only built on
+// failure (no allocation on the hot path).
+template <class T>
+void check_shape(const Tensor<T>& t, const Shape& expected, const char* layer, const std::string& name,
+                 const char* what) {
+  DIFFUSION_CHECK(t.shape() == expected, layer << " '" << name << "' " << what << ": expected shape " << expected
+                                               << ", got " << t.shape());
 }
 
 }  // namespace diffusion

@@ -5,6 +5,9 @@
 // or stored N x K. C is M x N with leading dimension ldc. beta = 0 ignores C's old contents (NaNs included).
 // Always single-threaded: callers parallelise over independent GEMMs (images, heads, slabs), which keeps results
 // identical for every thread count (Eigen's own threading would choose block sizes from the thread count).
+// With Eigen 3.4 the product goes straight to Eigen's blocked GEMM (general_matrix_matrix_product, Goto's
+// algorithm) with its packing buffers in per-thread scratch memory: Eigen's Map expressions would otherwise
+// malloc ~1 MB of packing space on every call, thousands of times per training step.
 
 #ifndef EIGEN_DONT_PARALLELIZE
 #define EIGEN_DONT_PARALLELIZE
@@ -16,6 +19,7 @@
 #endif
 #include <Eigen/Core>
 
+#include "diffusion/core/parallel.hpp"
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
 
@@ -44,6 +48,42 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
 
 }  // namespace reference
 
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+#define DIFFUSION_EIGEN_GEMM_INTERNALS 1
+inline constexpr int kScratchGemm = 6;  // thread_scratch slot of the packing buffers
+
+namespace detail {
+
+// Eigen's blocking object with its packed-panel buffers in this thread's scratch memory.
+template <class T>
+class ScratchBlocking : public Eigen::internal::level3_blocking<T, T> {
+ public:
+  ScratchBlocking(Index rows, Index cols, Index depth) {
+    this->m_mc = rows;
+    this->m_nc = cols;
+    this->m_kc = depth;
+    Eigen::internal::computeProductBlockingSizes<T, T, 1>(this->m_kc, this->m_mc, this->m_nc, Index(1));
+    const std::size_t a = static_cast<std::size_t>(this->m_kc * this->m_mc);
+    const std::size_t a_padded = (a + 63) / 64 * 64;  // keep blockB 64-byte aligned
+    T* buffer = thread_scratch<T, kScratchGemm>(a_padded + static_cast<std::size_t>(this->m_kc * this->m_nc));
+    this->m_blockA = buffer;
+    this->m_blockB = buffer + a_padded;
+  }
+};
+
+// res (column-major rows x cols) += alpha * lhs (rows x depth, LhsOrder) * rhs (depth x cols, RhsOrder).
+template <class T, int LhsOrder, int RhsOrder>
+void eigen_gemm(Index rows, Index cols, Index depth, const T* lhs, Index lhs_stride, const T* rhs, Index rhs_stride,
+                T* res, Index res_stride, T alpha) {
+  ScratchBlocking<T> blocking(rows, cols, depth);
+  Eigen::internal::general_matrix_matrix_product<Index, T, LhsOrder, false, T, RhsOrder, false, Eigen::ColMajor,
+                                                 1>::run(rows, cols, depth, lhs, lhs_stride, rhs, rhs_stride, res, 1,
+                                                         res_stride, alpha, blocking);
+}
+
+}  // namespace detail
+#endif
+
 template <class T>
 void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Index lda, const T* B, Index ldb, T beta,
           T* C, Index ldc) {
@@ -59,6 +99,19 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
     c *= beta;
   }
   if (K <= 0) return;
+#ifdef DIFFUSION_EIGEN_GEMM_INTERNALS
+  // Row-major C (M x N) is column-major C^T (N x M) = op(B)^T op(A)^T: lhs = op(B)^T, rhs = op(A)^T.
+  // A row-major stored matrix read as column-major is its transpose, hence the storage orders below.
+  constexpr int Row = Eigen::RowMajor, Col = Eigen::ColMajor;
+  if (op_b == Op::NoTrans && op_a == Op::NoTrans)
+    detail::eigen_gemm<T, Col, Col>(N, M, K, B, ldb, A, lda, C, ldc, alpha);
+  else if (op_b == Op::NoTrans)
+    detail::eigen_gemm<T, Col, Row>(N, M, K, B, ldb, A, lda, C, ldc, alpha);
+  else if (op_a == Op::NoTrans)
+    detail::eigen_gemm<T, Row, Col>(N, M, K, B, ldb, A, lda, C, ldc, alpha);
+  else
+    detail::eigen_gemm<T, Row, Row>(N, M, K, B, ldb, A, lda, C, ldc, alpha);
+#else
   const Index a_rows = op_a == Op::NoTrans ? M : K, a_cols = op_a == Op::NoTrans ? K : M;
   const Index b_rows = op_b == Op::NoTrans ? K : N, b_cols = op_b == Op::NoTrans ? N : K;
   Eigen::Map<const Matrix, Eigen::Unaligned, Stride> a(A, a_rows, a_cols, Stride(lda));
@@ -72,6 +125,7 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
   } else {
     c.noalias() += alpha * (a.transpose() * b.transpose());
   }
+#endif
 }
 
 }  // namespace diffusion::kernels

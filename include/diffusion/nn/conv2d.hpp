@@ -57,10 +57,10 @@ class Conv2d {
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    check_shape(dy, output_shape(x.shape()), ("Conv2d '" + name_ + "' backward: dy").c_str());
+    check_shape(dy, output_shape(x.shape()), "Conv2d", name_, "backward: dy");
     const kernels::Conv2dGeometry g = geometry(x.shape());
     if (dx) {
-      check_shape(*dx, x.shape(), ("Conv2d '" + name_ + "' backward: dx").c_str());
+      check_shape(*dx, x.shape(), "Conv2d", name_, "backward: dx");
       kernels::conv2d_backward_data(g, dy.data(), params_.value(weight_), dx->data());
     }
     kernels::conv2d_backward_weight(g, x.data(), dy.data(), params_.grad(weight_));

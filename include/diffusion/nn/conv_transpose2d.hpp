@@ -60,10 +60,10 @@ class ConvTranspose2d {
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    check_shape(dy, output_shape(x.shape()), ("ConvTranspose2d '" + name_ + "' backward: dy").c_str());
+    check_shape(dy, output_shape(x.shape()), "ConvTranspose2d", name_, "backward: dy");
     const kernels::Conv2dGeometry g = geometry(x.shape());
     if (dx) {
-      check_shape(*dx, x.shape(), ("ConvTranspose2d '" + name_ + "' backward: dx").c_str());
+      check_shape(*dx, x.shape(), "ConvTranspose2d", name_, "backward: dx");
       // dx += conv(dy, w): run the forward convolution into a temporary-free accumulate by convolving into dx.
       accumulate_forward(g, dy.data(), dx->data());
     }

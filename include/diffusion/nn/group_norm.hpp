@@ -46,14 +46,14 @@ class GroupNorm {
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
     check_input(x.shape());
-    check_shape(dy, x.shape(), ("GroupNorm '" + name_ + "' backward: dy").c_str());
+    check_shape(dy, x.shape(), "GroupNorm", name_, "backward: dy");
     DIFFUSION_CHECK(mean_.size() == static_cast<std::size_t>(x.dim(0) * groups_),
                     "GroupNorm '" << name_ << "': backward without a matching forward");
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3);
     // The kernel always produces dx; without a caller buffer, it goes to scratch.
     T* dxp = nullptr;
     if (dx) {
-      check_shape(*dx, x.shape(), ("GroupNorm '" + name_ + "' backward: dx").c_str());
+      check_shape(*dx, x.shape(), "GroupNorm", name_, "backward: dx");
       dxp = dx->data();
     } else {
       Tensor<T>& unused = scratch_tensor<T>(kNormInputGrad);

@@ -44,10 +44,10 @@ class Linear {
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
-    check_shape(dy, output_shape(x.shape()), ("Linear '" + name_ + "' backward: dy").c_str());
+    check_shape(dy, output_shape(x.shape()), "Linear", name_, "backward: dy");
     const Index N = x.dim(0);
     if (dx) {
-      check_shape(*dx, x.shape(), ("Linear '" + name_ + "' backward: dx").c_str());
+      check_shape(*dx, x.shape(), "Linear", name_, "backward: dx");
       kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, N, in_, out_, T(1), dy.data(), out_,
                     params_.value(weight_), in_, T(1), dx->data(), in_);
     }

@@ -19,7 +19,7 @@ template <class T>
 double grad_norm(const T* grads, std::size_t n) {
   constexpr std::size_t kChunk = 8192;
   const std::size_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(chunks, 0.0);  // one sum of squares per chunk
+  double* partial = thread_scratch<double, 7>(chunks);  // one sum of squares per chunk (reused: no allocation)
   parallel_for(0, static_cast<Index>(chunks), [&](Index c) {
     const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
     const std::size_t end = begin + kChunk < n ? begin + kChunk : n;
@@ -28,7 +28,7 @@ double grad_norm(const T* grads, std::size_t n) {
     partial[static_cast<std::size_t>(c)] = s;
   });
   double total = 0.0;
-  for (double s : partial) total += s;
+  for (std::size_t c = 0; c < chunks; ++c) total += partial[c];
   return std::sqrt(total);
 }
 
