@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config
   libeigen3-dev libxsimd-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgif-dev
   libbenchmark-dev dataset-fashion-mnist
+  clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (tests/fuzz/): clang, its runtimes, OpenMP
 )
 if [ "${DIFFUSION_WITH_TORCH:-0}" = "1" ]; then packages+=(python3-torch python3-numpy); fi
 missing=()

@@ -1,11 +1,13 @@
-// libFuzzer target: SafetensorsReader on arbitrary bytes (from_bytes, no file), then everything a loader does with
-// a parsed file: every tensor read as double, float and (integer data) int32; the U-Net configuration and the
-// training state read from the metadata; the noise schedule of a checkpoint. A file that parses must survive a
-// round trip through SafetensorsWriter with the same names, shapes, values and metadata.
+// libFuzzer target: SafetensorsReader on arbitrary bytes (from_bytes, no file; or a JSON header alone, see
+// file_from_input), then everything a loader does with a parsed file: every tensor read as double, float and
+// (integer data) int32; the U-Net configuration, the training state and the noise schedule read from the metadata;
+// load_checkpoint into a trainer built from the file's own configuration. A file that parses must survive a round
+// trip through SafetensorsWriter with the same names, shapes, values and metadata.
 // Any exception other than diffusion::Error, any crash, leak, hang or sanitizer report is a bug.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,36 +24,67 @@ namespace io = diffusion::io;
 
 bool is_integer(io::DType d) { return d != io::DType::F16 && d != io::DType::BF16 && d != io::DType::F32 && d != io::DType::F64; }
 
-void exercise_metadata(const io::SafetensorsReader& reader) {
-  try {
-    (void)diffusion::unet_config_from_metadata(reader.metadata(), reader.path());
-  } catch (const Error&) {
-  }
+// The metadata consumers, and load_checkpoint into a trainer built from the file's own configuration and schedule
+// (when they are valid and the network is small), through an in-memory file.
+void exercise_metadata(const io::SafetensorsReader& reader, const std::vector<std::uint8_t>& bytes) {
   try {
     (void)diffusion::read_train_state(reader);
   } catch (const Error&) {
   }
+  std::unique_ptr<diffusion::NoiseSchedule> schedule;
   try {
-    const diffusion::NoiseSchedule s = diffusion::read_checkpoint_schedule(reader);
-    FUZZ_REQUIRE(s.num_timesteps() >= 1);
-    for (double a : s.alphas_cumprod) FUZZ_REQUIRE(a > 0.0 && a < 1.0);
+    schedule = std::make_unique<diffusion::NoiseSchedule>(diffusion::read_checkpoint_schedule(reader));
+    FUZZ_REQUIRE(schedule->num_timesteps() >= 1);
+    for (double a : schedule->alphas_cumprod) FUZZ_REQUIRE(a > 0.0 && a < 1.0);
   } catch (const Error&) {
   }
+  diffusion::UnetConfig config;
+  try {
+    config = diffusion::unet_config_from_metadata(reader.metadata(), reader.path());
+  } catch (const Error&) {
+    return;
+  }
+  if (!schedule || diffusion::unet_min_parameter_count(config) > 1e5 || config.resolved_out_dim() != config.channels)
+    return;
+  static fuzz::MemFile file("fuzz_checkpoint");
+  diffusion::Unet<float> net(config, 1);
+  diffusion::Trainer<float> trainer(net, *schedule, diffusion::TrainerOptions{});
+  try {
+    diffusion::load_checkpoint(file.write(bytes.data(), bytes.size()), trainer);
+  } catch (const Error&) {
+    FUZZ_REQUIRE(trainer.step_count() == 0);  // a refused checkpoint changes nothing
+    return;
+  }
+  FUZZ_REQUIRE(trainer.step_count() >= 0 && trainer.optimizer().step_count() >= 0);
+}
+
+// Two input forms: a whole file, or (first byte '{') only the JSON header, to which the target adds the 8-byte
+// length and a 128 KiB data section of a fixed byte pattern, so that mutations work on the JSON directly.
+std::vector<std::uint8_t> file_from_input(const std::uint8_t* data, std::size_t size) {
+  if (size == 0 || data[0] != '{') return std::vector<std::uint8_t>(data, data + size);
+  constexpr std::size_t kDataSection = 128 * 1024;
+  std::vector<std::uint8_t> bytes(8 + size + kDataSection);
+  const std::uint64_t n = size;
+  std::memcpy(bytes.data(), &n, 8);
+  std::memcpy(bytes.data() + 8, data, size);
+  for (std::size_t i = 0; i < kDataSection; ++i) bytes[8 + size + i] = static_cast<std::uint8_t>(i * 37 + 11);
+  return bytes;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::vector<std::uint8_t> bytes(data, data + size);
+  std::vector<std::uint8_t> bytes = file_from_input(data, size);
+  const std::size_t file_size = bytes.size();
   try {
-    const auto reader = io::SafetensorsReader::from_bytes(std::move(bytes), "fuzz-input");
-    exercise_metadata(reader);
+    const auto reader = io::SafetensorsReader::from_bytes(bytes, "fuzz-input");
+    exercise_metadata(reader, bytes);
     io::SafetensorsWriter writer;
     bool all_readable = true;
     std::vector<Tensor<double>> values;
     for (const std::string& name : reader.names()) {
       const io::TensorInfo& info = reader.info(name);
-      FUZZ_REQUIRE(info.begin <= info.end && info.end <= size);
+      FUZZ_REQUIRE(info.begin <= info.end && info.end <= file_size);
       if (info.shape.size() > static_cast<std::size_t>(diffusion::Shape::kMaxRank)) {
         bool threw = false;
         try {

@@ -2,6 +2,7 @@
 // readers accept (each safetensors dtype, metadata, a tiny U-Net's weights, a training checkpoint, small golden
 // fixtures; IDX images and labels, plain and gzip, empty dimensions; U-Net configurations with and without
 // extensions). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -24,13 +25,14 @@ void spit(const fs::path& p, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// Small enough that its weights file (~20 KB) and checkpoint (~80 KB) stay near libFuzzer's -max_len.
 UnetConfig tiny_config() {
   UnetConfig c;
   c.dim = 4;
   c.channels = 1;
-  c.dim_mults = {1, 2};
+  c.dim_mults = {1};
   c.attention_heads = 1;
-  c.attention_dim_head = 4;
+  c.attention_dim_head = 2;
   return c;
 }
 
@@ -80,6 +82,22 @@ void safetensors_seeds(const fs::path& dir, const fs::path& golden) {
     for (const auto& e : fs::directory_iterator(golden))
       if (e.path().extension() == ".safetensors" && e.file_size() <= 100000)
         fs::copy_file(e.path(), dir / ("golden_" + e.path().filename().string()), fs::copy_options::overwrite_existing);
+
+  // The header-only form of each (fuzz_safetensors adds a 128 KiB data section to an input starting with '{').
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  for (const fs::path& p : files) {
+    const io::SafetensorsReader r(p.string());
+    std::size_t data_end = 0;
+    for (const auto& name : r.names()) data_end = std::max(data_end, r.info(name).end);
+    if (data_end > 128 * 1024) continue;
+    std::ifstream in(p, std::ios::binary);
+    std::uint64_t n = 0;
+    in.read(reinterpret_cast<char*>(&n), 8);
+    std::string header(static_cast<std::size_t>(n), '\0');
+    in.read(header.data(), static_cast<std::streamsize>(n));
+    spit(fs::path(p.string() + ".header"), header);
+  }
 }
 
 void idx_seeds(const fs::path& dir) {
@@ -107,10 +125,12 @@ void unet_config_seeds(const fs::path& dir) {
   UnetConfig resnet = tiny_config();
   resnet.use_convnext = false;
   resnet.resnet_block_groups = 2;
+  resnet.dim_mults = {1, 2, 2};
   UnetConfig no_time = tiny_config();
   no_time.with_time_emb = false;
   no_time.dim_mults = {1};
   UnetConfig mixed = tiny_config();
+  mixed.dim_mults = {1, 2};
   mixed.level_attention = {AttentionKind::None, AttentionKind::Full};
   mixed.mid_attention = AttentionKind::Linear;
   int n = 0;

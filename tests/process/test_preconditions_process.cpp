@@ -61,3 +61,15 @@ TEST_CASE("parse functions name the bad value and the valid ones") {
   REQUIRE_THROWS_WITH(NoiseSchedule(std::vector<double>{std::numeric_limits<double>::infinity()}),
                       Catch::Contains("betas[0]"));
 }
+
+TEST_CASE("NoiseSchedule rejects schedules whose tables would divide by zero in double") {
+  // beta so small that 1 - beta == 1: abar_0 = 1 and the posterior variance at t = 0 would be 0 / 0.
+  REQUIRE_THROWS_WITH(NoiseSchedule(std::vector<double>{1e-17, 0.1}),
+                      Catch::Contains("betas[0] = 1e-17") && Catch::Contains("rounds to 1"));
+  // abar underflows to 0 (0.5^1100 < 2^-1074): x0 = (x_t - b eps) / a would divide by 0.
+  REQUIRE_THROWS_WITH(NoiseSchedule(std::vector<double>(1100, 0.5)),
+                      Catch::Contains("alphas_cumprod underflows to 0 at t = 1074") && Catch::Contains("T = 1100"));
+  // What still works: a beta just large enough that 1 - beta < 1, and a long linear schedule (abar_T ~ 1e-88).
+  REQUIRE_NOTHROW(NoiseSchedule(std::vector<double>{1.2e-16}));
+  REQUIRE_NOTHROW(NoiseSchedule(BetaSchedule::Linear, 20000));
+}

@@ -107,7 +107,7 @@ class NoiseSchedule {
  public:
   NoiseSchedule(BetaSchedule schedule, int num_timesteps) : NoiseSchedule(make_betas(schedule, num_timesteps)) {}
 
-  // From explicit betas: requires at least one, each in (0, 1).
+  // From explicit betas: requires at least one, each in (0, 1), with 1 - beta_t < 1 and abar_t > 0 in double.
   explicit NoiseSchedule(std::vector<double> betas_in) : betas(std::move(betas_in)) {
     DIFFUSION_CHECK(!betas.empty(), "NoiseSchedule: betas must not be empty (number of timesteps T >= 1)");
     for (std::size_t i = 0; i < betas.size(); ++i)
@@ -131,6 +131,12 @@ class NoiseSchedule {
       alphas_cumprod_prev[t] = cumprod;
       cumprod *= alphas[t];  // torch.cumprod: sequential product
       alphas_cumprod[t] = cumprod;
+      // Both ends would divide by zero below and in every sampler: abar_t = 1 (1 - abar_t = 0) and abar_t = 0.
+      DIFFUSION_CHECK(alphas[t] < 1.0, "NoiseSchedule: betas[" << t << "] = " << betas[t]
+                                                               << " is too small: 1 - beta rounds to 1 in double");
+      DIFFUSION_CHECK(cumprod > 0.0, "NoiseSchedule: alphas_cumprod underflows to 0 at t = "
+                                         << t << " of T = " << n << " (the schedule destroys the signal in double "
+                                         << "precision; use fewer timesteps or smaller betas)");
       sqrt_recip_alphas[t] = std::sqrt(1.0 / alphas[t]);
       sqrt_alphas_cumprod[t] = std::sqrt(alphas_cumprod[t]);
       sqrt_one_minus_alphas_cumprod[t] = std::sqrt(1.0 - alphas_cumprod[t]);
