@@ -7,3 +7,14 @@ foreach(mode find_package add_subdirectory)
             ${PROJECT_BINARY_DIR} ${CMAKE_CURRENT_BINARY_DIR}/consumer_${mode})
   set_tests_properties(consumer.${mode} PROPERTIES TIMEOUT 600 PASS_REGULAR_EXPRESSION "consumer: .* ok")
 endforeach()
+
+# The README's API tour must stay valid code: tests/readme_tour.sh cuts the first ```cpp block out of README.md
+# (its #include / using lines at file scope, the rest as the body of a function that is never called, since it
+# reads Fashion-MNIST) and the build compiles it. A README edit that breaks the tour breaks the build.
+add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh ${PROJECT_SOURCE_DIR}/README.md
+          ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp
+  DEPENDS ${PROJECT_SOURCE_DIR}/README.md ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh
+  COMMENT "Extracting the API tour from README.md")
+add_executable(readme_tour ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp)
+target_link_libraries(readme_tour PRIVATE diffusion::diffusion diffusion_project_options)

@@ -115,6 +115,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--sampler", o.sampler, "sampler")->check(CLI::IsMember(kSamplers));
   app.add_option("--steps", o.steps, "DDIM steps")->check(CLI::Range(1, 100000));
   app.add_option("--eta", o.eta, "DDIM eta (0: deterministic)")->check(CLI::NonNegativeNumber);
+  app.add_option("--clip-x0", o.clip_x0,
+                 "clip the predicted x0 to [-1, 1] at every step (true/false; keeps large-T DDIM from saturating)");
   app.add_option("--n", o.n, "number of images")->check(CLI::Range(1, 4096));
   app.add_option("--seed", o.seed, "seed of x_T and of the sampler's noise");
   app.add_option("--x-T", o.x_T, "start from the tensor 'x_T' (N, C, H, W) of this safetensors file");

@@ -58,6 +58,7 @@ struct SampleOptions {
   std::string sampler = "ddim";  // ddpm | ddim
   int steps = 50;                // DDIM steps
   double eta = 0.0;
+  bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] at every step
   int n = 64;
   std::uint64_t seed = 0;
   std::string x_T;         // safetensors file with a tensor "x_T" (N, C, H, W)

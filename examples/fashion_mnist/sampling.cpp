@@ -188,12 +188,14 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
   if (settings.sampler == "ddpm") {
     diffusion::DdpmOptions o;
     o.prediction = settings.prediction;
+    o.clip_x0 = settings.clip_x0;
     diffusion::ddpm_sample(model, schedule, x, rng, o, callback);
   } else {
     diffusion::DdimOptions o;
     o.steps = settings.ddim_steps;
     o.eta = settings.eta;
     o.prediction = settings.prediction;
+    o.clip_x0 = settings.clip_x0;
     diffusion::ddim_sample(model, schedule, x, rng, o, callback);
   }
 }
@@ -237,6 +239,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
   settings.eta = o.eta;
+  settings.clip_x0 = o.clip_x0;
   settings.prediction = m.prediction;
   const Index C = m.config.channels, S = m.image_size;
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
@@ -271,6 +274,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     info["sampler"] = o.sampler;
     info["steps"] = settings.steps(T);
     info["eta"] = o.eta;
+    info["clip_x0"] = o.clip_x0;
     info["seed"] = o.seed;
     info["x_T"] = o.x_T;
     w.add_metadata("fashion_mnist.sample", info.dump());

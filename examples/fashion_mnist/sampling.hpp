@@ -29,6 +29,7 @@ struct SamplerSettings {
   std::string sampler = "ddim";  // ddpm | ddim
   int ddim_steps = 50;
   double eta = 0.0;
+  bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (the pixel range) at every step
   diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
 
   // Steps the sampler takes with a schedule of T timesteps.
