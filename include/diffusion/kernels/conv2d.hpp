@@ -147,7 +147,14 @@ void col2im_add(const Conv2dGeometry& g, Index channels, const T* dcol, T* dx) {
         for (Index oh = oh_lo; oh < oh_hi; ++oh) {
           T* out = plane + (oh * s - p + i) * W;
           const T* in = row + oh * OW;
-          for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += in[ow];
+          if (s == 1) {
+            // Contiguous on both sides: a plain loop the compiler vectorises (the strided one below it cannot).
+            T* __restrict o = out + (ow_lo - p + j);
+            const T* __restrict a = in + ow_lo;
+            for (Index k = 0; k < ow_hi - ow_lo; ++k) o[k] += a[k];
+          } else {
+            for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += in[ow];
+          }
         }
       }
     }
