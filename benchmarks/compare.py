@@ -15,8 +15,9 @@ Printed: one Markdown table with, per mode, the median over rounds of each progr
 ours / PyTorch, the peak resident memory (MiB, max over rounds) and the achieved GFLOP/s (FLOPs per image counted
 from the layer shapes, see README.md) with its share of the measured N-thread FMA peak.
 
-Measure on a quiet machine: the 1-minute load average is printed before each run and kept in --json; with two
-OpenMP threads on two cores, any other busy process makes both programs many times slower.
+Measure on a quiet machine: before each run the CPU time other processes use is sampled for one second from
+/proc/stat (in busy cores) and kept in --json; with two OpenMP threads on two cores, any other busy process makes
+both programs many times slower. (The 1-minute load average is no use here: it still counts the previous run.)
 """
 import argparse
 import datetime
@@ -48,8 +49,8 @@ def parse_args(argv=None):
                    help="PyTorch forward with autograd on (default: torch.no_grad(), as sampling runs it)")
     p.add_argument("--python", default="/usr/bin/python3", help="interpreter with Debian's torch")
     p.add_argument("--json", help="also write every run and the summary to this file")
-    p.add_argument("--max-load", type=float, default=0.5,
-                   help="warn when the 1-minute load average exceeds this before a run")
+    p.add_argument("--max-load", type=float, default=0.2,
+                   help="warn when other processes keep more than this many cores busy just before a run")
     a = p.parse_args(argv)
     a.modes = [m for m in a.modes.split(",") if m]
     for m in a.modes:
@@ -65,15 +66,28 @@ def parse_args(argv=None):
     return a
 
 
-def load1():
-    return os.getloadavg()[0]
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields), idle
+
+
+def load1(seconds=1.0):
+    """Busy cores (0 .. number of CPUs) over `seconds`, measured while this script sleeps."""
+    import time
+    total0, idle0 = cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = cpu_times()
+    total = max(1, total1 - total0)
+    return (os.cpu_count() or 1) * (total - (idle1 - idle0)) / total
 
 
 def run_json(cmd, threads, max_load):
     """Runs cmd in a fresh process; returns (its last JSON line as a dict, the child's ru_maxrss in MiB, load)."""
     load = load1()
     if load > max_load:
-        print(f"  warning: load average {load:.2f} > {max_load} before this run: the numbers will be noisy",
+        print(f"  warning: {load:.2f} cores busy > {max_load} before this run: the numbers will be noisy",
               file=sys.stderr)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print("  $ " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -116,7 +130,7 @@ def main(argv=None):
 
     print(f"FMA peak: {a.fma_peak} --threads {a.threads}", file=sys.stderr)
     fma, _, fma_load = run_json([a.fma_peak, "--threads", str(a.threads), "--json"], a.threads, a.max_load)
-    fma["load1_before"] = fma_load
+    fma["busy_cores_before"] = fma_load
     record["fma_peak"] = fma
     peak = fma["gflops_threads"]
 
@@ -141,7 +155,7 @@ def main(argv=None):
                 print(f"{mode} round {r + 1}/{a.rounds}: {impl}", file=sys.stderr)
                 res, child_rss, load = run_json(cmds[impl], a.threads, a.max_load)
                 res["child_maxrss_mib"] = child_rss
-                res["load1_before"] = load
+                res["busy_cores_before"] = load
                 res["round"] = r
                 results[impl].append(res)
                 record["runs"].append(res)
@@ -161,7 +175,7 @@ def main(argv=None):
                 "flops_per_image": flops,
                 "gflops_per_s": flops * med * 1e-9,
                 "percent_of_peak": 100.0 * flops * med * 1e-9 / peak,
-                "max_load1_before": max(x["load1_before"] for x in rs),
+                "max_busy_cores_before": max(x["busy_cores_before"] for x in rs),
             }
 
         pt, us = summary(results["pytorch"]), summary(results["ours"])
@@ -196,12 +210,12 @@ def main(argv=None):
                  f"{fmt(pt['gflops_per_s'])} ({fmt(pt['percent_of_peak'])}%)",
                  f"{fmt(us['gflops_per_s'])} ({fmt(us['percent_of_peak'])}%)"]
         print("| " + " | ".join(cells) + " |")
-    max_load = max([fma_load] + [x["load1_before"] for x in record["runs"]])
+    max_load = max([fma_load] + [x["busy_cores_before"] for x in record["runs"]])
     print()
     print(f"FLOPs per image (forward, 2*MACs of convs, linears, attention products): "
           f"{record['runs'][0]['forward_flops_per_image'] / 1e9:.4f} G; "
           "training counted as 3x forward (estimate).")
-    print(f"Highest 1-minute load average seen before a run: {max_load:.2f}"
+    print(f"Most cores kept busy by other processes just before a run: {max_load:.2f}"
           + ("  <-- NOT a quiet machine, do not publish these numbers" if max_load > a.max_load else ""))
 
     if a.json:

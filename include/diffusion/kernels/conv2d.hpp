@@ -6,7 +6,8 @@
 //   conv2d_backward_weight dw += corr(x, dy)                  (ACCUMULATED)
 //   channel_sum            db += sum over N, H, W of dy       (ACCUMULATED; the bias gradient)
 // Weights are (C_out, C_in / groups, KH, KW). General convolutions go through im2col + GEMM per image and group;
-// 1x1 stride-1 convolutions skip im2col; depthwise convolutions (one input and one output channel per group, e.g. the
+// 1x1 stride-1 convolutions skip im2col; the input gradient of other stride-1 convolutions is computed as a
+// convolution of dy with the flipped kernel (im2col of dy + one deep GEMM, no scatter-add); depthwise convolutions (one input and one output channel per group, e.g. the
 // ConvNeXt 7x7) use direct loops. Work is split over images (forward, backward_data), over fixed batch slabs whose
 // partial weight gradients are summed in slab order (backward_weight), or over channels: never by thread count.
 
@@ -52,6 +53,16 @@ struct Conv2dGeometry {
   // Depthwise with stride 1 and padding below the kernel size: the SIMD plane kernels of depthwise_conv2d.hpp.
   bool is_simd_depthwise() const {
     return is_depthwise() && stride == 1 && padding < kernel_h && kernel_h == kernel_w && kernel_h * kernel_w <= 64;
+  }
+  // Stride 1, square kernel, padding below the kernel size: the input gradient is itself a stride-1 convolution
+  // (of dy with the flipped kernel, padding k - 1 - p), the geometry transposed() describes.
+  bool is_stride1_transposable() const { return stride == 1 && kernel_h == kernel_w && padding < kernel_h; }
+  Conv2dGeometry transposed() const {
+    Conv2dGeometry t = *this;
+    t.in_channels = out_channels, t.in_height = out_height, t.in_width = out_width;
+    t.out_channels = in_channels, t.out_height = in_height, t.out_width = in_width;
+    t.padding = kernel_h - 1 - padding;
+    return t;
   }
   DepthwisePlane plane() const {
     return {in_height, in_width, out_height, out_width, kernel_h, kernel_w, padding};
@@ -368,6 +379,30 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
     });
     return;
   }
+  if (g.is_stride1_transposable() && !g.is_pointwise()) {
+    // Stride 1: dx is the convolution of dy with the flipped, transposed kernel (padding k - 1 - p). One im2col
+    // of dy and one GEMM of depth C_out/groups * KH * KW accumulating straight into dx, instead of a GEMM of depth
+    // C_out/groups into a (C_in/groups * KH * KW, P) buffer plus a scatter-add (col2im) of that buffer.
+    const Conv2dGeometry gt = g.transposed();
+    const Index Kt = gt.col_rows(), HW = g.in_pixels(), taps = g.kernel_h * g.kernel_w;
+    T* wt = thread_scratch<T, kScratchPartials>(static_cast<std::size_t>(g.weight_size()));
+    // wt (groups, C_in/groups, C_out/groups, KH, KW): wt[grp][ci][co][tap] = w[grp * cog + co][ci][taps - 1 - tap].
+    for (Index grp = 0; grp < g.groups; ++grp)
+      for (Index ci = 0; ci < cig; ++ci)
+        for (Index co = 0; co < cog; ++co)
+          for (Index tap = 0; tap < taps; ++tap)
+            wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
+    parallel_for(0, g.batch, [&](Index n) {
+      T* col = thread_scratch<T, kScratchCol>(static_cast<std::size_t>(Kt * HW));
+      for (Index grp = 0; grp < g.groups; ++grp) {
+        const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
+        T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
+        detail::im2col(gt, cog, dyg, col);
+        gemm(Op::NoTrans, Op::NoTrans, cig, HW, Kt, T(1), wt + grp * cig * Kt, Kt, col, HW, T(1), dxg, HW);
+      }
+    });
+    return;
+  }
   parallel_for(0, g.batch, [&](Index n) {
     T* dcol = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
     for (Index grp = 0; grp < g.groups; ++grp) {
@@ -388,6 +423,19 @@ template <class T>
 void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
   if (reference_kernels()) return reference::conv2d_backward_weight(g, x, dy, dw);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  if (g.is_simd_depthwise()) {
+    // Per channel, per tap: one SIMD accumulator over the whole batch, reduced across lanes once at the end
+    // (a reduction per plane and tap would cost more than the plane's FMAs on 7x7 maps).
+    parallel_for(0, g.out_channels, [&](Index c) {
+      Batch<T> acc[64];  // K <= 64 (is_simd_depthwise)
+      for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
+      for (Index n = 0; n < g.batch; ++n)
+        depthwise_plane_backward_weight(g.plane(), x + (n * g.in_channels + c) * g.in_pixels(),
+                                        dy + (n * g.out_channels + c) * P, acc);
+      for (Index k = 0; k < K; ++k) dw[c * K + k] += xsimd::hadd(acc[k]);
+    });
+    return;
+  }
   if (g.is_depthwise()) {
     parallel_for(0, g.out_channels, [&](Index c) {
       double acc[64] = {};
@@ -401,8 +449,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
       for (Index n = 0; n < g.batch; ++n) {
         const T* xn = x + (n * g.in_channels + c) * g.in_pixels();
         const T* dyn = dy + (n * g.out_channels + c) * P;
-        if (g.is_simd_depthwise()) depthwise_plane_backward_weight(g.plane(), xn, dyn, a);
-        else detail::depthwise_backward_weight_plane(g, xn, dyn, a);
+        detail::depthwise_backward_weight_plane(g, xn, dyn, a);
       }
       for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
     });

@@ -5,7 +5,8 @@
 // acc[v] += w[i][j] * xpad[oh + i][j + v * L ...]. The input gradient is the same correlation of dy with the kernel
 // flipped and padding k - 1 - p; the weight gradient accumulates dy * shifted x per tap in vector registers.
 //   depthwise_plane_forward:         y = bias + corr(x, w)    (ASSIGNED, or ADDED with accumulate = true)
-//   depthwise_plane_backward_weight: acc[i][j] += sum dy * x shifted (acc in double, summed per plane)
+//   depthwise_plane_backward_weight: acc[i][j] += sum dy * x shifted (acc: one SIMD accumulator per tap, summed
+//                                    across lanes by the caller once all planes of a channel are in)
 
 #include <algorithm>
 #include <cstring>
@@ -75,9 +76,10 @@ void depthwise_plane_forward(const DepthwisePlane& g, const T* x, const T* w, T 
   }
 }
 
-// acc[i * kw + j] += sum_{oh, ow} dy[oh][ow] x[oh - pad + i][ow - pad + j]  (the weight gradient of one plane)
+// acc[i * kw + j] += sum_{oh, ow} dy[oh][ow] x[oh - pad + i][ow - pad + j]  (the weight gradient of one plane,
+// as lane-wise partial sums: the caller reduces each accumulator across its lanes)
 template <class T>
-void depthwise_plane_backward_weight(const DepthwisePlane& g, const T* x, const T* dy, double* acc) {
+void depthwise_plane_backward_weight(const DepthwisePlane& g, const T* x, const T* dy, Batch<T>* acc) {
   constexpr Index L = kLanes<T>;
   constexpr Index kMaxVectors = 2, kMaxTaps = 8;
   const Index Wv = (g.out_w + L - 1) / L * L;
@@ -106,7 +108,7 @@ void depthwise_plane_backward_weight(const DepthwisePlane& g, const T* x, const 
         for (Index j = 0; j < J; ++j) {
           Batch<T> s = sum[j][0];
           for (Index v = 1; v < V; ++v) s += sum[j][v];
-          acc[i * g.kernel_w + j0 + j] += static_cast<double>(xsimd::hadd(s));
+          acc[i * g.kernel_w + j0 + j] += s;
         }
       }
     }

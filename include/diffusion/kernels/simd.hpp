@@ -54,7 +54,8 @@ void simd_map3(Index n, const T* a, const T* b, T* out, F f) {
 }
 
 // Sum of x[0..n): SIMD partial sums in T over blocks of kSumBlock elements (each lane adds at most kSumBlock / L
-// values), block totals accumulated in double. Fixed order, so the result depends only on the data.
+// values), block totals accumulated in double; the last partial block likewise in whole vectors, then the few
+// remaining elements in double. Fixed order, so the result depends only on the data.
 inline constexpr Index kSumBlock = 256;
 static_assert(kSumBlock % (2 * 16) == 0, "kSumBlock must hold whole pairs of the widest SIMD vectors");
 
@@ -70,6 +71,11 @@ double simd_sum(Index n, const T* x) {
       b += Batch<T>::load_unaligned(x + i + k + L);
     }
     total += static_cast<double>(xsimd::hadd(a + b));
+  }
+  if (i + L <= n) {  // the last partial block: whole vectors, then single elements
+    Batch<T> a(T(0));
+    for (; i + L <= n; i += L) a += Batch<T>::load_unaligned(x + i);
+    total += static_cast<double>(xsimd::hadd(a));
   }
   for (; i < n; ++i) total += static_cast<double>(x[i]);
   return total;
@@ -91,6 +97,14 @@ double simd_sum_squared_deviation(Index n, const T* x, double center) {
     }
     total += static_cast<double>(xsimd::hadd(a + b));
   }
+  if (i + L <= n) {
+    Batch<T> a(T(0));
+    for (; i + L <= n; i += L) {
+      const Batch<T> u = Batch<T>::load_unaligned(x + i) - c;
+      a = xsimd::fma(u, u, a);
+    }
+    total += static_cast<double>(xsimd::hadd(a));
+  }
   for (; i < n; ++i) {
     const double d = static_cast<double>(x[i]) - center;
     total += d * d;
@@ -111,6 +125,11 @@ double simd_dot(Index n, const T* x, const T* y) {
       b = xsimd::fma(Batch<T>::load_unaligned(x + i + k + L), Batch<T>::load_unaligned(y + i + k + L), b);
     }
     total += static_cast<double>(xsimd::hadd(a + b));
+  }
+  if (i + L <= n) {
+    Batch<T> a(T(0));
+    for (; i + L <= n; i += L) a = xsimd::fma(Batch<T>::load_unaligned(x + i), Batch<T>::load_unaligned(y + i), a);
+    total += static_cast<double>(xsimd::hadd(a));
   }
   for (; i < n; ++i) total += static_cast<double>(x[i]) * static_cast<double>(y[i]);
   return total;
