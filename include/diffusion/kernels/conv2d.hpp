@@ -7,9 +7,10 @@
 //   channel_sum            db += sum over N, H, W of dy       (ACCUMULATED; the bias gradient)
 // Weights are (C_out, C_in / groups, KH, KW). General convolutions go through im2col + GEMM per image and group;
 // 1x1 stride-1 convolutions skip im2col; the input gradient of other stride-1 convolutions is computed as a
-// convolution of dy with the flipped kernel (im2col of dy + one deep GEMM, no scatter-add); depthwise convolutions (one input and one output channel per group, e.g. the
-// ConvNeXt 7x7) use direct loops. Work is split over images (forward, backward_data), over fixed batch slabs whose
-// partial weight gradients are summed in slab order (backward_weight), or over channels: never by thread count.
+// convolution of dy with the flipped kernel (im2col of dy + one deep GEMM; col2im is left to strided ones);
+// depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use direct loops.
+// Work is split over images (forward, backward_data), over fixed batch slabs whose partial weight gradients are
+// summed in slab order (backward_weight), or over channels: never by thread count.
 
 #include <algorithm>
 #include <cstring>
@@ -158,14 +159,7 @@ void col2im_add(const Conv2dGeometry& g, Index channels, const T* dcol, T* dx) {
         for (Index oh = oh_lo; oh < oh_hi; ++oh) {
           T* out = plane + (oh * s - p + i) * W;
           const T* in = row + oh * OW;
-          if (s == 1) {
-            // Contiguous on both sides: a plain loop the compiler vectorises (the strided one below it cannot).
-            T* __restrict o = out + (ow_lo - p + j);
-            const T* __restrict a = in + ow_lo;
-            for (Index k = 0; k < ow_hi - ow_lo; ++k) o[k] += a[k];
-          } else {
-            for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += in[ow];
-          }
+          for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += in[ow];
         }
       }
     }
