@@ -122,6 +122,19 @@ TEST_CASE("ParameterStore keeps names, aligned offsets and initialisation keyed 
 
 TEST_CASE("parallel_for visits every index once") {
   std::vector<int> hits(1000, 0);
-  parallel_for(0, 1000, [&](Index i) { hits[static_cast<std::size_t>(i)] += 1; });
+  parallel_for(0, 1000, kDefaultParallelMinWork, [&](Index i) { hits[static_cast<std::size_t>(i)] += 1; });
   for (int h : hits) REQUIRE(h == 1);
+}
+
+TEST_CASE("parallel_for runs loops too small to pay for a thread team on the calling thread") {
+  const int saved = max_threads();
+  set_num_threads(2);
+  std::vector<int> in_region(100, -1);
+  parallel_for(0, 100, kDefaultParallelMinWork / 200, [&](Index i) { in_region[static_cast<std::size_t>(i)] = in_parallel_region(); });
+  for (int r : in_region) REQUIRE(r == 0);
+#ifdef _OPENMP
+  parallel_for(0, 100, kDefaultParallelMinWork / 50, [&](Index i) { in_region[static_cast<std::size_t>(i)] = in_parallel_region(); });
+  for (int r : in_region) REQUIRE(r == 1);
+#endif
+  set_num_threads(saved);
 }

@@ -13,6 +13,7 @@
 #include "diffusion/kernels/gemm.hpp"
 #include "diffusion/kernels/group_norm.hpp"
 #include "diffusion/kernels/softmax.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 using namespace diffusion::kernels;
@@ -198,12 +199,14 @@ TEST_CASE("convolution weight gradients are bitwise identical with 1 and 2 threa
   const auto g = Conv2dGeometry::make(20, 6, 7, 7, 8, 3, 1, 1, 1);
   const auto x = random_vector(g.batch * g.in_channels * g.in_pixels(), 18);
   const auto dy = random_vector(g.batch * g.out_channels * g.out_pixels(), 19);
-  const int saved = max_threads();
   std::vector<float> one(static_cast<std::size_t>(g.weight_size()), 0.0f), two = one;
-  set_num_threads(1);
-  conv2d_backward_weight(g, x.data(), dy.data(), one.data());
-  set_num_threads(2);
-  conv2d_backward_weight(g, x.data(), dy.data(), two.data());
-  set_num_threads(saved);
+  {
+    testing::ScopedThreads threads(1);
+    conv2d_backward_weight(g, x.data(), dy.data(), one.data());
+  }
+  {
+    testing::ScopedThreads threads(2);
+    conv2d_backward_weight(g, x.data(), dy.data(), two.data());
+  }
   REQUIRE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }

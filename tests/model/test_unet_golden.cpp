@@ -16,6 +16,7 @@
 #include "diffusion/model/unet.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "support/compare.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 
@@ -111,7 +112,7 @@ TEST_CASE("U-Net parameter names and shapes are the reference state_dict's") {
 
 TEST_CASE("U-Net results are bitwise identical with 1 and 2 threads") {
   auto run = [](int threads, Tensor<float>& y, std::vector<float>& grads) {
-    set_num_threads(threads);
+    testing::ScopedThreads scoped(threads);
     auto net = load_unet<float>(golden("unet_convnext.weights.safetensors"));
     const io::SafetensorsReader io(golden("unet_convnext.io.safetensors"));
     const Tensor<float> x = io.read<float>("x");
@@ -120,12 +121,10 @@ TEST_CASE("U-Net results are bitwise identical with 1 and 2 threads") {
     net->backward(io.read<float>("g"));
     grads.assign(net->params().grads(), net->params().grads() + net->params().size());
   };
-  const int saved = max_threads();
   Tensor<float> y1, y2;
   std::vector<float> g1, g2;
   run(1, y1, g1);
   run(2, y2, g2);
-  set_num_threads(saved);
   REQUIRE(y1.numel() == y2.numel());
   REQUIRE(std::memcmp(y1.data(), y2.data(), sizeof(float) * static_cast<std::size_t>(y1.numel())) == 0);
   REQUIRE(g1 == g2);

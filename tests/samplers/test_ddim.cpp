@@ -13,6 +13,7 @@
 #include "diffusion/samplers/ddim.hpp"
 #include "process/process_test_util.hpp"
 #include "samplers/oracle.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 using process_test::cast;
@@ -184,11 +185,14 @@ TEST_CASE("DDIM with eta = 0 is deterministic and never touches the rng; eta > 0
   a.copy_from(x_T);
   b.copy_from(x_T);
   Rng r1(100), r2(999);
-  ddim_sample(oracle, s, a, r1, o);
-  const int threads = max_threads();
-  set_num_threads(threads == 1 ? 2 : 1);
-  ddim_sample(oracle, s, b, r2, o);
-  set_num_threads(threads);
+  {
+    testing::ScopedThreads threads(1);
+    ddim_sample(oracle, s, a, r1, o);
+  }
+  {
+    testing::ScopedThreads threads(2);
+    ddim_sample(oracle, s, b, r2, o);
+  }
   REQUIRE(process_test::bitwise_equal(a, b));  // different seeds and thread counts, same bits
   REQUIRE(r1.state().position == 0);
   REQUIRE(r2.state().position == 0);

@@ -13,6 +13,7 @@
 #include "diffusion/samplers/ddpm.hpp"
 #include "process/process_test_util.hpp"
 #include "samplers/oracle.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 using process_test::cast;
@@ -206,18 +207,19 @@ TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results ar
   for (std::size_t i = 0; i < 50; ++i) REQUIRE(process_test::bitwise_equal(traj[i], seen[i]));
 
   // thread count does not change a bit
-  const int threads = max_threads();
-  set_num_threads(1);
-  Rng rng3(77);
-  Tensor<double> x1;
-  x1.copy_from(x_T);
-  ddpm_sample(AnalyticModel{}, s, x1, rng3);
-  set_num_threads(2);
-  Rng rng4(77);
-  Tensor<double> x2;
-  x2.copy_from(x_T);
-  ddpm_sample(AnalyticModel{}, s, x2, rng4);
-  set_num_threads(threads);
+  Tensor<double> x1, x2;
+  {
+    testing::ScopedThreads threads(1);
+    Rng rng3(77);
+    x1.copy_from(x_T);
+    ddpm_sample(AnalyticModel{}, s, x1, rng3);
+  }
+  {
+    testing::ScopedThreads threads(2);
+    Rng rng4(77);
+    x2.copy_from(x_T);
+    ddpm_sample(AnalyticModel{}, s, x2, rng4);
+  }
   REQUIRE(process_test::bitwise_equal(x1, x));
   REQUIRE(process_test::bitwise_equal(x2, x));
   // a different seed gives a different sample

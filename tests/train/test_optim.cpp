@@ -17,6 +17,7 @@
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
 #include "process/process_test_util.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 using process_test::compare;
@@ -165,7 +166,7 @@ TEST_CASE("Adam, EMA and clipping give the same bits for 1 and 2 threads") {
   rng.normal(p0.data(), static_cast<Index>(n));
   rng.normal(g.data(), static_cast<Index>(n));
   auto run = [&](int threads) {
-    set_num_threads(threads);
+    testing::ScopedThreads scoped(threads);
     std::vector<float> p = p0, gg = g;
     Adam<float> adam;
     Ema<float> ema(p.data(), n, EmaOptions{0.9, true});
@@ -182,9 +183,7 @@ TEST_CASE("Adam, EMA and clipping give the same bits for 1 and 2 threads") {
     out.insert(out.end(), gg.begin(), gg.end());
     return out;
   };
-  const int threads = max_threads();
   const std::vector<float> one = run(1), two = run(2);
-  set_num_threads(threads);
   REQUIRE(one.size() == two.size());
   REQUIRE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }

@@ -10,6 +10,7 @@
 #include "diffusion/train/checkpoint.hpp"
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/trainer.hpp"
+#include "support/threads.hpp"
 
 using namespace diffusion;
 
@@ -81,12 +82,14 @@ TEST_CASE("training the tiny U-Net on synthetic squares lowers the L_simple loss
 }
 
 TEST_CASE("two training runs with the same seed give bit-identical weights, whatever the thread count") {
-  const int saved = max_threads();
-  set_num_threads(1);
-  const Run a = train(12, 3);
-  set_num_threads(2);
-  const Run b = train(12, 3);
-  set_num_threads(saved);
+  const Run a = [] {
+    testing::ScopedThreads threads(1);
+    return train(12, 3);
+  }();
+  const Run b = [] {
+    testing::ScopedThreads threads(2);
+    return train(12, 3);
+  }();
   REQUIRE(a.losses == b.losses);
   REQUIRE(std::memcmp(a.weights.data(), b.weights.data(), a.weights.size() * sizeof(float)) == 0);
   REQUIRE(std::memcmp(a.ema.data(), b.ema.data(), a.ema.size() * sizeof(float)) == 0);

@@ -18,7 +18,7 @@ inline constexpr Index kElementwiseChunk = 1 << 15;
 template <class F>
 void for_each_chunk(Index n, F f) {
   const Index chunks = (n + kElementwiseChunk - 1) / kElementwiseChunk;
-  parallel_for(0, chunks, [&](Index c) {
+  parallel_for(0, chunks, double(kElementwiseChunk), [&](Index c) {
     const Index begin = c * kElementwiseChunk;
     f(begin, std::min(kElementwiseChunk, n - begin));
   });

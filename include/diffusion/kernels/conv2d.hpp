@@ -319,20 +319,20 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
   if (reference_kernels()) return reference::conv2d_forward(g, x, w, bias, y);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   if (g.is_simd_depthwise()) {
-    parallel_for(0, g.batch * g.out_channels, [&](Index nc) {
+    parallel_for(0, g.batch * g.out_channels, double(K * P), [&](Index nc) {
       const Index c = nc % g.out_channels;
       depthwise_plane_forward(g.plane(), x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P, false);
     });
     return;
   }
   if (g.is_depthwise()) {
-    parallel_for(0, g.batch * g.out_channels, [&](Index nc) {
+    parallel_for(0, g.batch * g.out_channels, double(K * P), [&](Index nc) {
       const Index c = nc % g.out_channels;
       detail::depthwise_forward_plane(g, x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P);
     });
     return;
   }
-  parallel_for(0, g.batch, [&](Index n) {
+  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // im2col, one GEMM per group
     T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
@@ -358,7 +358,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
   if (reference_kernels()) return reference::conv2d_backward_data(g, dy, w, dx);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   if (g.is_simd_depthwise()) {
-    parallel_for(0, g.batch * g.in_channels, [&](Index nc) {
+    parallel_for(0, g.batch * g.in_channels, double(K * P), [&](Index nc) {
       const Index c = nc % g.in_channels;
       T flipped[64];  // the kernel rotated by 180 degrees (K <= 64 checked below)
       for (Index k = 0; k < K; ++k) flipped[k] = w[c * K + K - 1 - k];
@@ -367,7 +367,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
     return;
   }
   if (g.is_depthwise()) {
-    parallel_for(0, g.batch * g.in_channels, [&](Index nc) {
+    parallel_for(0, g.batch * g.in_channels, double(K * P), [&](Index nc) {
       const Index c = nc % g.in_channels;
       detail::depthwise_backward_data_plane(g, dy + nc * P, w + c * K, dx + nc * g.in_pixels());
     });
@@ -386,7 +386,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
         for (Index co = 0; co < cog; ++co)
           for (Index tap = 0; tap < taps; ++tap)
             wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
-    parallel_for(0, g.batch, [&](Index n) {
+    parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
       T* col = thread_scratch<T, kScratchCol>(static_cast<std::size_t>(Kt * HW));
       for (Index grp = 0; grp < g.groups; ++grp) {
         const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
@@ -397,7 +397,7 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
     });
     return;
   }
-  parallel_for(0, g.batch, [&](Index n) {
+  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // one GEMM per group, col2im
     T* dcol = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
@@ -420,7 +420,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
   if (g.is_simd_depthwise()) {
     // Per channel, per tap: one SIMD accumulator over the whole batch, reduced across lanes once at the end
     // (a reduction per plane and tap would cost more than the plane's FMAs on 7x7 maps).
-    parallel_for(0, g.out_channels, [&](Index c) {
+    parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
       Batch<T> acc[64];  // K <= 64 (is_simd_depthwise)
       for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
       for (Index n = 0; n < g.batch; ++n)
@@ -431,7 +431,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
     return;
   }
   if (g.is_depthwise()) {
-    parallel_for(0, g.out_channels, [&](Index c) {
+    parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
       double acc[64] = {};
       double* a = acc;
       AlignedBuffer<double> big;
@@ -451,7 +451,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
   }
   const Index W = g.weight_size(), slabs = slab_count(g.batch);
   T* partials = thread_scratch<T, kScratchPartials>(static_cast<std::size_t>(slabs * W));
-  parallel_for(0, slabs, [&](Index s) {
+  parallel_for(0, slabs, double(g.batch / slabs) * double(W * P), [&](Index s) {  // im2col + GEMM per image
     T* part = partials + s * W;
     std::fill(part, part + W, T(0));
     T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
@@ -469,7 +469,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
     }
   });
   const Index chunk = 4096;
-  parallel_for(0, (W + chunk - 1) / chunk, [&](Index c) {
+  parallel_for(0, (W + chunk - 1) / chunk, double(chunk * slabs), [&](Index c) {
     for (Index i = c * chunk; i < std::min(W, (c + 1) * chunk); ++i) {
       T sum = T(0);
       for (Index s = 0; s < slabs; ++s) sum += partials[s * W + i];
@@ -482,7 +482,7 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
 template <class T>
 void channel_sum(Index batch, Index channels, Index pixels, const T* dy, T* db) {
   if (reference_kernels()) return reference::channel_sum(batch, channels, pixels, dy, db);
-  parallel_for(0, channels, [&](Index c) {
+  parallel_for(0, channels, double(batch * pixels), [&](Index c) {
     double sum = 0.0;
     for (Index n = 0; n < batch; ++n) sum += simd_sum(pixels, dy + (n * channels + c) * pixels);
     db[c] += static_cast<T>(sum);

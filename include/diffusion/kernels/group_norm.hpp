@@ -99,7 +99,7 @@ void group_norm_forward(Index N, Index C, Index P, Index G, double eps, const T*
                         T* y, double* mean, double* rstd) {
   if (reference_kernels()) return reference::group_norm_forward(N, C, P, G, eps, x, gamma, beta, y, mean, rstd);
   const Index cg = C / G;
-  parallel_for(0, N * G, [&](Index ng) {
+  parallel_for(0, N * G, double(3 * cg * P), [&](Index ng) {  // statistics, then normalise
     const Index n = ng / G, g = ng % G, base = (n * C + g * cg) * P;
     detail::group_stats(cg * P, x + base, eps, mean[ng], rstd[ng]);
     for (Index c = 0; c < cg; ++c) {
@@ -121,7 +121,7 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
   double* sums = thread_scratch<double, kScratchNormPartials>(static_cast<std::size_t>(2 * N * C));
   double* sum_dy = sums;
   double* sum_dyx = sums + N * C;
-  parallel_for(0, N * G, [&](Index ng) {
+  parallel_for(0, N * G, double(4 * cg * P), [&](Index ng) {  // two sums, then dx
     const Index n = ng / G, g = ng % G;
     double s1 = 0.0, s2 = 0.0;
     for (Index c = g * cg; c < (g + 1) * cg; ++c) {
@@ -145,7 +145,7 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
                 [&](Batch<T> d, Batch<T> xv, Batch<T> acc) { return acc + xsimd::fma(vA, d, xsimd::fma(vB, xv, vD)); });
     }
   });
-  parallel_for(0, C, [&](Index c) {
+  parallel_for(0, C, double(2 * N * P), [&](Index c) {
     const Index g = c / cg;
     double sg = 0.0, sb = 0.0;
     for (Index n = 0; n < N; ++n) {

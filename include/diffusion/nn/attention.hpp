@@ -37,7 +37,7 @@ class Attention {
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
     attn_.resize(Shape{N, heads_, P, P});
     heads_out_.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
-    parallel_for(0, N * heads_, [&](Index nh) {
+    parallel_for(0, N * heads_, double(P * P * (2 * d + 10)), [&](Index nh) {  // two GEMMs, a softmax
       const Index n = nh / heads_, h = nh % heads_;
       const T* q = qkv_.data() + (n * 3 * hidden + h * d) * P;  // (d, P)
       const T* k = q + hidden * P;                               // (d, P)
@@ -58,7 +58,7 @@ class Attention {
     to_out_.backward(heads_out_, dy, &dheads_out);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_, hidden = heads_ * d;
     dqkv.resize(qkv_.shape());  // every element assigned below
-    parallel_for(0, N * heads_, [&](Index nh) {
+    parallel_for(0, N * heads_, double(P * P * (4 * d + 5)), [&](Index nh) {  // four GEMMs, a softmax
       const Index n = nh / heads_, h = nh % heads_;
       const Index off = (n * 3 * hidden + h * d) * P;
       const T* q = qkv_.data() + off;

@@ -48,7 +48,7 @@ class LinearAttention {
     v_.resize(Shape{N, heads_, d, P});
     context_.resize(Shape{N, heads_, d, d});
     heads_out.resize(Shape{N, hidden, x.dim(2), x.dim(3)});
-    parallel_for(0, N * heads_, [&](Index nh) {
+    parallel_for(0, N * heads_, double(d * P * (d + 20)), [&](Index nh) {  // two softmaxes, one (d, d, P) GEMM
       const Index n = nh / heads_, h = nh % heads_;
       const T* q = qkv.data() + (n * 3 * hidden + h * d) * P;  // (d, P)
       const T* k = q + hidden * P;
@@ -80,7 +80,7 @@ class LinearAttention {
     zero_like(dheads_out, heads_out);
     to_out_conv_.backward(heads_out, dconv_out, &dheads_out);
     dqkv.resize(Shape{N, 3 * hidden, x.dim(2), x.dim(3)});  // every element assigned below
-    parallel_for(0, N * heads_, [&](Index nh) {
+    parallel_for(0, N * heads_, double(d * P * (4 * d + 10)), [&](Index nh) {  // four GEMMs, two softmaxes
       const Index n = nh / heads_, h = nh % heads_;
       const Index off = (n * 3 * hidden + h * d) * P;
       const T* v = v_.data() + nh * d * P;
@@ -119,7 +119,7 @@ class LinearAttention {
   // out[h * d + e][n] = scale sum_d context[d][e] qs[d][n], for every image and head.
   void compute_heads_out(Index N, Index P, Tensor<T>& heads_out) const {
     const Index d = dim_head_, hidden = heads_ * d;
-    parallel_for(0, N * heads_, [&](Index nh) {
+    parallel_for(0, N * heads_, double(d * d * P), [&](Index nh) {
       const Index n = nh / heads_, h = nh % heads_;
       kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, d, P, d, scale_, context_.data() + nh * d * d, d,
                     q_soft_.data() + nh * d * P, P, T(0), heads_out.data() + (n * hidden + h * d) * P, P);

@@ -17,7 +17,7 @@ template <class T>
 void add_into(Tensor<T>& y, const Tensor<T>& x) {
   check_shape(x, y.shape(), "add_into: x");
   const Index n = x.numel(), chunk = 1 << 15;
-  parallel_for(0, (n + chunk - 1) / chunk, [&](Index c) {
+  parallel_for(0, (n + chunk - 1) / chunk, double(chunk), [&](Index c) {
     const Index b = c * chunk, m = std::min(chunk, n - b);
     kernels::simd_map3(m, x.data() + b, x.data() + b, y.data() + b,
                        [](kernels::Batch<T> v, kernels::Batch<T>, kernels::Batch<T> acc) { return acc + v; });
@@ -46,7 +46,7 @@ void concat_channels_backward(const Tensor<T>& dout, Tensor<T>* da, Tensor<T>* d
   DIFFUSION_CHECK(ca > 0 && ca < c, "concat_channels_backward: split " << ca << " outside " << dout.shape());
   if (da) check_shape(*da, Shape{N, ca, dout.dim(2), dout.dim(3)}, "concat_channels_backward: da");
   if (db) check_shape(*db, Shape{N, c - ca, dout.dim(2), dout.dim(3)}, "concat_channels_backward: db");
-  parallel_for(0, N, [&](Index n) {
+  parallel_for(0, N, double(c * P), [&](Index n) {
     const T* d = dout.data() + n * c * P;
     if (da)
       for (Index i = 0; i < ca * P; ++i) da->data()[n * ca * P + i] += d[i];
@@ -61,7 +61,7 @@ void add_channel_vector(Tensor<T>& h, const Tensor<T>& v) {
   DIFFUSION_CHECK(h.rank() == 4 && v.rank() == 2 && v.dim(0) == h.dim(0) && v.dim(1) == h.dim(1),
                   "add_channel_vector: cannot broadcast " << v.shape() << " over " << h.shape());
   const Index NC = h.dim(0) * h.dim(1), P = h.dim(2) * h.dim(3);
-  parallel_for(0, NC, [&](Index i) {
+  parallel_for(0, NC, double(P), [&](Index i) {
     T* row = h.data() + i * P;
     const T add = v[i];
     for (Index p = 0; p < P; ++p) row[p] += add;
@@ -73,7 +73,7 @@ template <class T>
 void add_channel_vector_backward(const Tensor<T>& dh, Tensor<T>& dv) {
   check_shape(dv, Shape{dh.dim(0), dh.dim(1)}, "add_channel_vector_backward: dv");
   const Index NC = dh.dim(0) * dh.dim(1), P = dh.dim(2) * dh.dim(3);
-  parallel_for(0, NC, [&](Index i) { dv[i] += static_cast<T>(kernels::simd_sum(P, dh.data() + i * P)); });
+  parallel_for(0, NC, double(P), [&](Index i) { dv[i] += static_cast<T>(kernels::simd_sum(P, dh.data() + i * P)); });
 }
 
 // Resizes g to x's shape and zeroes it: the start of every gradient buffer's life in a backward pass.

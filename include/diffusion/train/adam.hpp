@@ -66,7 +66,7 @@ class Adam {
 
     constexpr std::size_t kChunk = 4096;
     const Index chunks = static_cast<Index>((n + kChunk - 1) / kChunk);
-    parallel_for(0, chunks, [&](Index c) {
+    parallel_for(0, chunks, double(10 * kChunk), [&](Index c) {
       const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
       const std::size_t end = begin + kChunk < n ? begin + kChunk : n;
       for (std::size_t i = begin; i < end; ++i) {

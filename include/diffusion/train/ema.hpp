@@ -54,7 +54,7 @@ class Ema {
     T* s = shadow_.data();
     constexpr std::size_t kChunk = 4096;
     const Index chunks = static_cast<Index>((n + kChunk - 1) / kChunk);
-    parallel_for(0, chunks, [&](Index c) {
+    parallel_for(0, chunks, double(2 * kChunk), [&](Index c) {
       const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
       const std::size_t end = std::min(begin + kChunk, n);
       for (std::size_t i = begin; i < end; ++i)

@@ -20,7 +20,7 @@ double grad_norm(const T* grads, std::size_t n) {
   constexpr std::size_t kChunk = 8192;
   const std::size_t chunks = (n + kChunk - 1) / kChunk;
   double* partial = thread_scratch<double, 7>(chunks);  // one sum of squares per chunk (reused: no allocation)
-  parallel_for(0, static_cast<Index>(chunks), [&](Index c) {
+  parallel_for(0, static_cast<Index>(chunks), double(kChunk), [&](Index c) {
     const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
     const std::size_t end = begin + kChunk < n ? begin + kChunk : n;
     double s = 0.0;
@@ -42,7 +42,7 @@ double clip_grad_norm(T* grads, std::size_t n, double max_norm) {
   const double coef = max_norm / (total + 1e-6);
   if (std::isfinite(total) && coef < 1.0) {
     const T c = static_cast<T>(coef);
-    parallel_for(0, static_cast<Index>(n), [&](Index i) { grads[i] = grads[i] * c; });
+    for (std::size_t i = 0; i < n; ++i) grads[i] = grads[i] * c;  // memory-bound: one thread saturates it
   }
   return total;
 }
