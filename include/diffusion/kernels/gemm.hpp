@@ -12,10 +12,12 @@
 #ifndef EIGEN_DONT_PARALLELIZE
 #define EIGEN_DONT_PARALLELIZE
 #endif
-// GCC 12 reports a false -Wmaybe-uninitialized inside Eigen's AVX-512 packing code (_mm256_undefined_pd).
+// GCC 12 reports false -Wmaybe-uninitialized (-O2/-O3) and -Wuninitialized (-O1, the sanitizer build) inside Eigen's
+// AVX-512 packing and transposition code: the intrinsics' deliberately undefined operands (_mm512_undefined_ps).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <Eigen/Core>
 
