@@ -83,6 +83,8 @@ TEST_CASE("convolution kernels match the direct reference on many geometries") {
       {2, 3, 5, 70, 3, 3, 1, 1, 3},  // SIMD depthwise, rows wider than one register block
       {1, 4, 9, 9, 4, 5, 1, 0, 4},   // SIMD depthwise without padding
       {2, 2, 6, 6, 2, 3, 2, 1, 2},   // strided depthwise (direct path)
+      {1, 256, 20, 20, 4, 3, 1, 1, 1},  // depth 2304: GEMMs over several cache blocks of depth
+      {2, 8, 41, 45, 5, 3, 2, 1, 1},    // stride 2, odd sizes, 483 output pixels
   };
   for (const Geo& s : geos) {
     const auto g = Conv2dGeometry::make(s.n, s.cin, s.h, s.w, s.cout, s.k, s.stride, s.pad, s.groups);
