@@ -9,6 +9,7 @@ packages=(
   libeigen3-dev libxsimd-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgif-dev
   libbenchmark-dev dataset-fashion-mnist
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (tests/fuzz/): clang, its runtimes, OpenMP
+  libdnnl-dev ocl-icd-opencl-dev       # the optional oneDNN GEMM backend (DIFFUSION_ONEDNN), tested by .ci/run
 )
 if [ "${DIFFUSION_WITH_TORCH:-0}" = "1" ]; then packages+=(python3-torch python3-numpy); fi
 missing=()

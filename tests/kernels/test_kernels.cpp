@@ -3,7 +3,9 @@
 // pointwise fast paths), GroupNorm, activations. Tolerances are float rounding over the reduction length.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "diffusion/core/parallel.hpp"
@@ -67,6 +69,20 @@ TEST_CASE("GEMM matches the reference for all transpose combinations and leading
         INFO("op_a " << int(a) << " op_b " << int(b) << " beta " << beta);
         REQUIRE(max_relative(fast, ref) < 1e-5);
       }
+}
+
+TEST_CASE("GEMM with beta = 0 ignores C's old contents, NaNs included") {
+  const Index M = 37, N = 50, K = 29;
+  const auto A = random_vector(M * K, 11), B = random_vector(K * N, 12);
+  std::vector<float> fast, ref;
+  fast_and_reference(
+      [&](std::vector<float>& c) {
+        c.assign(static_cast<std::size_t>(M * N), std::numeric_limits<float>::quiet_NaN());
+        gemm(Op::NoTrans, Op::NoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c.data(), N);
+      },
+      fast, ref);
+  for (float v : fast) REQUIRE(std::isfinite(v));
+  REQUIRE(max_relative(fast, ref) < 1e-5);
 }
 
 TEST_CASE("convolution kernels match the direct reference on many geometries") {
