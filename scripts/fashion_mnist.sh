@@ -5,7 +5,8 @@
 # defaults and prints where the results are. Extra arguments go to `train`, e.g.
 #   scripts/fashion_mnist.sh --epochs 5 --out results/five_epochs
 #   scripts/fashion_mnist.sh --resume results/fashion_mnist/checkpoint.safetensors
-# Environment: BUILD_DIR (default build-fashion-mnist), SKIP_DEPS=1 to skip the package check.
+# Environment: BUILD_DIR (default build-fashion-mnist), SKIP_DEPS=1 to skip the package check, ONEDNN=1 to build
+# with the optional oneDNN GEMM backend (-DDIFFUSION_ONEDNN=ON: about 20% faster training; README, Performance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,9 @@ build_dir="${BUILD_DIR:-build-fashion-mnist}"
 if [ "${SKIP_DEPS:-0}" != "1" ]; then
   bash scripts/install-deps.sh
 fi
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
+onednn=OFF
+if [ "${ONEDNN:-0}" = "1" ]; then onednn=ON; fi
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DDIFFUSION_ONEDNN="$onednn" \
   -DDIFFUSION_BUILD_EXAMPLES=ON -DDIFFUSION_BUILD_TESTS=OFF -DDIFFUSION_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build "$build_dir" -j "$(nproc)" --target fashion_mnist
 
