@@ -4,6 +4,7 @@
 // The sum of squares is accumulated in double over fixed chunks, reduced in chunk order: the same bits for any
 // thread count.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -42,7 +43,11 @@ double clip_grad_norm(T* grads, std::size_t n, double max_norm) {
   const double coef = max_norm / (total + 1e-6);
   if (std::isfinite(total) && coef < 1.0) {
     const T c = static_cast<T>(coef);
-    for (std::size_t i = 0; i < n; ++i) grads[i] = grads[i] * c;  // memory-bound: one thread saturates it
+    constexpr std::size_t kChunk = 8192;
+    parallel_for(0, static_cast<Index>((n + kChunk - 1) / kChunk), double(kChunk), [&](Index chunk) {
+      const std::size_t begin = static_cast<std::size_t>(chunk) * kChunk, end = std::min(begin + kChunk, n);
+      for (std::size_t i = begin; i < end; ++i) grads[i] = grads[i] * c;
+    });
   }
   return total;
 }
