@@ -4,7 +4,6 @@
 // The sum of squares is accumulated in double over fixed chunks, reduced in chunk order: the same bits for any
 // thread count.
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/parameters.hpp"
+#include "diffusion/kernels/activations.hpp"
 
 namespace diffusion {
 
@@ -43,10 +43,8 @@ double clip_grad_norm(T* grads, std::size_t n, double max_norm) {
   const double coef = max_norm / (total + 1e-6);
   if (std::isfinite(total) && coef < 1.0) {
     const T c = static_cast<T>(coef);
-    constexpr std::size_t kChunk = 8192;
-    parallel_for(0, static_cast<Index>((n + kChunk - 1) / kChunk), double(kChunk), [&](Index chunk) {
-      const std::size_t begin = static_cast<std::size_t>(chunk) * kChunk, end = std::min(begin + kChunk, n);
-      for (std::size_t i = begin; i < end; ++i) grads[i] = grads[i] * c;
+    kernels::for_each_chunk(static_cast<Index>(n), [&](Index begin, Index count) {
+      for (Index i = begin; i < begin + count; ++i) grads[i] = grads[i] * c;
     });
   }
   return total;
