@@ -122,7 +122,7 @@ TEST_CASE("forward passes and DDIM sampling allocate nothing once buffers are si
   REQUIRE(long_run <= per_run + 2);
 }
 
-TEST_CASE("every sampler's run allocates a fixed number of times, whatever its step count") {
+TEST_CASE("every sampler run allocates a fixed number of times whatever its step count") {
 #ifndef DIFFUSION_COUNT_ALLOCATIONS
   WARN("allocation counting unavailable in this build (sanitizers or non-glibc): skipped");
   return;

@@ -219,7 +219,7 @@ Moments exact_moments(SamplerKind kind, const GaussianOracle& o, const NoiseSche
 
 }  // namespace
 
-TEST_CASE("stochastic samplers with the exact MMSE predictor sample their exact moments and N(mu, s^2)") {
+TEST_CASE("stochastic samplers with the exact MMSE predictor sample their exact moments") {
   const NoiseSchedule s(BetaSchedule::Linear, 1000);
   const double mu = 0.3, sd = 0.5;
   const GaussianOracle oracle{&s, mu, sd};

@@ -167,7 +167,7 @@ TEMPLATE_TEST_CASE("every sampler matches its reference transcription step by st
   REQUIRE(cases == 16);
 }
 
-TEST_CASE("karras_timesteps, karras_sigmas and DiscreteSigmas match the reference") {
+TEST_CASE("karras_timesteps and karras_sigmas and DiscreteSigmas match the reference") {
   io::SafetensorsReader fx(process_test::golden("samplers_analytic.safetensors"));
   int cases = 0;
   for (const std::string& name : fx.names()) {

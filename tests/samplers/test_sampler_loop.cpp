@@ -63,7 +63,7 @@ SamplerOptions options_for(SamplerKind kind, int steps = 12) {
 
 }  // namespace
 
-TEST_CASE("sampler, spacing, clipping and variance names: one table each, parsed and printed") {
+TEST_CASE("sampler and spacing and clipping and variance names have one table each for parsing and printing") {
   int n = 0;
   for (SamplerKind k : kAllSamplers) {
     REQUIRE(parse_sampler(sampler_name(k)) == k);
@@ -84,7 +84,7 @@ TEST_CASE("sampler, spacing, clipping and variance names: one table each, parsed
   REQUIRE_THROWS_WITH(parse_ddpm_variance("learned"), Catch::Contains("posterior, beta"));
 }
 
-TEST_CASE("every sampler and editing mode gives the same bits with 1, 2 and 3 threads") {
+TEST_CASE("every sampler and editing mode gives the same bits with 1 or 2 or 3 threads") {
   const NoiseSchedule s(BetaSchedule::Linear, 60);
   const WideOracle model{&s};
   const Shape shape{4, 1, 96, 96};  // 36864 elements: three chunks of the element loops
@@ -122,7 +122,7 @@ TEST_CASE("every sampler and editing mode gives the same bits with 1, 2 and 3 th
   }
 }
 
-TEST_CASE("every sampler gives the same samples from eps, x0 and v models") {
+TEST_CASE("every sampler gives the same samples from eps and x0 and v models") {
   const NoiseSchedule s(BetaSchedule::Cosine, 300);
   const WideOracle eps_model{&s};
   Tensor<double> x_T(Shape{2, 1, 5, 5});
@@ -153,7 +153,7 @@ TEST_CASE("every sampler gives the same samples from eps, x0 and v models") {
   }
 }
 
-TEST_CASE("x0 clipping: the two conventions, and the samplers each one affects") {
+TEST_CASE("x0 clipping conventions and the samplers each one affects") {
   const NoiseSchedule s(BetaSchedule::Linear, 100);
   const WideOracle model{&s};
   Tensor<double> x_T(Shape{2, 1, 6, 6});
@@ -202,7 +202,7 @@ TEST_CASE("x0 clipping: the two conventions, and the samplers each one affects")
   REQUIRE(x[0] == Approx(std::sqrt(ab_prev) * 1.0 + std::sqrt(1.0 - ab_prev) * -0.4).epsilon(1e-14));
 }
 
-TEST_CASE("model calls, timesteps, callbacks and noise draws of each sampler") {
+TEST_CASE("model calls and timesteps and callbacks and noise draws of each sampler") {
   const NoiseSchedule s(BetaSchedule::Linear, 50);
   const Shape shape{2, 1, 4, 4};  // 32 normals = 16 Philox blocks per draw
   struct Case {
@@ -296,7 +296,10 @@ TEST_CASE("img2img starts from the image forward-noised to the level where the l
       });
       REQUIRE(steps == N - first);
       REQUIRE(first_t == p.t);
-      REQUIRE(process_test::bitwise_equal(got, want));
+      // the same arithmetic, but compiled at another place (the compiler may fuse multiply-adds differently)
+      const auto m = process_test::compare(got, want);
+      INFO(m.str());
+      REQUIRE(m.rel() <= 1e-13);
     }
     // a small strength keeps the picture (one step from t = 0 for the linspace plan of DDIM and DPM-Solver++)
     if (kind == SamplerKind::Ddim || kind == SamplerKind::DpmPp2M) {
