@@ -133,7 +133,7 @@ TEST_CASE("every sampler run allocates a fixed number of times whatever its step
     for (Index i = 0; i < x.numel(); ++i) out[i] = 0.1f * x[i];
   };
   Tensor<float> x(Shape{2, 1, 8, 8}), image(Shape{2, 1, 8, 8}, 0.5f), keep(Shape{1, 1, 8, 8}, 1.0f);
-  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde",
+  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc",
                            "reverse_diffusion", "euler_maruyama", "pc"}) {
     SamplerOptions o;
     o.sampler = parse_sampler(name);

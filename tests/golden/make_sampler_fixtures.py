@@ -1,6 +1,6 @@
 """Writes tests/golden/samplers_analytic.safetensors: runs of every sampler of the unified sampler family (beyond
 DDPM and DDIM, whose fixtures make_process_fixtures.py writes) with an analytic model, from sampler_reference.py's
-transcriptions of k-diffusion, DPM-Solver and score_sde, plus the Karras timestep sequences.
+transcriptions of k-diffusion, DPM-Solver, diffusers' UniPC and score_sde, plus the Karras timestep sequences.
 
 Run: /usr/bin/python3 tests/golden/make_sampler_fixtures.py   (Debian's torch 1.13; deterministic, ~1 s)
 
@@ -42,6 +42,17 @@ def analytic_eps(x, t):
     return 0.1 * x + 0.001 * t.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def clipped_eps(x, t, ac, clip):
+    """The analytic eps, re-derived from the x0 prediction clipped to [-1, 1] when clip (the C++ ClipX0::RederiveEps;
+    UniPC reads only x0, so this is diffusers' thresholding replaced by clipping)."""
+    eps = analytic_eps(x, t)
+    if not clip:
+        return eps
+    ab = ac[t].reshape(-1, *([1] * (x.dim() - 1)))
+    x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1.0, 1.0)
+    return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
 def timesteps_for(ac, steps, spacing):
     if spacing == "karras":
         return S.karras_timesteps(ac, steps)
@@ -62,6 +73,8 @@ CASES = {
     "dpmpp_2m_karras_clip": ("dpmpp_2m", "linear", 1000, 12, "karras", True, 0.0, 0.0, 0),
     "dpmpp_2m_sde_karras": ("dpmpp_2m_sde", "linear", 1000, 10, "karras", False, 1.0, 0.0, 0),
     "dpmpp_2m_sde_trailing_eta07_clip": ("dpmpp_2m_sde", "cosine", 200, 8, "trailing", True, 0.7, 0.0, 0),
+    "uni_pc_karras": ("uni_pc", "linear", 1000, 10, "karras", False, 0.0, 0.0, 0),
+    "uni_pc_linspace_clip": ("uni_pc", "linear", 200, 8, "linspace", True, 0.0, 0.0, 0),
     "reverse_diffusion_linspace": ("reverse_diffusion", "linear", 1000, 10, "linspace", False, 0.0, 0.0, 0),
     "reverse_diffusion_all": ("reverse_diffusion", "cosine", 20, 20, "all", False, 0.0, 0.0, 0),
     "euler_maruyama_linspace": ("euler_maruyama", "linear", 1000, 10, "linspace", False, 0.0, 0.0, 0),
@@ -73,7 +86,7 @@ CASES = {
 
 def noise_count(sampler, sigmas, eta, corrector_steps):
     n = len(sigmas) - 1
-    if sampler in ("euler", "heun", "dpmpp_2m"):
+    if sampler in ("euler", "heun", "dpmpp_2m", "uni_pc"):
         return 0
     if sampler in ("euler_ancestral", "dpmpp_2m_sde"):
         return n - 1 if eta > 0 else 0  # every step but the last (sigma' = 0)
@@ -96,6 +109,8 @@ def run_case(sampler, ac, betas, ts, x_T, clip, eta, snr, corrector_steps, noise
         return S.sample_dpmpp_2m(den, x_ve, sigmas)
     if sampler == "dpmpp_2m_sde":
         return S.sample_dpmpp_2m_sde(den, x_ve, sigmas, noise, eta=eta)
+    if sampler == "uni_pc":
+        return S.sample_unipc(lambda x, t: clipped_eps(x, t, ac, clip), ac, x_T, ts)
     sde = S.DiscreteVPSDE(betas)
     return S.score_sampler(sampler, analytic_eps, sde, x_T, ts, noise, snr=snr, n_steps=corrector_steps, clip_x0=clip)
 
@@ -126,6 +141,7 @@ def main():
             "euler": "k-diffusion sample_euler", "heun": "k-diffusion sample_heun",
             "euler_ancestral": "k-diffusion sample_euler_ancestral", "dpmpp_2m": "k-diffusion sample_dpmpp_2m",
             "dpmpp_2m_sde": "k-diffusion sample_dpmpp_2m_sde (midpoint)",
+            "uni_pc": "diffusers UniPCMultistepScheduler (bh2, order 2)",
             "reverse_diffusion": "score_sde ReverseDiffusionPredictor",
             "euler_maruyama": "score_sde EulerMaruyamaPredictor",
             "pc": "score_sde LangevinCorrector + ReverseDiffusionPredictor",

@@ -432,3 +432,182 @@ def score_sampler(kind, eps_model, sde, x, timesteps, noise, snr=0.16, n_steps=1
         traj.append(x)
     assert not noise
     return traj
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# UniPC (Zhao et al. 2023): diffusers' UniPCMultistepScheduler with its defaults predict_x0=True, solver_type="bh2",
+# solver_order=2, lower_order_final=True, disable_corrector=[], thresholding=False, final_sigmas_type="zero"
+
+
+class UniPCMultistep:
+    """diffusers' UniPCMultistepScheduler.step, multistep_uni_p_bh_update and multistep_uni_c_bh_update, on the
+    sigmas of our plan (`sigmas`: descending, ending with 0) instead of its own set_timesteps; model outputs are
+    converted by convert_model_output (prediction_type="epsilon"). The code of the three methods is kept; what
+    only concerns other configurations (solver_p, bh1, predict_x0=False, deprecations) is left out."""
+
+    def __init__(self, sigmas, solver_order=2):
+        self.sigmas = torch.as_tensor(sigmas)
+        self.num_timesteps = len(self.sigmas) - 1  # len(self.timesteps)
+        self.solver_order = solver_order
+        self.lower_order_final = True
+        self.model_outputs = [None] * solver_order
+        self.timestep_list = [None] * solver_order
+        self.lower_order_nums = 0
+        self.last_sample = None
+        self.this_order = None
+        self.step_index = 0
+
+    def _sigma_to_alpha_sigma_t(self, sigma):
+        alpha_t = 1 / ((sigma**2 + 1) ** 0.5)
+        sigma_t = sigma * alpha_t
+        return alpha_t, sigma_t
+
+    def convert_model_output(self, model_output, sample):
+        sigma = self.sigmas[self.step_index]
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigma)
+        return (sample - sigma_t * model_output) / alpha_t
+
+    def multistep_uni_p_bh_update(self, model_output, sample, order):
+        model_output_list = self.model_outputs
+        m0 = model_output_list[-1]
+        x = sample
+        sigma_t, sigma_s0 = self.sigmas[self.step_index + 1], self.sigmas[self.step_index]
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigma_t)
+        alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigma_s0)
+        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
+        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
+        h = lambda_t - lambda_s0
+        rks = []
+        D1s = []
+        for i in range(1, order):
+            si = self.step_index - i
+            mi = model_output_list[-(i + 1)]
+            alpha_si, sigma_si = self._sigma_to_alpha_sigma_t(self.sigmas[si])
+            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
+            rk = (lambda_si - lambda_s0) / h
+            rks.append(rk)
+            D1s.append((mi - m0) / rk)
+        rks.append(torch.ones(()))
+        rks = torch.stack(rks)
+        R = []
+        b = []
+        hh = -h  # predict_x0
+        h_phi_1 = torch.expm1(hh)  # h\phi_1(h) = e^h - 1
+        h_phi_k = h_phi_1 / hh - 1
+        factorial_i = 1
+        B_h = torch.expm1(hh)  # bh2
+        for i in range(1, order + 1):
+            R.append(torch.pow(rks, i - 1))
+            b.append(h_phi_k * factorial_i / B_h)
+            factorial_i *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial_i
+        R = torch.stack(R)
+        b = torch.stack(b) if len(b) > 0 else torch.tensor(b)
+        if len(D1s) > 0:
+            D1s = torch.stack(D1s, dim=1)  # (B, K)
+            # for order 2, we use a simplified version
+            if order == 2:
+                rhos_p = torch.ones(1, dtype=x.dtype) * 0.5
+            else:
+                rhos_p = torch.linalg.solve(R[:-1, :-1], b[:-1]).to(x.dtype)
+        else:
+            D1s = None
+        x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+        if D1s is not None:
+            pred_res = torch.einsum("k,bkc...->bc...", rhos_p, D1s)
+        else:
+            pred_res = 0
+        x_t = x_t_ - alpha_t * B_h * pred_res
+        return x_t
+
+    def multistep_uni_c_bh_update(self, this_model_output, last_sample, this_sample, order):
+        model_output_list = self.model_outputs
+        m0 = model_output_list[-1]
+        x = last_sample
+        model_t = this_model_output
+        sigma_t, sigma_s0 = self.sigmas[self.step_index], self.sigmas[self.step_index - 1]
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigma_t)
+        alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigma_s0)
+        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
+        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
+        h = lambda_t - lambda_s0
+        rks = []
+        D1s = []
+        for i in range(1, order):
+            si = self.step_index - (i + 1)
+            mi = model_output_list[-(i + 1)]
+            alpha_si, sigma_si = self._sigma_to_alpha_sigma_t(self.sigmas[si])
+            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
+            rk = (lambda_si - lambda_s0) / h
+            rks.append(rk)
+            D1s.append((mi - m0) / rk)
+        rks.append(torch.ones(()))
+        rks = torch.stack(rks)
+        R = []
+        b = []
+        hh = -h  # predict_x0
+        h_phi_1 = torch.expm1(hh)  # h\phi_1(h) = e^h - 1
+        h_phi_k = h_phi_1 / hh - 1
+        factorial_i = 1
+        B_h = torch.expm1(hh)  # bh2
+        for i in range(1, order + 1):
+            R.append(torch.pow(rks, i - 1))
+            b.append(h_phi_k * factorial_i / B_h)
+            factorial_i *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial_i
+        R = torch.stack(R)
+        b = torch.stack(b) if len(b) > 0 else torch.tensor(b)
+        if len(D1s) > 0:
+            D1s = torch.stack(D1s, dim=1)
+        else:
+            D1s = None
+        # for order 1, we use a simplified version
+        if order == 1:
+            rhos_c = torch.ones(1, dtype=x.dtype) * 0.5
+        else:
+            rhos_c = torch.linalg.solve(R, b).to(x.dtype)
+        x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+        if D1s is not None:
+            corr_res = torch.einsum("k,bkc...->bc...", rhos_c[:-1], D1s)
+        else:
+            corr_res = 0
+        D1_t = model_t - m0
+        x_t = x_t_ - alpha_t * B_h * (corr_res + rhos_c[-1] * D1_t)
+        return x_t
+
+    def step(self, model_output, sample):
+        use_corrector = self.step_index > 0 and self.last_sample is not None
+        model_output_convert = self.convert_model_output(model_output, sample)
+        if use_corrector:
+            sample = self.multistep_uni_c_bh_update(
+                this_model_output=model_output_convert, last_sample=self.last_sample, this_sample=sample,
+                order=self.this_order)
+        for i in range(self.solver_order - 1):
+            self.model_outputs[i] = self.model_outputs[i + 1]
+            self.timestep_list[i] = self.timestep_list[i + 1]
+        self.model_outputs[-1] = model_output_convert
+        if self.lower_order_final:
+            this_order = min(self.solver_order, self.num_timesteps - self.step_index)
+        else:
+            this_order = self.solver_order
+        self.this_order = min(this_order, self.lower_order_nums + 1)  # warmup for multistep
+        assert self.this_order > 0
+        self.last_sample = sample
+        prev_sample = self.multistep_uni_p_bh_update(model_output=model_output, sample=sample, order=self.this_order)
+        if self.lower_order_nums < self.solver_order:
+            self.lower_order_nums += 1
+        self.step_index += 1
+        return prev_sample
+
+
+def sample_unipc(eps_model, alphas_cumprod, x, timesteps):
+    """UniPC-2 over ascending `timesteps` (visited descending) to the clean end, the model an eps model
+    eps_model(x_vp, t). x: the variance-preserving x_T. Returns x after every step."""
+    ts = [int(t) for t in timesteps][::-1]
+    sched = UniPCMultistep(plan_sigmas(alphas_cumprod, timesteps))
+    traj = []
+    for t in ts:
+        eps = eps_model(x, torch.full((x.shape[0],), t, dtype=torch.long))
+        x = sched.step(eps, x)
+        traj.append(x)
+    return traj

@@ -1,5 +1,5 @@
 // The samplers on the Gaussian oracle (exact MMSE model, oracle.hpp):
-//  - the ODE solvers (Euler, DDIM, Heun, DPM-Solver++(2M)) converge to the exact probability-flow ODE solution at
+//  - the ODE solvers (Euler, DDIM, Heun, DPM-Solver++(2M), UniPC) converge to the exact probability-flow ODE solution at
 //    their order: the log-log slope of the error against the step count is fitted and asserted;
 //  - the stochastic samplers (Euler ancestral, DPM-Solver++(2M) SDE, reverse diffusion, Euler-Maruyama, the
 //    predictor-corrector sampler) produce samples whose mean and variance equal the exact ones of the discretised
@@ -75,8 +75,11 @@ TEST_CASE("ODE solvers converge to the probability-flow ODE solution at their or
     std::vector<int> ns;
     double order;
   };
-  // Measured slopes (the asymptotic order shows from these step counts on; DPM-Solver++(2M) on linspace
-  // timesteps needs more, its first steps in lambda are very long): see the notes.
+  // Measured slopes: see the notes. The asymptotic order shows from these step counts on; DPM-Solver++(2M) on
+  // linspace timesteps needs more, its first steps in lambda are very long. UniPC (third order with its corrector)
+  // is fitted below 64 steps: beyond that the Karras sigmas near sigma_min are denser than the training grid, its
+  // bottom timesteps become 0, 1, 2, ... whatever the step count, and that part of the error stops shrinking
+  // (an error floor of ~4e-5 at 320 steps, below the second-order methods' errors).
   const std::vector<int> karras = {20, 40, 80, 160, 320};
   for (const Case& c : {Case{SamplerKind::Euler, TimestepSpacing::Karras, karras, 1.0},
                         Case{SamplerKind::Euler, TimestepSpacing::Linspace, {10, 20, 40, 80, 160}, 1.0},
@@ -85,7 +88,8 @@ TEST_CASE("ODE solvers converge to the probability-flow ODE solution at their or
                         Case{SamplerKind::Heun, TimestepSpacing::Karras, karras, 2.0},
                         Case{SamplerKind::Heun, TimestepSpacing::Linspace, {10, 20, 40, 80, 160}, 2.0},
                         Case{SamplerKind::DpmPp2M, TimestepSpacing::Karras, karras, 2.0},
-                        Case{SamplerKind::DpmPp2M, TimestepSpacing::Linspace, {40, 80, 160, 320, 640}, 2.0}}) {
+                        Case{SamplerKind::DpmPp2M, TimestepSpacing::Linspace, {40, 80, 160, 320, 640}, 2.0},
+                        Case{SamplerKind::UniPc, TimestepSpacing::Karras, {16, 24, 32, 48, 64}, 3.0}}) {
     std::vector<double> errs;
     for (int n : c.ns) errs.push_back(ode_error(c.kind, c.spacing, n, s, oracle));
     const double order = -loglog_slope(c.ns, errs);

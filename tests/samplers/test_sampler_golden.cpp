@@ -1,6 +1,7 @@
 // The unified samplers against tests/golden/samplers_analytic.safetensors (make_sampler_fixtures.py): runs of
-// Euler, Heun, Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE, reverse diffusion, Euler-Maruyama and the
-// predictor-corrector sampler, transcribed from k-diffusion, DPM-Solver and score_sde (sampler_reference.py), with
+// Euler, Heun, Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE, UniPC, reverse diffusion, Euler-Maruyama
+// and the predictor-corrector sampler, transcribed from k-diffusion, DPM-Solver, diffusers and score_sde
+// (sampler_reference.py), with
 // the analytic model eps(x, t) = 0.1 x + 0.001 t; the Karras timesteps and the sigma <-> t map.
 #include <catch2/catch.hpp>
 
@@ -82,6 +83,8 @@ const char* const kCases[] = {"euler_linspace",
                               "dpmpp_2m_karras_clip",
                               "dpmpp_2m_sde_karras",
                               "dpmpp_2m_sde_trailing_eta07_clip",
+                              "uni_pc_karras",
+                              "uni_pc_linspace_clip",
                               "reverse_diffusion_linspace",
                               "reverse_diffusion_all",
                               "euler_maruyama_linspace",
@@ -164,7 +167,7 @@ TEMPLATE_TEST_CASE("every sampler matches its reference transcription step by st
               << " over " << steps << " steps, " << calls << " model calls");
     ++cases;
   }
-  REQUIRE(cases == 16);
+  REQUIRE(cases == 18);
 }
 
 TEST_CASE("karras_timesteps and karras_sigmas and DiscreteSigmas match the reference") {

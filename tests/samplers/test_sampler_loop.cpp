@@ -19,11 +19,12 @@ using namespace diffusion;
 
 namespace {
 
-const SamplerKind kAllSamplers[] = {SamplerKind::Ddpm,          SamplerKind::Ddim,
-                                    SamplerKind::Euler,         SamplerKind::EulerAncestral,
-                                    SamplerKind::Heun,          SamplerKind::DpmPp2M,
-                                    SamplerKind::DpmPp2MSde,    SamplerKind::ReverseDiffusion,
-                                    SamplerKind::EulerMaruyama, SamplerKind::PredictorCorrector};
+const SamplerKind kAllSamplers[] = {SamplerKind::Ddpm,       SamplerKind::Ddim,
+                                    SamplerKind::Euler,      SamplerKind::EulerAncestral,
+                                    SamplerKind::Heun,       SamplerKind::DpmPp2M,
+                                    SamplerKind::DpmPp2MSde, SamplerKind::UniPc,
+                                    SamplerKind::ReverseDiffusion, SamplerKind::EulerMaruyama,
+                                    SamplerKind::PredictorCorrector};
 
 // An eps model whose x0 prediction leaves [-1, 1] (so that clipping matters): the oracle of N(0.3, 0.9^2) data.
 struct WideOracle {
@@ -69,9 +70,9 @@ TEST_CASE("sampler and spacing and clipping and variance names have one table ea
     REQUIRE(parse_sampler(sampler_name(k)) == k);
     ++n;
   }
-  REQUIRE(n == 10);
-  REQUIRE(sampler_names() ==
-          "ddpm, ddim, euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, reverse_diffusion, euler_maruyama, pc");
+  REQUIRE(n == 11);
+  REQUIRE(sampler_names() == "ddpm, ddim, euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, uni_pc, "
+                             "reverse_diffusion, euler_maruyama, pc");
   REQUIRE_THROWS_WITH(parse_sampler("dpm++"), Catch::Contains("unknown sampler 'dpm++'") &&
                                                   Catch::Contains("(valid: ddpm, ddim, euler,"));
   for (TimestepSpacing s : {TimestepSpacing::Linspace, TimestepSpacing::Leading, TimestepSpacing::Trailing,
@@ -216,6 +217,7 @@ TEST_CASE("model calls and timesteps and callbacks and noise draws of each sampl
   for (const Case& c : {Case{SamplerKind::Ddpm, 50, 49}, Case{SamplerKind::Ddim, 8, 0}, Case{SamplerKind::Euler, 8, 0},
                         Case{SamplerKind::EulerAncestral, 8, 7}, Case{SamplerKind::Heun, 15, 0},
                         Case{SamplerKind::DpmPp2M, 8, 0}, Case{SamplerKind::DpmPp2MSde, 8, 7},
+                        Case{SamplerKind::UniPc, 8, 0},
                         Case{SamplerKind::ReverseDiffusion, 8, 7}, Case{SamplerKind::EulerMaruyama, 8, 7},
                         Case{SamplerKind::PredictorCorrector, 24, 8 * 2 + 7}}) {
     INFO(sampler_name(c.kind));

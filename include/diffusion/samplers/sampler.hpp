@@ -16,6 +16,7 @@
 // runs its Langevin corrector steps at the same level before the predictor. Noise z is x.numel() standard normals
 // for each call that needs_noise().
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -42,6 +43,7 @@ enum class SamplerKind {
   Heun,                // Heun's second-order method on the probability-flow ODE (Karras et al. 2022)
   DpmPp2M,             // DPM-Solver++(2M) (Lu et al. 2022)
   DpmPp2MSde,          // SDE-DPM-Solver++(2M) (Lu et al. 2022)
+  UniPc,               // UniPC-2 predictor-corrector, bh2 (Zhao et al. 2023)
   ReverseDiffusion,    // reverse-diffusion predictor on the VP SDE (Song et al. 2021)
   EulerMaruyama,       // Euler-Maruyama predictor on the VP SDE (Song et al. 2021)
   PredictorCorrector,  // reverse-diffusion predictor + Langevin corrector (Song et al. 2021)
@@ -56,6 +58,7 @@ inline constexpr NameEntry<SamplerKind> kSamplerNames[] = {
     {SamplerKind::Heun, "heun"},
     {SamplerKind::DpmPp2M, "dpmpp_2m"},
     {SamplerKind::DpmPp2MSde, "dpmpp_2m_sde"},
+    {SamplerKind::UniPc, "uni_pc"},
     {SamplerKind::ReverseDiffusion, "reverse_diffusion"},
     {SamplerKind::EulerMaruyama, "euler_maruyama"},
     {SamplerKind::PredictorCorrector, "pc"},
@@ -65,8 +68,8 @@ inline constexpr NameEntry<SamplerKind> kSamplerNames[] = {
 inline const char* sampler_name(SamplerKind k) { return detail::enum_name(detail::kSamplerNames, k); }
 // The names parse_sampler accepts, "ddpm, ddim, ..." (for help texts).
 inline std::string sampler_names() { return detail::enum_names(detail::kSamplerNames); }
-// "ddpm" | "ddim" | "euler" | "euler_ancestral" | "heun" | "dpmpp_2m" | "dpmpp_2m_sde" | "reverse_diffusion" |
-// "euler_maruyama" | "pc" (k-diffusion's / ComfyUI's names, and score_sde's predictor names).
+// "ddpm" | "ddim" | "euler" | "euler_ancestral" | "heun" | "dpmpp_2m" | "dpmpp_2m_sde" | "uni_pc" |
+// "reverse_diffusion" | "euler_maruyama" | "pc" (k-diffusion's / ComfyUI's names, and score_sde's predictor names).
 inline SamplerKind parse_sampler(const std::string& name) {
   return detail::parse_enum(detail::kSamplerNames, name, "sampler");
 }
@@ -79,7 +82,8 @@ inline bool sampler_is_stochastic(SamplerKind k, double eta) {
     case SamplerKind::DpmPp2MSde: return eta > 0.0;
     case SamplerKind::Euler:
     case SamplerKind::Heun:
-    case SamplerKind::DpmPp2M: return false;
+    case SamplerKind::DpmPp2M:
+    case SamplerKind::UniPc: return false;
     default: return true;
   }
 }
@@ -190,7 +194,13 @@ class Sampler {
       saved_x_.resize(shape);
       saved_d_.resize(shape);
     }
-    if (k == SamplerKind::DpmPp2M || k == SamplerKind::DpmPp2MSde) prev_x0_.resize(shape);
+    if (k == SamplerKind::DpmPp2M || k == SamplerKind::DpmPp2MSde || k == SamplerKind::UniPc) prev_x0_.resize(shape);
+    if (k == SamplerKind::UniPc) {
+      prev2_x0_.resize(shape);
+      saved_x_.resize(shape);
+      unipc_orders_ = 0;
+      unipc_last_order_ = 0;
+    }
     if (k == SamplerKind::PredictorCorrector) {
       norms_.resize(2 * static_cast<std::size_t>(shape.rank() >= 1 ? shape[0] : 0));
     }
@@ -213,7 +223,8 @@ class Sampler {
       case SamplerKind::Ddim: return solvers::ddim_sigma(eta_, from().alpha_bar, to().alpha_bar) > 0.0;
       case SamplerKind::Euler:
       case SamplerKind::Heun:
-      case SamplerKind::DpmPp2M: return false;
+      case SamplerKind::DpmPp2M:
+      case SamplerKind::UniPc: return false;
       case SamplerKind::EulerAncestral: return solvers::AncestralStep::make(from(), to(), eta_).noisy();
       case SamplerKind::DpmPp2MSde: return !to().clean() && eta_ > 0.0;
       case SamplerKind::ReverseDiffusion:
@@ -246,6 +257,7 @@ class Sampler {
         break;
       case SamplerKind::DpmPp2M: step_dpmpp_2m(x, model_out); break;
       case SamplerKind::DpmPp2MSde: step_dpmpp_2m_sde(x, model_out, pz); break;
+      case SamplerKind::UniPc: step_unipc(x, model_out); break;
       case SamplerKind::ReverseDiffusion:
         step_score(x, model_out, pz, solvers::ScoreStep::reverse_diffusion(from(), to()));
         break;
@@ -384,6 +396,35 @@ class Sampler {
     remember_step();
   }
 
+  // UniPC: correct the x the model was evaluated at (when a predictor step came before in this run), then predict
+  // from the corrected x. History: prev_x0_ / prev2_x0_ the x0 predictions at the two previous levels, saved_x_
+  // the x the previous predictor started from.
+  void step_unipc(Tensor<T>& x, const Tensor<T>& out) {
+    const std::size_t i = static_cast<std::size_t>(step_);
+    const int q = unipc_last_order_;  // the previous predictor's order; 0: no correction
+    const int p = std::min({2, num_steps() - step_, unipc_orders_ + 1});
+    const solvers::UniPcUpdate corr =
+        q > 0 ? solvers::UniPcUpdate::corrector(q == 2 ? &points_[i - 2] : nullptr, points_[i - 1], points_[i], q)
+              : solvers::UniPcUpdate{};
+    const solvers::UniPcUpdate pred =
+        solvers::UniPcUpdate::predictor(p == 2 ? &points_[i - 1] : nullptr, points_[i], points_[i + 1], p);
+    const NoiseLevel k = from().level();
+    T* m1 = prev_x0_.data();
+    T* m2 = prev2_x0_.data();
+    T* last = saved_x_.data();
+    update(x, out, [&](Index e, double xv, double ov) {
+      const double D = denoised(k, xv, ov).x0;
+      const double m_prev = static_cast<double>(m1[e]);
+      const double xc = q > 0 ? corr.apply(static_cast<double>(last[e]), m_prev, static_cast<double>(m2[e]), D) : xv;
+      m2[e] = m1[e];
+      m1[e] = static_cast<T>(D);
+      last[e] = static_cast<T>(xc);
+      return pred.apply(xc, D, m_prev, 0.0);
+    });
+    unipc_last_order_ = p;
+    unipc_orders_ = std::min(2, unipc_orders_ + 1);
+  }
+
   // The multistep solvers' history: h of the step just taken (lambda' - lambda), for r = h_last / h next time.
   void remember_step() {
     if (!to().clean()) h_last_ = to().lambda() - from().lambda();
@@ -442,8 +483,11 @@ class Sampler {
   int step_ = 0, stage_ = 0;
   bool has_prev_ = false;  // dpmpp_2m(_sde): prev_x0_ holds the previous step's x0
   double h_last_ = 0.0;
-  Tensor<T> saved_x_, saved_d_;  // heun: x and d at the start of the step
-  Tensor<T> prev_x0_;            // dpmpp_2m(_sde): D of the previous step
+  Tensor<T> saved_x_, saved_d_;  // heun: x and d at the start of the step; uni_pc: saved_x_ = the corrected x
+  Tensor<T> prev_x0_;            // dpmpp_2m(_sde), uni_pc: D of the previous step
+  Tensor<T> prev2_x0_;           // uni_pc: D of the step before
+  int unipc_orders_ = 0;         // uni_pc: predictor steps taken (diffusers' lower_order_nums, at most 2)
+  int unipc_last_order_ = 0;     // uni_pc: the order of the last predictor step (0: none yet)
   std::vector<double> norms_;    // pc: per-image norms
 };
 

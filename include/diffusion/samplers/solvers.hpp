@@ -13,6 +13,7 @@
 //   Euler ancestral k-diffusion's sample_euler_ancestral and get_ancestral_step
 //   DPM-Solver++(2M)     Lu et al. 2022 ("DPM-Solver++"), Algorithm 2; k-diffusion's sample_dpmpp_2m
 //   DPM-Solver++(2M) SDE Lu et al. 2022, sec. 5 (SDE-DPM-Solver++(2M)); k-diffusion's sample_dpmpp_2m_sde, midpoint
+//   UniPC-2 (bh2)        Zhao et al. 2023; diffusers' UniPCMultistepScheduler (multistep_uni_p/c_bh_update)
 //   reverse diffusion    Song et al. 2021 (score SDE), ReverseDiffusionPredictor with VPSDE.discretize
 //   Euler-Maruyama       score_sde's EulerMaruyamaPredictor on the VP SDE
 //   Langevin corrector   score_sde's LangevinCorrector (VP: step scaled by alpha_t)
@@ -188,6 +189,58 @@ struct DpmPp2MSdeStep {
     if (z != nullptr) y += *z * c_z;
     return a_to * y;
   }
+};
+
+// ---- UniPC-2 (Zhao et al. 2023, "UniPC"), B(h) = expm1(h) ("bh2"), on the data prediction: diffusers'
+// UniPCMultistepScheduler with its defaults (predict_x0, solver_order 2, lower_order_final, every corrector on).
+// In lambda = log(a / b), from level s0 to t, h = lambda_t - lambda_s0, phi = expm1(-h), B = expm1(-h):
+//   predictor UniP-p:  x_t = (b_t / b_s0) x - a_t phi m0 [- a_t B (1/2) (m1 - m0) / r1]          (p = 2)
+//   corrector UniC-q:  x_t = (b_t / b_s0) x_last - a_t phi m0 - a_t B ([rho_0 (m1 - m0) / r1] + rho_q (m_t - m0))
+// with m0, m1 the x0 predictions at s0 and at the level before (r1 = (lambda_s1 - lambda_s0) / h), m_t the one at
+// the predicted x_t, x_last the x the predictor started from; rho = (1/2) for q = 1, for q = 2 the solution of
+// [[1, 1], [r1, 1]] rho = (g1, g2), g1 = (phi / (-h) - 1) / B, g2 = 2 ((phi / (-h) - 1) / (-h) - 1/2) / B.
+// The corrector refines the x the model was just evaluated at, using that evaluation (no extra model call); the
+// predictor then starts from the corrected x. The order is 1 on the first step and on the last one.
+// UniPcUpdate holds one such update as coefficients of (x, m0, m1, m_t).
+struct UniPcUpdate {
+  double c_x = 0.0, c_m0 = 0.0, c_m1 = 0.0, c_mt = 0.0;
+
+  // The predictor of order p (1 or 2) from s0 to t (s1: the level before s0, read when p = 2).
+  static UniPcUpdate predictor(const SamplingPoint* s1, const SamplingPoint& s0, const SamplingPoint& t, int p) {
+    UniPcUpdate u;
+    if (t.clean()) {  // order 1 to sigma = 0: x_t = m0
+      u.c_m0 = 1.0;
+      return u;
+    }
+    const double h = t.lambda() - s0.lambda(), phi = std::expm1(-h), B = phi, a_t = t.a();
+    u.c_x = t.b() / s0.b();
+    u.c_m0 = -a_t * phi;
+    if (p == 2) {
+      const double r1 = (s1->lambda() - s0.lambda()) / h;
+      u.c_m0 += a_t * B * 0.5 / r1;
+      u.c_m1 = -a_t * B * 0.5 / r1;
+    }
+    return u;
+  }
+  // The corrector of order q (1 or 2) of the step s0 -> t just taken (s1 read when q = 2).
+  static UniPcUpdate corrector(const SamplingPoint* s1, const SamplingPoint& s0, const SamplingPoint& t, int q) {
+    UniPcUpdate u;
+    const double h = t.lambda() - s0.lambda(), hh = -h, phi = std::expm1(hh), B = phi, a_t = t.a();
+    double rho0 = 0.0, rho_last = 0.5, r1 = 1.0;
+    if (q == 2) {
+      r1 = (s1->lambda() - s0.lambda()) / h;
+      const double k1 = phi / hh - 1.0;
+      const double g1 = k1 / B, g2 = (k1 / hh - 0.5) * 2.0 / B;
+      rho0 = (g1 - g2) / (1.0 - r1);
+      rho_last = g1 - rho0;
+    }
+    u.c_x = t.b() / s0.b();
+    u.c_m0 = -a_t * phi + a_t * B * (rho0 / r1 + rho_last);
+    u.c_m1 = -a_t * B * rho0 / r1;
+    u.c_mt = -a_t * B * rho_last;
+    return u;
+  }
+  double apply(double x, double m0, double m1, double mt) const { return c_x * x + c_m0 * m0 + c_m1 * m1 + c_mt * mt; }
 };
 
 // ---- Score-based samplers on the VP SDE (Song et al. 2021). score = -E / b. A step from abar to abar' > abar is
