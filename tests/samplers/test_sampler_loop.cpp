@@ -324,6 +324,7 @@ TEST_CASE("img2img starts from the image forward-noised to the level where the l
                                                                    Catch::Contains("1/20"));
   REQUIRE_THROWS_WITH(img2img(model, s, image, 1.5, got, r, o), Catch::Contains("strength must be in (0, 1]"));
   REQUIRE_THROWS_WITH(img2img(model, s, image, 0.0, got, r, o), Catch::Contains("strength must be in (0, 1]"));
+  REQUIRE_THROWS_WITH(img2img(model, s, image, 0.5, image, r, o), Catch::Contains("x must be another tensor"));
 }
 
 TEST_CASE("inpainting keeps the known pixels and forward-noises them at every level") {
@@ -378,12 +379,25 @@ TEST_CASE("inpainting keeps the known pixels and forward-noises them at every le
       REQUIRE(process_test::bitwise_equal(a, b));
     }
   }
+  // strength < 1: SDEdit's start; keep = 0 with a deterministic sampler is img2img, keep = 1 the image
+  for (SamplerKind kind : {SamplerKind::Ddim, SamplerKind::UniPc}) {
+    INFO(sampler_name(kind) << " from strength 0.5");
+    const SamplerOptions o = options_for(kind, 10);
+    Tensor<double> a, b, c;
+    Rng r1(9), r2(9), r3(9);
+    inpaint(model, s, image, zeros, a, r1, o, NoCallback{}, 0.5);
+    img2img(model, s, image, 0.5, b, r2, o);
+    REQUIRE(process_test::bitwise_equal(a, b));
+    inpaint(model, s, image, ones, c, r3, o, NoCallback{}, 0.5);
+    REQUIRE(process_test::bitwise_equal(c, image));
+  }
   Tensor<double> x;
   x.copy_from(x_T);
   Rng rng(1);
   REQUIRE_THROWS_WITH(inpaint(model, s, image, Tensor<double>(Shape{2, 1, 32, 32}, 1.0), x, rng),
                       Catch::Contains("keep mask has shape (2, 1, 32, 32)"));
   REQUIRE_THROWS_WITH(inpaint(model, s, image, Tensor<double>(shape, 1.5), x, rng), Catch::Contains("outside [0, 1]"));
+  REQUIRE_THROWS_WITH(inpaint(model, s, image, keep, image, rng), Catch::Contains("x must be another tensor"));
   REQUIRE_THROWS_WITH(inpaint(model, s, Tensor<double>(Shape{4, 1, 32, 31}), keep, x, rng),
                       Catch::Contains("inpaint: image"));
 }

@@ -85,6 +85,20 @@ void paste_known(const InpaintInputs<T>& in, const SamplingPoint& p, const Tenso
   });
 }
 
+// x = a image + b z at level p, z: x.numel() normals drawn from rng (SDEdit's start). x: resized to image's shape.
+template <class T>
+void sdedit_start(const Tensor<T>& image, const SamplingPoint& p, Rng& rng, Tensor<T>& x) {
+  x.resize(image.shape());
+  rng.normal(x.data(), x.numel());
+  const double a = p.a(), b = p.b();
+  const T* pi = image.data();
+  T* px = x.data();
+  for_each_chunk(x.numel(), 2.0, [&](Index begin, Index end) {
+    for (Index i = begin; i < end; ++i)
+      px[i] = static_cast<T>(a * static_cast<double>(pi[i]) + b * static_cast<double>(px[i]));
+  });
+}
+
 // Runs sampler from step `first` to the end: x holds x at points()[first] on entry and x_0 on return.
 template <class T, class Model, class Callback>
 void run_sampler_checked(Model& model, Sampler<T>& sampler, int first, Tensor<T>& x, Rng& rng, Callback& callback,
@@ -154,18 +168,10 @@ void img2img(Model&& model, const NoiseSchedule& schedule, const Tensor<T>& imag
              Rng& rng, const SamplerOptions& options = {}, Callback&& callback = Callback{}) {
   DIFFUSION_CHECK(image.rank() >= 1 && image.numel() > 0,
                   "img2img: image must be a non-empty batch (N, ...), got shape " << image.shape());
+  DIFFUSION_CHECK(&image != &x, "img2img: x must be another tensor than image (x is overwritten first)");
   Sampler<T> sampler(schedule, options);
   const int first = sampler.first_step_for_strength(strength);
-  const SamplingPoint& p = sampler.points()[static_cast<std::size_t>(first)];
-  x.resize(image.shape());
-  rng.normal(x.data(), x.numel());
-  const double a = p.a(), b = p.b();
-  const T* pi = image.data();
-  T* px = x.data();
-  detail::for_each_chunk(x.numel(), 2.0, [&](Index begin, Index end) {
-    for (Index i = begin; i < end; ++i)
-      px[i] = static_cast<T>(a * static_cast<double>(pi[i]) + b * static_cast<double>(px[i]));
-  });
+  detail::sdedit_start(image, sampler.points()[static_cast<std::size_t>(first)], rng, x);
   detail::run_sampler(model, sampler, first, x, rng, callback, static_cast<const detail::InpaintInputs<T>*>(nullptr),
                       "img2img");
 }
@@ -179,22 +185,16 @@ template <class T, class Model, class Callback = NoCallback>
 void inpaint(Model&& model, const NoiseSchedule& schedule, const Tensor<T>& image,
              const detail::non_deduced_t<Tensor<T>>& keep, Tensor<T>& x, Rng& rng, const SamplerOptions& options = {},
              Callback&& callback = Callback{}, double strength = 1.0) {
+  DIFFUSION_CHECK(&image != &x && &keep != &x, "inpaint: x must be another tensor than image and keep (x changes "
+                                              "at every step)");
   Sampler<T> sampler(schedule, options);
   const int first = sampler.first_step_for_strength(strength);
-  if (strength < 1.0) {
-    x.resize(image.shape());
-    rng.normal(x.data(), x.numel());
-  }
+  if (strength < 1.0) x.resize(image.shape());
   check_shape(image, x.shape(), "inpaint: image");
   detail::check_keep_mask(keep, x.shape(), "inpaint");
   const detail::InpaintInputs<T> in{&image, &keep};
-  if (strength < 1.0) {
-    // SDEdit's start: the whole image forward-noised (the kept pixels too)
-    const SamplingPoint& p = sampler.points()[static_cast<std::size_t>(first)];
-    const double a = p.a(), b = p.b();
-    for (Index i = 0; i < x.numel(); ++i)
-      x[i] = static_cast<T>(a * static_cast<double>(image[i]) + b * static_cast<double>(x[i]));
-  }
+  // SDEdit's start: the whole image forward-noised (the kept pixels too)
+  if (strength < 1.0) detail::sdedit_start(image, sampler.points()[static_cast<std::size_t>(first)], rng, x);
   detail::run_sampler(model, sampler, first, x, rng, callback, &in, "inpaint");
 }
 
