@@ -86,7 +86,7 @@ TEST_CASE("sampler and spacing and clipping and variance names have one table ea
 }
 
 TEST_CASE("every sampler and editing mode gives the same bits with 1 or 2 or 3 threads") {
-  const NoiseSchedule s(BetaSchedule::Linear, 60);
+  const NoiseSchedule s(BetaSchedule::Linear, 30);  // ddpm: 30 steps
   const WideOracle model{&s};
   // 36288 elements: three chunks of the element loops; 7 images, so that sums over the batch (the Langevin step
   // size) split over threads would round differently; double, where such a difference cannot hide in the
