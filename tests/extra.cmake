@@ -18,3 +18,11 @@ add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp
   COMMENT "Extracting the API tour from README.md")
 add_executable(readme_tour ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp)
 target_link_libraries(readme_tour PRIVATE diffusion::diffusion diffusion_project_options)
+
+# The samplers' static_assert names the model signature they expect: compiling tests/samplers/wrong_model.cpp (a model
+# that takes one int timestep) must fail with that message.
+add_test(NAME samplers.wrong_model_names_the_signature
+  COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only -I${PROJECT_SOURCE_DIR}/include
+          ${CMAKE_CURRENT_SOURCE_DIR}/samplers/wrong_model.cpp)
+set_tests_properties(samplers.wrong_model_names_the_signature PROPERTIES TIMEOUT ${DIFFUSION_TEST_TIMEOUT}
+  PASS_REGULAR_EXPRESSION "static.assert.*the model must be callable as model\\(const Tensor<T>& x, const std::vector<std::int64_t>& t, Tensor<T>& out\\)")

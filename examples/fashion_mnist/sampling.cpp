@@ -12,8 +12,7 @@
 #include "diffusion/io/gif.hpp"
 #include "diffusion/io/safetensors.hpp"
 #include "diffusion/model/unet_weights.hpp"
-#include "diffusion/samplers/ddim.hpp"
-#include "diffusion/samplers/ddpm.hpp"
+#include "diffusion/samplers/sample.hpp"
 #include "diffusion/train/checkpoint.hpp"
 
 namespace fashion_mnist {
@@ -185,19 +184,13 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
     if (gif) gif->after_step(step, xt);
   };
   if (gif) gif->start(x);
-  if (settings.sampler == "ddpm") {
-    diffusion::DdpmOptions o;
-    o.prediction = settings.prediction;
-    o.clip_x0 = settings.clip_x0;
-    diffusion::ddpm_sample(model, schedule, x, rng, o, callback);
-  } else {
-    diffusion::DdimOptions o;
-    o.steps = settings.ddim_steps;
-    o.eta = settings.eta;
-    o.prediction = settings.prediction;
-    o.clip_x0 = settings.clip_x0;
-    diffusion::ddim_sample(model, schedule, x, rng, o, callback);
-  }
+  diffusion::SamplerOptions o;
+  o.sampler = diffusion::parse_sampler(settings.sampler);
+  o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps
+  o.eta = settings.eta;
+  o.prediction = settings.prediction;
+  o.clip = settings.clip_x0 ? diffusion::ClipX0::RederiveEps : diffusion::ClipX0::None;
+  diffusion::sample(model, schedule, x, rng, o, callback);
 }
 
 void generate(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,

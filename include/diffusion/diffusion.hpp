@@ -32,6 +32,11 @@
 
 #include "diffusion/samplers/ddim.hpp"
 #include "diffusion/samplers/ddpm.hpp"
+#include "diffusion/samplers/sample.hpp"
+#include "diffusion/samplers/sampler.hpp"
+#include "diffusion/samplers/sampler_common.hpp"
+#include "diffusion/samplers/solvers.hpp"
+#include "diffusion/samplers/timesteps.hpp"
 
 #include "diffusion/train/adam.hpp"
 #include "diffusion/train/checkpoint.hpp"

@@ -121,3 +121,33 @@ TEST_CASE("forward passes and DDIM sampling allocate nothing once buffers are si
   INFO("allocations in a 5-step run: " << per_run << ", in a 25-step run: " << long_run);
   REQUIRE(long_run <= per_run + 2);
 }
+
+TEST_CASE("every sampler run allocates a fixed number of times whatever its step count") {
+#ifndef DIFFUSION_COUNT_ALLOCATIONS
+  WARN("allocation counting unavailable in this build (sanitizers or non-glibc): skipped");
+  return;
+#endif
+  const NoiseSchedule schedule(BetaSchedule::Linear, 200);
+  auto model = [](const Tensor<float>& x, const std::vector<std::int64_t>&, Tensor<float>& out) {
+    out.ensure_shape(x.shape());
+    for (Index i = 0; i < x.numel(); ++i) out[i] = 0.1f * x[i];
+  };
+  Tensor<float> x(Shape{2, 1, 8, 8}), image(Shape{2, 1, 8, 8}, 0.5f), keep(Shape{1, 1, 8, 8}, 1.0f);
+  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc",
+                           "reverse_diffusion", "euler_maruyama", "pc"}) {
+    SamplerOptions o;
+    o.sampler = parse_sampler(name);
+    long counts[2];
+    for (int k = 0; k < 2; ++k) {
+      o.steps = k == 0 ? 5 : 40;
+      Rng rng(1);
+      rng.normal(x.data(), x.numel());
+      const long before = allocations();
+      sample(model, schedule, x, rng, o);
+      inpaint(model, schedule, image, keep, x, rng, o);
+      counts[k] = allocations() - before;
+    }
+    INFO(name << ": allocations in a 5-step run " << counts[0] << ", in a 40-step run " << counts[1]);
+    REQUIRE(counts[1] == counts[0]);
+  }
+}

@@ -4,6 +4,7 @@
 //   mean = sqrt(1/alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps)                     (eq. 11)
 //     or, with the x0 prediction clipped to [-1, 1]:  mean = coef1_t clip(x0) + coef2_t x_t   (posterior mean, eq. 7)
 //   x_{t-1} = mean + sqrt(var_t) z,  z ~ N(0, I),  only for t > 0;  var_t = posterior_variance_t (beta tilde) or beta_t
+// The step's arithmetic is solvers::DdpmStep; ddpm_sample is sample() with SamplerKind::Ddpm (sample.hpp).
 
 #include <cmath>
 #include <cstdint>
@@ -15,20 +16,29 @@
 #include "diffusion/process/forward_process.hpp"
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
+#include "diffusion/samplers/sample.hpp"
 #include "diffusion/samplers/sampler_common.hpp"
+#include "diffusion/samplers/solvers.hpp"
 
 namespace diffusion {
 
-enum class DdpmVariance {
-  Posterior,  // posterior_variance_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (the primer's choice)
-  Beta,       // beta_t (the upper bound of Ho et al. sec. 3.2)
-};
+// DdpmVariance (posterior | beta) is declared in solvers.hpp.
 
 struct DdpmOptions {
   DdpmVariance variance = DdpmVariance::Posterior;
-  bool clip_x0 = false;  // clip the predicted x0 to [-1, 1] and use the posterior mean
+  bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] and use the posterior mean (images live in [-1, 1])
   Prediction prediction = Prediction::Epsilon;
 };
+
+// The SamplerOptions of the DDPM sampler with these options.
+inline SamplerOptions sampler_options(const DdpmOptions& o) {
+  SamplerOptions s;
+  s.sampler = SamplerKind::Ddpm;
+  s.ddpm_variance = o.variance;
+  s.clip = o.clip_x0 ? ClipX0::RederiveEps : ClipX0::None;
+  s.prediction = o.prediction;
+  return s;
+}
 
 // One ancestral step, image by image.
 //   x: (N, ...) x_t; t: (N,) in [0, T); model_out: (N, ...) the model's output at (x, t);
@@ -46,57 +56,36 @@ void ddpm_step(const NoiseSchedule& schedule, const Tensor<T>& x, const std::vec
   if (needs_noise) check_shape(*noise, x.shape(), "ddpm_step: noise");
   x_prev.ensure_shape(x.shape());
 
+  const ClipX0 clip = options.clip_x0 ? ClipX0::RederiveEps : ClipX0::None;
   const Index N = x.dim(0);
   const Index per_image = N > 0 ? x.numel() / N : 0;
   for (Index n = 0; n < N; ++n) {
     const std::int64_t tn = t[static_cast<std::size_t>(n)];
-    const std::size_t i = static_cast<std::size_t>(tn);
     const NoiseLevel k = NoiseLevel::at(schedule, tn);
-    const double variance =
-        options.variance == DdpmVariance::Posterior ? schedule.posterior_variance[i] : schedule.betas[i];
-    const double sigma = tn > 0 ? std::sqrt(variance) : 0.0;  // no noise on the last step (t = 0)
-    const double sqrt_recip_alpha = schedule.sqrt_recip_alphas[i];
-    const double eps_coef = schedule.betas[i] / schedule.sqrt_one_minus_alphas_cumprod[i];
-    const double coef1 = schedule.posterior_mean_coef1[i], coef2 = schedule.posterior_mean_coef2[i];
+    const solvers::DdpmStep c = solvers::DdpmStep::at(schedule, tn, options.variance);
     const T* px = x.data() + n * per_image;
     const T* po = model_out.data() + n * per_image;
     const T* pz = tn > 0 ? noise->data() + n * per_image : nullptr;
     T* py = x_prev.data() + n * per_image;
     for (Index j = 0; j < per_image; ++j) {
-      const double xv = static_cast<double>(px[j]), ov = static_cast<double>(po[j]);
-      double mean;
-      if (options.clip_x0) {
-        double x0 = x0_from_output(options.prediction, k, xv, ov);
-        x0 = x0 < -1.0 ? -1.0 : x0 > 1.0 ? 1.0 : x0;
-        mean = coef1 * x0 + coef2 * xv;
-      } else {
-        mean = sqrt_recip_alpha * (xv - eps_coef * eps_from_output(options.prediction, k, xv, ov));
-      }
-      py[j] = static_cast<T>(pz != nullptr ? mean + sigma * static_cast<double>(pz[j]) : mean);
+      const double xv = static_cast<double>(px[j]);
+      const Denoised d = denoise_element(options.prediction, clip, k, xv, static_cast<double>(po[j]));
+      const double z = pz != nullptr ? static_cast<double>(pz[j]) : 0.0;
+      py[j] = static_cast<T>(c.apply(options.clip_x0, xv, d, pz != nullptr ? &z : nullptr));
     }
   }
 }
 
-// Runs the T ancestral steps in place: x holds x_T (N, ...) on entry and x_0 on return. Noise for step t > 0 is
-// x.numel() standard normals drawn from rng (in element order); the last step draws none. After each step,
-// callback(step_index, t, x) with step_index = 0 .. T-1 and t = T-1-step_index. The model output and noise buffers
-// are allocated once, before the first step.
+// Runs the T ancestral steps in place (sample() with SamplerKind::Ddpm): x holds x_T (N, ...) on entry and x_0 on
+// return. Noise for step t > 0 is x.numel() standard normals drawn from rng (in element order); the last step draws
+// none. After each step, callback(step_index, t, x) with step_index = 0 .. T-1 and t = T-1-step_index. The model
+// output and noise buffers are allocated once, before the first step.
 template <class T, class Model, class Callback = NoCallback>
 void ddpm_sample(Model&& model, const NoiseSchedule& schedule, Tensor<T>& x, Rng& rng,
                  const DdpmOptions& options = {}, Callback&& callback = Callback{}) {
-  DIFFUSION_CHECK(x.rank() >= 1 && x.numel() > 0, "ddpm_sample: x_T must be a non-empty batch (N, ...), got shape "
-                                                      << x.shape());
-  Tensor<T> out(x.shape());    // (N, ...) model output
-  Tensor<T> noise(x.shape());  // (N, ...) z
-  std::vector<std::int64_t> t(static_cast<std::size_t>(x.dim(0)));
-  for (int step = 0; step < schedule.num_timesteps(); ++step) {
-    const std::int64_t tn = schedule.num_timesteps() - 1 - step;
-    for (std::int64_t& v : t) v = tn;
-    detail::run_model(model, x, t, out, "ddpm_sample");
-    if (tn > 0) rng.normal(noise.data(), noise.numel());
-    ddpm_step(schedule, x, t, out, tn > 0 ? &noise : nullptr, x, options);
-    callback(step, tn, static_cast<const Tensor<T>&>(x));
-  }
+  Sampler<T> sampler(schedule, sampler_options(options));
+  detail::run_sampler(model, sampler, 0, x, rng, callback, static_cast<const detail::InpaintInputs<T>*>(nullptr),
+                      "ddpm_sample");
 }
 
 // ddpm_sample from x_T (left unchanged), returning x after every step: T tensors, the last one is x_0 (the primer's
