@@ -427,7 +427,8 @@ TEST_CASE("train --resume refuses a different configuration but accepts a new le
       INFO(mode);
       r = run_measured(dir,
                        mode == "train" ? std::vector<std::string>{"train", "--resume", big, "--steps", "4"}
-                                       : std::vector<std::string>{"sample", "--checkpoint", big, "--out", dir + "/big.png"},
+                                       : std::vector<std::string>{"sample", "--checkpoint", big, "--steps", "5", "--out",
+                                                                  dir + "/big.png"},
                        peak_kb);
       require_clean_failure(r, big, dir + "/none");
       CHECK(r.err.find(expect) != std::string::npos);
