@@ -10,7 +10,8 @@
 //   check_unet_tensors(reader, plan [, options])         compares the file's tensors with a UnetPlan
 //                                                        (model/unet_plan.hpp): names, shapes, dtypes, exact count
 //   load_unet_weights(net, path [, options])             checks every name, shape and dtype first, then loads
-//   read_unet_config(path)                               the config stored in a file
+//   read_unet_config(path)                               the config stored in a file (every field validated;
+//                                                        plan_unet checks the total parameter count)
 //   load_unet<T>(path [, options])                       plans the network a file describes, checks the file against
 //                                                        the plan, and only then builds the network and loads it
 // A file therefore never makes the loader allocate more than it holds: the network built has exactly the
