@@ -3,10 +3,12 @@
 // with its shapes and its multiply-accumulates (MACs) per image. The benchmarks use it to enumerate the distinct
 // layer shapes (bench_kernels) and to count the forward FLOPs per image (bench_unet).
 //
-// It mirrors Unet::build (model/unet.hpp), ConvNextBlock, ResnetBlock and PreNormResidual(LinearAttention |
-// Attention); check_parameters() proves the mirror against a real Unet: every parameter the census names must exist
-// with the same shape, and the parameter counts must be equal. benchmarks/pytorch_unet.py --print-layers counts the
-// same FLOPs from the reference PyTorch module with forward hooks, so the two counts can be compared.
+// It walks the stages of the U-Net's plan (model/unet_plan.hpp, which Unet::build walks too) and mirrors the
+// insides of ConvNextBlock, ResnetBlock and PreNormResidual(LinearAttention | Attention) (kernel sizes, activations
+// and map sizes, which the plan does not list); check_parameters() proves the mirror against a real Unet: every
+// parameter the census names must exist with the same shape, and the parameter counts must be equal.
+// benchmarks/pytorch_unet.py --print-layers counts the same FLOPs from the reference PyTorch module with forward
+// hooks, so the two counts can be compared.
 //
 // FLOPs = 2 * MACs of the convolutions (incl. depthwise and transposed), the linear layers and the attention
 // matrix products. Element-wise work (GroupNorm, GELU/SiLU, softmax, residual adds) is not counted.
@@ -20,6 +22,7 @@
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/model/unet_config.hpp"
+#include "diffusion/model/unet_plan.hpp"
 
 namespace diffusion::bench {
 
@@ -175,46 +178,38 @@ class CensusBuilder {
     census_.image_width = width;
   }
 
+  // Walks the stages of the plan (model/unet_plan.hpp) in forward order, following the map size through the
+  // down- and upsampling convolutions.
   UnetCensus build() {
-    const Index init_dim = c_.resolved_init_dim();
-    conv("init_conv", c_.channels, init_dim, 7, 1, 3);
-    std::vector<Index> dims = {init_dim};
-    for (Index m : c_.dim_mults) dims.push_back(c_.dim * m);
-    Index time_dim = 0;
-    if (c_.with_time_emb) {
-      time_dim = c_.dim * 4;
-      census_.linears.push_back({"time_mlp.1", c_.dim, time_dim});
-      census_.activations.push_back({"time_mlp.2", "gelu", time_dim, 1, 1});
-      census_.linears.push_back({"time_mlp.3", time_dim, time_dim});
+    const UnetPlan plan = plan_unet(c_);
+    conv(plan.init_conv);
+    if (plan.time_dim > 0) {
+      census_.linears.push_back({plan.time_linear1.name, plan.time_linear1.in, plan.time_linear1.out});
+      census_.activations.push_back({"time_mlp.2", "gelu", plan.time_dim, 1, 1});
+      census_.linears.push_back({plan.time_linear2.name, plan.time_linear2.in, plan.time_linear2.out});
     }
-    const Index L = c_.levels();
-    for (Index l = 0; l < L; ++l) {
-      const Index din = dims[static_cast<std::size_t>(l)], dout = dims[static_cast<std::size_t>(l + 1)];
-      const std::string p = "downs." + std::to_string(l);
-      block(p + ".0", din, dout, time_dim);
-      block(p + ".1", dout, dout, time_dim);
-      attention(p + ".2", c_.attention_at(l), dout);
-      if (l < L - 1) {
-        const ConvSpec& d = conv(p + ".3", dout, dout, 4, 2, 1);
+    for (const DownStagePlan& s : plan.downs) {
+      block(s.block1);
+      block(s.block2);
+      attention(s.attn);
+      if (s.has_downsample) {
+        const ConvSpec& d = conv(s.downsample);
         h_ = d.out_height(), w_ = d.out_width();
       }
     }
-    const Index mid = dims.back();
-    block("mid_block1", mid, mid, time_dim);
-    attention("mid_attn", c_.mid_attention, mid);
-    block("mid_block2", mid, mid, time_dim);
-    for (Index i = 0; i < L - 1; ++i) {
-      const Index level = L - 1 - i;
-      const Index din = dims[static_cast<std::size_t>(level)], dout = dims[static_cast<std::size_t>(level + 1)];
-      const std::string p = "ups." + std::to_string(i);
-      block(p + ".0", dout * 2, din, time_dim);
-      block(p + ".1", din, din, time_dim);
-      attention(p + ".2", c_.attention_at(level), din);
-      const ConvSpec& u = conv(p + ".3", din, din, 4, 2, 1, 1, true, true);
+    block(plan.mid.block1);
+    attention(plan.mid.attn);
+    block(plan.mid.block2);
+    for (const UpStagePlan& s : plan.ups) {
+      block(s.block1);
+      block(s.block2);
+      attention(s.attn);
+      const ConvPlan& p = s.upsample;
+      const ConvSpec& u = conv(p.name, p.in, p.out, p.kernel, p.stride, p.padding, 1, true, true);
       h_ = u.out_height(), w_ = u.out_width();
     }
-    block("final_conv.0", c_.dim, c_.dim, 0);
-    conv("final_conv.1", c_.dim, c_.resolved_out_dim(), 1);
+    block(plan.final_block);
+    conv(plan.final_conv);
     return census_;
   }
 
@@ -227,6 +222,7 @@ class CensusBuilder {
     census_.convs.push_back(s);
     return census_.convs.back();
   }
+  const ConvSpec& conv(const ConvPlan& p) { return conv(p.name, p.in, p.out, p.kernel, p.stride, p.padding); }
   void norm(const std::string& name, Index groups, Index channels) {
     census_.norms.push_back({name, groups, channels, h_, w_});
   }
@@ -235,7 +231,9 @@ class CensusBuilder {
   }
 
   // ConvNextBlock (nn/convnext_block.hpp) or ResnetBlock (nn/resnet_block.hpp).
-  void block(const std::string& p, Index dim, Index dim_out, Index time_dim) {
+  void block(const BlockPlan& b) {
+    const std::string& p = b.name;
+    const Index dim = b.in, dim_out = b.out, time_dim = b.time_dim;
     if (c_.use_convnext) {
       const Index hidden = dim_out * c_.convnext_mult;
       conv(p + ".ds_conv", dim, dim, 7, 1, 3, dim);
@@ -264,13 +262,16 @@ class CensusBuilder {
   }
 
   // Residual(PreNorm(dim, LinearAttention | Attention)) (nn/prenorm_residual.hpp), or nothing.
-  void attention(const std::string& p, AttentionKind kind, Index dim) {
-    if (kind == AttentionKind::None) return;
-    const Index hidden = c_.attention_heads * c_.attention_dim_head;
+  void attention(const AttentionPlan& a) {
+    if (a.kind == AttentionKind::None) return;
+    const std::string& p = a.name;
+    const AttentionKind kind = a.kind;
+    const Index dim = a.channels;
+    const Index hidden = a.heads * a.dim_head;
     norm(p + ".fn.norm", 1, dim);
     conv(p + ".fn.fn.to_qkv", dim, 3 * hidden, 1, 1, 0, 1, false);
     census_.attentions.push_back(
-        {p + ".fn.fn", kind == AttentionKind::Linear, dim, c_.attention_heads, c_.attention_dim_head, h_, w_});
+        {p + ".fn.fn", kind == AttentionKind::Linear, dim, a.heads, a.dim_head, h_, w_});
     if (kind == AttentionKind::Linear) {
       conv(p + ".fn.fn.to_out.0", hidden, dim, 1);
       norm(p + ".fn.fn.to_out.1", 1, dim);
@@ -288,7 +289,6 @@ class CensusBuilder {
 
 // The census of the U-Net built from `config` for images of height x width.
 inline UnetCensus unet_census(const UnetConfig& config, Index height, Index width) {
-  config.validate();
   return detail::CensusBuilder(config, height, width).build();
 }
 

@@ -11,6 +11,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/io/gif.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "diffusion/samplers/sample.hpp"
 #include "diffusion/train/checkpoint.hpp"
@@ -133,24 +134,35 @@ void check_flags_agree(const ModelSource& m, const SampleOptions& o, const std::
                                       << ". Drop these flags");
 }
 
-void load_weights(diffusion::Unet<float>& net, const diffusion::io::SafetensorsReader& reader, const ModelSource& m) {
-  const std::string hint = m.config_from_file ? "" : " (check --dim, --dim-mults, --block and --channels: they must "
-                                                     "describe the network the weights were trained with)";
+// The tensors to load: a checkpoint's EMA weights when it has them (m.prefix), extra tensors (Adam moments, ...)
+// allowed in a checkpoint only.
+diffusion::WeightLoadOptions weight_options(const diffusion::io::SafetensorsReader& reader, const ModelSource& m) {
+  diffusion::WeightLoadOptions wo;
+  wo.prefix = m.prefix;
+  wo.allow_extra_tensors = reader.metadata().count(diffusion::kTrainStateKey) != 0;
+  return wo;
+}
+
+std::string weights_hint(const ModelSource& m) {
+  return m.config_from_file ? "" : " (check --dim, --dim-mults, --block and --channels: they must "
+                                   "describe the network the weights were trained with)";
+}
+
+// The file against the plan of the network it is to fill, before that network is built: it must hold every
+// parameter with the planned shape, so a small file cannot make us allocate a large network.
+void check_weights(const diffusion::io::SafetensorsReader& reader, const ModelSource& m) {
   try {
-    if (m.prefix.empty()) {
-      diffusion::WeightLoadOptions wo;
-      wo.allow_extra_tensors = reader.metadata().count(diffusion::kTrainStateKey) != 0;  // Adam moments etc.
-      diffusion::load_unet_weights(net, reader, wo);
-      return;
-    }
-    auto& store = net.params();
-    for (const auto& e : store.entries()) {
-      const std::string name = m.prefix + e.name;
-      DIFFUSION_CHECK(reader.contains(name), "'" << reader.path() << "': missing tensor '" << name << "'");
-      reader.read_into(name, e.shape, store.values() + e.offset);
-    }
+    diffusion::check_unet_tensors(reader, diffusion::plan_unet(m.config), weight_options(reader, m));
   } catch (const Error& e) {
-    throw Error(std::string(e.what()) + hint);
+    throw Error(std::string(e.what()) + weights_hint(m));
+  }
+}
+
+void load_weights(diffusion::Unet<float>& net, const diffusion::io::SafetensorsReader& reader, const ModelSource& m) {
+  try {
+    diffusion::load_unet_weights(net, reader, weight_options(reader, m));
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + weights_hint(m));
   }
 }
 
@@ -225,6 +237,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= T,
                   "--steps " << o.steps << " is more than the model's T = " << T << " diffusion steps");
 
+  check_weights(reader, m);
   diffusion::Unet<float> net(m.config);
   load_weights(net, reader, m);
 

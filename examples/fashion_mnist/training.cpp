@@ -15,6 +15,7 @@
 #include "diffusion/io/atomic_file.hpp"
 #include "diffusion/io/idx.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "diffusion/train/checkpoint.hpp"
 #include "diffusion/train/dataset.hpp"
@@ -128,10 +129,18 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
                                                             << "; resume with the same --data");
   }
   const diffusion::UnetConfig config = unet_config(o.block, o.dim, o.dim_mults, 1);
+  diffusion::UnetPlan plan;  // the network's parameters, known before anything is allocated
   try {
-    config.validate();
+    plan = diffusion::plan_unet(config);
   } catch (const Error& e) {
     throw Error(std::string("invalid model flags (--dim, --dim-mults, --block): ") + e.what());
+  }
+  // A resumed run's network comes from options stored in the checkpoint: the checkpoint must hold exactly that
+  // network's tensors before the network is built (a small file cannot make us allocate a large one).
+  std::unique_ptr<diffusion::io::SafetensorsReader> resume_reader;
+  if (!o.resume.empty()) {
+    resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(o.resume);
+    diffusion::check_checkpoint(*resume_reader, config);
   }
   const Index divisor = Index(1) << (config.levels() - 1);
   DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
@@ -156,7 +165,10 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
   to.seed = o.seed;
   diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
-  if (!o.resume.empty()) diffusion::load_checkpoint(o.resume, trainer);
+  if (resume_reader) {
+    diffusion::load_checkpoint(*resume_reader, trainer);
+    resume_reader.reset();  // the file's bytes are not needed any more
+  }
 
   diffusion::BatchOptions bo;
   bo.batch_size = o.batch;
@@ -171,8 +183,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   stored["image-size"] = H;
   stored["total-steps"] = total;
 
-  std::size_t parameters = 0;  // params().size() includes alignment padding
-  for (const auto& e : net.params().entries()) parameters += static_cast<std::size_t>(e.shape.numel());
+  const auto parameters = static_cast<std::size_t>(plan.parameter_count);  // params().size() has padding too
   std::fprintf(stderr, "fashion_mnist: training a %s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
                        "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
                o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),

@@ -23,6 +23,7 @@
 
 #include "diffusion/model/unet.hpp"
 #include "diffusion/model/unet_config.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 
 #include "diffusion/process/forward_process.hpp"

@@ -1,10 +1,13 @@
 // libFuzzer target: the metadata path of load_unet. The input is the "diffusion.unet" JSON, optionally followed by
-// a NUL byte and the "diffusion.unet.extensions" JSON; the target wraps them in a safetensors file (in memory) and
+// a NUL byte and the "diffusion.unet.extensions" JSON (everything after the first NUL); the target wraps them in a
+// safetensors file (in memory) and
 //   1. read_unet_config and load_unet<float> on the file with no tensors: load_unet must refuse it (it cannot hold
-//      the weights) without building the network, whatever sizes the JSON claims;
-//   2. when the configuration is valid and small, builds that U-Net, stores its weights under the same metadata,
-//      and requires load_unet to give back the same configuration and bit-identical weights, and a forward pass on
-//      a (1, channels, 2^(levels-1), 2^(levels-1)) input to give a finite output of the right shape.
+//      the weights) from the configuration's plan alone, naming the first missing tensor or the parameter cap,
+//      whatever sizes the JSON claims (any allocation of the network would show as a timeout or out-of-memory);
+//   2. when the configuration is valid and its plan (model/unet_plan.hpp) small, builds that U-Net, requires its
+//      parameters to be exactly the plan's, stores its weights under the same metadata, and requires load_unet to
+//      give back the same configuration and bit-identical weights, and a forward pass on a
+//      (1, channels, 2^(levels-1), 2^(levels-1)) input to give a finite output of the right shape.
 // Any exception other than diffusion::Error, any crash, leak, hang or sanitizer report is a bug.
 #include <cmath>
 #include <cstdint>
@@ -14,6 +17,7 @@
 
 #include "diffusion/core/random.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "fuzz_common.hpp"
 
@@ -21,7 +25,7 @@ namespace {
 
 using namespace diffusion;
 
-constexpr double kMaxParameters = 100000;  // larger networks are only parsed, not built (keeps each run fast)
+constexpr Index kMaxParameters = 100000;  // larger networks are only planned, not built (keeps each run fast)
 
 void write_file(fuzz::MemFile& file, const io::SafetensorsWriter& w) {
   const std::vector<std::uint8_t> bytes = w.serialize();
@@ -62,16 +66,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     bool threw = false;
     try {
-      (void)load_unet<float>(file.path());  // no tensors: refused before the network is built
+      (void)load_unet<float>(file.path());  // no tensors: refused from the plan, before the network is built
     } catch (const Error& e) {
-      threw = std::strstr(e.what(), "needs at least") != nullptr;
+      threw = std::strstr(e.what(), "missing tensor 'init_conv.weight'") != nullptr ||
+              std::strstr(e.what(), "total parameters must be at most") != nullptr;
     }
     FUZZ_REQUIRE(threw);
   }
-  if (unet_min_parameter_count(config) > kMaxParameters) return 0;
+  UnetPlan plan;
+  try {
+    plan = plan_unet(config, kMaxParameters);
+  } catch (const Error&) {
+    return 0;  // too large to build here (or beyond UnetConfig::kMaxParameters)
+  }
 
   Unet<float> net(config, 7);
-  FUZZ_REQUIRE(static_cast<double>(net.params().count()) >= unet_min_parameter_count(config));
+  const auto& entries = net.params().entries();
+  FUZZ_REQUIRE(entries.size() == plan.parameters.size());
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    FUZZ_REQUIRE(entries[i].name == plan.parameters[i].name && entries[i].shape == plan.parameters[i].shape);
+  FUZZ_REQUIRE(static_cast<Index>(net.params().count()) == plan.parameter_count);
   io::SafetensorsWriter full;
   for (const auto& e : net.params().entries()) full.add(e.name, e.shape, net.params().values() + e.offset);
   full.add_metadata(kUnetConfigKey, config_text);

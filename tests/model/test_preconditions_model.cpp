@@ -1,5 +1,6 @@
-// Preconditions of model/: UnetConfig parsing (wrong JSON types, out-of-range and absurd values), the U-Net's
-// input checks, and load_unet refusing a file whose metadata describes a network far larger than the file.
+// Preconditions of model/: UnetConfig parsing (wrong JSON types, out-of-range and absurd values: every field has a
+// stated maximum), the U-Net's input checks, and load_unet refusing a file whose metadata describes a network far
+// larger than the file (more in test_unet_plan.cpp).
 // Each case names the field or argument in the message.
 #include <catch2/catch.hpp>
 
@@ -100,10 +101,14 @@ TEST_CASE("UnetConfig::validate rejects out-of-range and absurd sizes before any
       {R"({"dim": 8, "dim_mults": [1, 4611686018427387904]})", "dim * mult <= 65536"},  // would overflow
       {R"({"dim": 8, "dim_mults": [2, 4]})", "dim_mults[0] must be 1"},
       {R"({"dim": 8, "dim_mults": [2]})", "dim_mults[0] must be 1"},  // one level: the middle feeds the final block
-      {R"({"dim": 8, "convnext_mult": 0})", "convnext_mult must be positive"},
-      {R"({"dim": 8, "dim_mults": [1, 8], "convnext_mult": 4096})", "convnext_mult * (widest level 64) <= 65536"},
+      {R"({"dim": 8, "convnext_mult": 0})", "convnext_mult must be in [1, 1024]"},
+      {R"({"dim": 8, "dim_mults": [1, 8], "convnext_mult": 4096})",
+       "convnext_mult must be in [1, 1024] (convnext_mult * widest level 64 <= 65536), got 4096"},
+      {R"({"dim": 8, "use_convnext": false, "convnext_mult": -1})", "convnext_mult must be in [1, 65536], got -1"},
       {R"({"dim": 6, "use_convnext": false, "resnet_block_groups": 4})", "resnet_block_groups"},
-      {R"({"dim": 8, "use_convnext": false, "resnet_block_groups": 0})", "resnet_block_groups must be positive"},
+      {R"({"dim": 8, "use_convnext": false, "resnet_block_groups": 0})", "resnet_block_groups must be in [1, 65536], got 0"},
+      {R"({"dim": 8, "resnet_block_groups": 100000})", "resnet_block_groups must be in [1, 65536], got 100000"},
+      {R"({"dim": 8, "dim_mults": [1, 9000]})", "in [1, 8192] for dim 8, but dim_mults[1] is 9000"},
       {R"({"dim": 5})", "time embedding needs an even dim >= 4"},
       {R"({"dim": 2, "init_dim": 4})", "time embedding needs an even dim >= 4"},
   };
@@ -113,66 +118,40 @@ TEST_CASE("UnetConfig::validate rejects out-of-range and absurd sizes before any
   }
   REQUIRE_THROWS_WITH(parse(R"({"dim": 8, "dim_mults": [1, 2]})", R"({"level_attention": ["full"]})"),
                       Catch::Contains("level_attention has 1 entries, expected 2"));
-  REQUIRE_THROWS_WITH(parse(R"({"dim": 8})", R"({"attention_heads": 0})"), Catch::Contains("attention_heads"));
+  REQUIRE_THROWS_WITH(parse(R"({"dim": 8})", R"({"attention_heads": 0})"),
+                      Catch::Contains("attention_heads must be in [1, 65536], got 0"));
+  REQUIRE_THROWS_WITH(parse(R"({"dim": 8})", R"({"attention_heads": 70000})"),
+                      Catch::Contains("attention_heads must be in [1, 65536], got 70000"));
   REQUIRE_THROWS_WITH(parse(R"({"dim": 8})", R"({"attention_heads": 65536, "attention_dim_head": 2})"),
-                      Catch::Contains("heads * dim_head <= 65536"));
+                      Catch::Contains("attention_dim_head must be positive with heads * dim_head <= 65536") &&
+                          Catch::Contains("in [1, 1] for 65536 heads, got 2"));
   // The constructor validates too.
   UnetConfig c = tiny();
   c.dim_mults = {2};
   REQUIRE_THROWS_WITH(Unet<float>(c), Catch::Contains("dim_mults[0] must be 1"));
 }
 
-TEST_CASE("unet_min_parameter_count is a lower bound within a factor of 2.5 of the real count") {
-  std::vector<UnetConfig> configs;
-  configs.push_back(tiny());
-  UnetConfig resnet = tiny();
-  resnet.use_convnext = false;
-  configs.push_back(resnet);
-  UnetConfig one_level = tiny();
-  one_level.dim_mults = {1};
-  configs.push_back(one_level);
-  UnetConfig no_time = tiny();
-  no_time.with_time_emb = false;
-  configs.push_back(no_time);
-  UnetConfig mixed = tiny();
-  mixed.dim_mults = {1, 2, 4};
-  mixed.level_attention = {AttentionKind::None, AttentionKind::Full, AttentionKind::Linear};
-  mixed.mid_attention = AttentionKind::None;
-  mixed.attention_heads = 1;
-  mixed.attention_dim_head = 4;
-  configs.push_back(mixed);
-  UnetConfig wide = tiny();
-  wide.dim = 4;
-  wide.convnext_mult = 1;
-  wide.init_dim = 12;
-  wide.out_dim = 3;
-  configs.push_back(wide);
-  configs.push_back(UnetConfig{});  // the primer's defaults: dim 28, 3 channels, (1, 2, 4, 8)
-  for (const UnetConfig& c : configs) {
-    const Unet<float> net(c);
-    const double bound = unet_min_parameter_count(c), count = static_cast<double>(net.params().count());
-    INFO("config " << c.to_json().dump() << " " << c.extensions_to_json().dump() << ": bound " << bound
-                   << ", parameters " << count);
-    REQUIRE(bound <= count);
-    REQUIRE(bound >= count / 2.5);  // measured ratios 0.47 .. 0.94
-  }
-}
-
 TEST_CASE("load_unet refuses a small file whose metadata describes a huge network, without building it") {
   UnetConfig huge;
   huge.dim = 4096;
   huge.dim_mults = {1, 2, 4, 8};
-  huge.channels = 3;  // ~10^10 parameters: 40 GB in float
+  huge.channels = 3;  // 2.3e11 parameters: 0.9 TB in float
   io::SafetensorsWriter w;
   const float one = 1.0f;
   w.add("init_conv.bias", Shape{1}, &one);
   w.add_metadata(kUnetConfigKey, huge.to_json().dump());
   const std::string path = scratch("huge_config.safetensors");
   w.write(path);
-  REQUIRE_NOTHROW(read_unet_config(path));  // a valid (if absurd) configuration
+  REQUIRE_NOTHROW(read_unet_config(path));  // every field within its cap; the total is checked by the plan
   const auto start = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_WITH(load_unet<float>(path), Catch::Contains(path) && Catch::Contains("total parameters must be at most"));
+  // Within the cap, the file must hold exactly the plan's tensors.
+  UnetConfig big = huge;
+  big.dim = 256;  // 9.0e8 parameters: 3.6 GB in float
+  w.add_metadata(kUnetConfigKey, big.to_json().dump());
+  w.write(path);
   REQUIRE_THROWS_WITH(load_unet<float>(path),
-                      Catch::Contains(path) && Catch::Contains("needs at least") && Catch::Contains("holds only 1 values"));
+                      Catch::Contains(path) && Catch::Contains("missing tensor 'init_conv.weight' (shape (170, 3, 7, 7))"));
   REQUIRE(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
 }
 

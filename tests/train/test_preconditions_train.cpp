@@ -1,6 +1,7 @@
 // Preconditions of train/: optimizer, EMA, clipping, trainer and data options; and load_checkpoint on checkpoints
 // with malformed or inconsistent "diffusion.train" metadata, missing tensors or another prediction type: each is
-// refused with a message naming the file and the field, and leaves the trainer unchanged.
+// refused with a message naming the file and the field, and leaves the trainer unchanged. check_checkpoint wants
+// exactly the tensors of the U-Net's plan and refuses a configuration larger than the file with bounded memory.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,7 +9,9 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "diffusion/io/safetensors.hpp"
@@ -18,6 +21,7 @@
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
 #include "diffusion/train/trainer.hpp"
+#include "support/peak_memory.hpp"
 
 using namespace diffusion;
 
@@ -214,4 +218,93 @@ TEST_CASE("load_checkpoint refuses malformed or inconsistent training state, nam
   Trainer<float> t(fresh, schedule, TrainerOptions{});
   load_checkpoint(same, t);
   REQUIRE(t.step_count() == 2);
+}
+
+TEST_CASE("check_checkpoint compares a checkpoint with the plan before any network is built") {
+  Unet<float> net(tiny(), 1);
+  const NoiseSchedule schedule(BetaSchedule::Linear, 10);
+  Trainer<float> trainer(net, schedule, TrainerOptions{});
+  Tensor<float> x(Shape{2, 1, 4, 4}, 0.5f);
+  trainer.step(x);
+  const std::string good = scratch("plan_good.safetensors");
+  save_checkpoint(good, trainer);
+  const CheckpointTensors has = check_checkpoint(io::SafetensorsReader(good), tiny());
+  REQUIRE(has.ema);
+  REQUIRE(has.adam);
+
+  // Exactly the planned tensors: an extra one, half of the EMA weights, a stray Adam moment are refused.
+  const io::SafetensorsReader r(good);
+  auto copy = [&](const std::string& name, const std::function<bool(const std::string&)>& keep, bool extra) {
+    io::SafetensorsWriter w;
+    for (const auto& n : r.names())
+      if (keep(n)) w.add(n, r.read<double>(n));
+    if (extra) w.add("surprise.weight", Tensor<double>(Shape{2}));
+    for (const auto& kv : r.metadata()) w.add_metadata(kv.first, kv.second);
+    const std::string path = scratch(name);
+    w.write(path);
+    return path;
+  };
+  const std::string extra = copy("plan_extra.safetensors", [](const std::string&) { return true; }, true);
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(extra), tiny()),
+                      Catch::Contains(extra) && Catch::Contains("tensor 'surprise.weight' is not part of a checkpoint"));
+  Unet<float> fresh(tiny(), 2);
+  Trainer<float> t(fresh, schedule, TrainerOptions{});
+  REQUIRE_THROWS_WITH(load_checkpoint(extra, t), Catch::Contains("surprise.weight"));
+  REQUIRE(t.step_count() == 0);
+  const std::string half_ema = copy(
+      "plan_half_ema.safetensors", [](const std::string& n) { return n != "ema.final_conv.1.bias"; }, false);
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(half_ema), tiny()),
+                      Catch::Contains("missing tensor 'ema.final_conv.1.bias'"));
+  const std::string stray_adam = copy(
+      "plan_stray_adam.safetensors",
+      [](const std::string& n) { return n.rfind("adam.", 0) != 0 || n == "adam.exp_avg.init_conv.weight"; }, false);
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(stray_adam), tiny()),
+                      Catch::Contains("missing tensor 'adam.exp_avg.init_conv.bias'"));
+
+  // A checkpoint whose configuration asks for a network far larger than its tensors: refused from the plan, with
+  // the peak resident memory bounded (the network would take 470 MB with its gradients, 10^12 parameters 8 TB).
+  auto with_config = [&](const std::string& name, const UnetConfig& config) {
+    const std::string path = scratch(name);
+    rewrite(good, path, [&](std::map<std::string, std::string>& m) {
+      m[kUnetConfigKey] = config.to_json().dump();
+      m[kUnetExtensionsKey] = config.extensions_to_json().dump();
+    });
+    return path;
+  };
+  UnetConfig big = tiny();
+  big.dim = 256;  // 5.9e7 parameters
+  UnetConfig trillion = tiny();
+  trillion.dim = 16384;
+  trillion.dim_mults = {1, 2, 4, 4};
+  trillion.use_convnext = false;
+  const std::vector<std::pair<UnetConfig, std::string>> cases = {
+      {big, "tensor 'init_conv.weight' has shape (2, 1, 7, 7) but the U-Net expects (170, 1, 7, 7)"},
+      {trillion, "total parameters must be at most 4294967296"}};
+  for (const auto& [config, expect] : cases) {
+    const std::string path = with_config("plan_big.safetensors", config);
+    const io::SafetensorsReader reader(path);
+    testing::PeakMemory peak;
+    REQUIRE_THROWS_WITH(check_checkpoint(reader, config), Catch::Contains(path) && Catch::Contains(expect));
+    INFO("peak resident memory grew by " << peak.growth_bytes() / 1024 << " KiB");
+    REQUIRE(peak.growth_bytes() >= 0);
+    REQUIRE(peak.growth_bytes() < (50ll << 20));
+  }
+}
+
+TEST_CASE("a checkpoint's EMA weights load into a U-Net with WeightLoadOptions::prefix") {
+  Unet<float> net(tiny(), 1);
+  Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 10), TrainerOptions{});
+  Tensor<float> x(Shape{2, 1, 4, 4}, 0.5f);
+  trainer.step(x);
+  trainer.step(x);
+  REQUIRE(trainer.ema() != nullptr);
+  const std::string path = scratch("ema_prefix.safetensors");
+  save_checkpoint(path, trainer);
+  WeightLoadOptions o;
+  o.prefix = "ema.";
+  o.allow_extra_tensors = true;  // the raw weights, the Adam moments and the schedule
+  Unet<float> ema(tiny(), 5);
+  load_unet_weights(ema, path, o);
+  REQUIRE(std::memcmp(ema.params().values(), trainer.ema()->shadow(), net.params().size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(ema.params().values(), net.params().values(), net.params().size() * sizeof(float)) != 0);
 }

@@ -23,6 +23,7 @@
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/model/unet_config.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_stages.hpp"
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/conv2d.hpp"
@@ -169,56 +170,52 @@ class Unet {
     Tensor<T> cat, b1, b2, attn_out, up;
   };
 
+  // Constructs every layer with the names and widths of the plan (model/unet_plan.hpp), in its registration order.
   void build() {
+    const UnetPlan plan = plan_unet(config_);
     const UnetConfig& c = config_;
-    const Index init_dim = c.resolved_init_dim();
-    init_conv_ = std::make_unique<nn::Conv2d<T>>(params_, "init_conv", c.channels, init_dim, 7, 1, 3);
-    std::vector<Index> dims = {init_dim};
-    for (Index m : c.dim_mults) dims.push_back(c.dim * m);
-    Index time_dim = 0;
-    if (c.with_time_emb) {
-      time_dim = c.dim * 4;
-      time_embedding_ = std::make_unique<nn::SinusoidalTimeEmbedding<T>>(c.dim);
-      time_linear1_ = std::make_unique<nn::Linear<T>>(params_, "time_mlp.1", c.dim, time_dim);
-      time_linear2_ = std::make_unique<nn::Linear<T>>(params_, "time_mlp.3", time_dim, time_dim);
+    const auto conv = [this](const ConvPlan& p) {
+      return std::make_unique<nn::Conv2d<T>>(params_, p.name, p.in, p.out, p.kernel, p.stride, p.padding);
+    };
+    const auto block = [&](const BlockPlan& b) {
+      return std::make_unique<UnetBlock<T>>(params_, b.name, c, b.in, b.out, b.time_dim);
+    };
+    const auto attention = [this](const AttentionPlan& a) {
+      return std::make_unique<UnetAttention<T>>(params_, a.name, a.kind, a.channels, a.heads, a.dim_head);
+    };
+    init_conv_ = conv(plan.init_conv);
+    if (plan.time_dim > 0) {
+      time_embedding_ = std::make_unique<nn::SinusoidalTimeEmbedding<T>>(plan.time_embedding_dim);
+      time_linear1_ = std::make_unique<nn::Linear<T>>(params_, plan.time_linear1.name, plan.time_linear1.in,
+                                                      plan.time_linear1.out);
+      time_linear2_ = std::make_unique<nn::Linear<T>>(params_, plan.time_linear2.name, plan.time_linear2.in,
+                                                      plan.time_linear2.out);
     }
-    const Index L = c.levels();
-    downs_.resize(static_cast<std::size_t>(L));
-    for (Index l = 0; l < L; ++l) {
-      const Index din = dims[static_cast<std::size_t>(l)], dout = dims[static_cast<std::size_t>(l + 1)];
-      const std::string p = "downs." + std::to_string(l);
-      auto& s = downs_[static_cast<std::size_t>(l)];
-      s.block1 = std::make_unique<UnetBlock<T>>(params_, p + ".0", c, din, dout, time_dim);
-      s.block2 = std::make_unique<UnetBlock<T>>(params_, p + ".1", c, dout, dout, time_dim);
-      s.attn = std::make_unique<UnetAttention<T>>(params_, p + ".2", c.attention_at(l), dout, c.attention_heads,
-                                                  c.attention_dim_head);
-      if (l < L - 1) s.downsample = std::make_unique<nn::Conv2d<T>>(params_, p + ".3", dout, dout, 4, 2, 1);
+    downs_.resize(plan.downs.size());
+    for (std::size_t l = 0; l < plan.downs.size(); ++l) {
+      const DownStagePlan& p = plan.downs[l];
+      auto& s = downs_[l];
+      s.block1 = block(p.block1);
+      s.block2 = block(p.block2);
+      s.attn = attention(p.attn);
+      if (p.has_downsample) s.downsample = conv(p.downsample);
     }
-    // The reference creates the up stages before the middle: the same registration order keeps listings aligned.
-    ups_.resize(static_cast<std::size_t>(L - 1));
-    for (Index i = 0; i < L - 1; ++i) {
-      const Index level = L - 1 - i;  // reversed(in_out[1:])
-      const Index din = dims[static_cast<std::size_t>(level)], dout = dims[static_cast<std::size_t>(level + 1)];
-      const std::string p = "ups." + std::to_string(i);
-      auto& s = ups_[static_cast<std::size_t>(i)];
-      s.block1 = std::make_unique<UnetBlock<T>>(params_, p + ".0", c, dout * 2, din, time_dim);
-      s.block2 = std::make_unique<UnetBlock<T>>(params_, p + ".1", c, din, din, time_dim);
-      s.attn = std::make_unique<UnetAttention<T>>(params_, p + ".2", c.attention_at(level), din, c.attention_heads,
-                                                  c.attention_dim_head);
-      s.upsample = std::make_unique<nn::ConvTranspose2d<T>>(params_, p + ".3", din, din, 4, 2, 1);
+    ups_.resize(plan.ups.size());
+    for (std::size_t i = 0; i < plan.ups.size(); ++i) {
+      const UpStagePlan& p = plan.ups[i];
+      auto& s = ups_[i];
+      s.block1 = block(p.block1);
+      s.block2 = block(p.block2);
+      s.attn = attention(p.attn);
+      s.upsample = std::make_unique<nn::ConvTranspose2d<T>>(params_, p.upsample.name, p.upsample.in, p.upsample.out,
+                                                            p.upsample.kernel, p.upsample.stride, p.upsample.padding);
     }
-    const Index mid = dims.back();
-    mid_block1_ = std::make_unique<UnetBlock<T>>(params_, "mid_block1", c, mid, mid, time_dim);
-    mid_attn_ = std::make_unique<UnetAttention<T>>(params_, "mid_attn", c.mid_attention, mid, c.attention_heads,
-                                                   c.attention_dim_head);
-    mid_block2_ = std::make_unique<UnetBlock<T>>(params_, "mid_block2", c, mid, mid, time_dim);
-    // After the up path the channel count is dims[1] = dim * dim_mults[0]; the reference's final block takes `dim`,
-    // so dim_mults[0] must be 1 for the reference architecture to be consistent.
-    DIFFUSION_CHECK(L == 1 || dims[1] == c.dim,
-                    "UnetConfig: dim_mults[0] must be 1 (the final block expects " << c.dim << " channels, the up path gives "
-                                                                                 << dims[1] << ")");
-    final_block_ = std::make_unique<UnetBlock<T>>(params_, "final_conv.0", c, c.dim, c.dim, 0);
-    final_conv_ = std::make_unique<nn::Conv2d<T>>(params_, "final_conv.1", c.dim, c.resolved_out_dim(), 1);
+    mid_block1_ = block(plan.mid.block1);
+    mid_attn_ = attention(plan.mid.attn);
+    mid_block2_ = block(plan.mid.block2);
+    final_block_ = block(plan.final_block);
+    final_conv_ = conv(plan.final_conv);
+    check_parameters_match(params_, plan);  // the layers registered what the plan (and so the weight loaders) expect
   }
 
   void check_input(const Tensor<T>& x, const std::vector<std::int64_t>& t) const {

@@ -6,6 +6,7 @@
 // to_json()/from_json() use the reference's keyword names, so the JSON stored in a weights file's metadata can be
 // passed to the PyTorch reference as Unet(**config).
 
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -66,12 +67,16 @@ struct UnetConfig {
     return mid_attention == AttentionKind::Full && attention_heads == 4 && attention_dim_head == 32;
   }
 
-  // Sanity limits, far beyond any real network, that keep every channel count and product in the code well
-  // inside 64 bits (a config read from a file is untrusted input) and 2^(levels - 1) a valid shift.
+  // Sanity limits, far beyond any real network. A config read from a file is untrusted input: the caps keep every
+  // channel count, shape and product in the code well inside 64 bits and 2^(levels - 1) a valid shift, and
+  // kMaxParameters (checked by plan_unet, model/unet_plan.hpp, before anything is allocated) keeps a configuration
+  // from asking for terabytes: 2^32 parameters are 16 GiB of float values (and as much again for gradients),
+  // above the largest published diffusion U-Nets (SDXL's, 2.6e9).
   static constexpr Index kMaxWidth = Index(1) << 16;  // any channel count, incl. dim * mult * convnext_mult
   static constexpr Index kMaxLevels = 16;
+  static constexpr Index kMaxParameters = Index(1) << 32;
 
-  // Throws an Error naming the first invalid field.
+  // Throws an Error naming the first invalid field and its allowed range.
   void validate() const {
     DIFFUSION_CHECK(dim > 0 && dim <= kMaxWidth, "UnetConfig: dim must be in [1, " << kMaxWidth << "], got " << dim);
     DIFFUSION_CHECK(init_dim >= 0 && init_dim <= kMaxWidth,
@@ -84,9 +89,11 @@ struct UnetConfig {
                     "UnetConfig: channels must be in [1, " << kMaxWidth << "], got " << channels);
     DIFFUSION_CHECK(!dim_mults.empty() && levels() <= kMaxLevels,
                     "UnetConfig: dim_mults must have 1 to " << kMaxLevels << " entries, got " << dim_mults.size());
-    for (Index m : dim_mults)
-      DIFFUSION_CHECK(m > 0 && m <= kMaxWidth / dim, "UnetConfig: dim_mults entries must be positive with dim * mult <= "
-                                                         << kMaxWidth << ", got " << m << " (dim " << dim << ")");
+    for (std::size_t i = 0; i < dim_mults.size(); ++i)
+      DIFFUSION_CHECK(dim_mults[i] > 0 && dim_mults[i] <= kMaxWidth / dim,
+                      "UnetConfig: dim_mults entries must be positive with dim * mult <= "
+                          << kMaxWidth << ", so in [1, " << kMaxWidth / dim << "] for dim " << dim << ", but dim_mults["
+                          << i << "] is " << dim_mults[i]);
     // The up path ends with dim * dim_mults[0] channels and the final block takes dim (as in the reference; with
     // one level the middle's output goes there directly): anything else builds a network that cannot run.
     DIFFUSION_CHECK(dim_mults[0] == 1, "UnetConfig: dim_mults[0] must be 1 (the final block takes dim channels), got "
@@ -94,18 +101,25 @@ struct UnetConfig {
     DIFFUSION_CHECK(level_attention.empty() || static_cast<Index>(level_attention.size()) == levels(),
                     "UnetConfig: level_attention has " << level_attention.size() << " entries, expected "
                                                        << levels() << " (one per dim_mults entry)");
-    DIFFUSION_CHECK(attention_heads > 0 && attention_dim_head > 0 && attention_heads <= kMaxWidth &&
-                        attention_dim_head <= kMaxWidth / attention_heads,
-                    "UnetConfig: attention_heads and attention_dim_head must be positive with heads * dim_head <= "
-                        << kMaxWidth << ", got " << attention_heads << " and " << attention_dim_head);
-    if (use_convnext) {
-      Index widest = 0;
-      for (Index c : channel_counts()) widest = c > widest ? c : widest;
-      DIFFUSION_CHECK(convnext_mult > 0 && convnext_mult <= kMaxWidth / widest,
-                      "UnetConfig: convnext_mult must be positive with convnext_mult * (widest level " << widest
-                          << ") <= " << kMaxWidth << ", got " << convnext_mult);
-    } else {
-      DIFFUSION_CHECK(resnet_block_groups > 0, "UnetConfig: resnet_block_groups must be positive");
+    DIFFUSION_CHECK(attention_heads > 0 && attention_heads <= kMaxWidth,
+                    "UnetConfig: attention_heads must be in [1, " << kMaxWidth << "], got " << attention_heads);
+    DIFFUSION_CHECK(attention_dim_head > 0 && attention_dim_head <= kMaxWidth / attention_heads,
+                    "UnetConfig: attention_dim_head must be positive with heads * dim_head <= "
+                        << kMaxWidth << ", so in [1, " << kMaxWidth / attention_heads << "] for " << attention_heads
+                        << " heads, got " << attention_dim_head);
+    // Both block parameters are bounded whichever block type is used (the unused one is stored in files too).
+    DIFFUSION_CHECK(resnet_block_groups > 0 && resnet_block_groups <= kMaxWidth,
+                    "UnetConfig: resnet_block_groups must be in [1, " << kMaxWidth << "], got " << resnet_block_groups);
+    Index widest = 0;
+    for (Index c : channel_counts()) widest = c > widest ? c : widest;
+    const Index max_mult = use_convnext ? kMaxWidth / widest : kMaxWidth;
+    DIFFUSION_CHECK(convnext_mult > 0 && convnext_mult <= max_mult,
+                    "UnetConfig: convnext_mult must be in [1, " << max_mult << "]"
+                        << (use_convnext ? " (convnext_mult * widest level " + std::to_string(widest) + " <= " +
+                                               std::to_string(kMaxWidth) + ")"
+                                         : std::string())
+                        << ", got " << convnext_mult);
+    if (!use_convnext) {
       for (Index c : channel_counts())
         DIFFUSION_CHECK(c % resnet_block_groups == 0,
                         "UnetConfig: ResNet blocks need channel counts divisible by resnet_block_groups "

@@ -7,11 +7,19 @@
 //
 //   save_unet_weights(net, path [, values, metadata])   writes atomically; `values` overrides the weights written
 //                                                        (e.g. EMA weights), laid out like net.params().values()
+//   check_unet_tensors(reader, plan [, options])         compares the file's tensors with a UnetPlan
+//                                                        (model/unet_plan.hpp): names, shapes, dtypes, exact count
 //   load_unet_weights(net, path [, options])             checks every name, shape and dtype first, then loads
-//   read_unet_config(path)                               the config stored in a file
-//   load_unet<T>(path)                                   builds the network a file describes and loads it
-// Loading converts F16, BF16, F32 and F64 to T. Errors name the file and the first problem found.
+//   read_unet_config(path)                               the config stored in a file (every field validated;
+//                                                        plan_unet checks the total parameter count)
+//   load_unet<T>(path [, options])                       plans the network a file describes, checks the file against
+//                                                        the plan, and only then builds the network and loads it
+// A file therefore never makes the loader allocate more than it holds: the network built has exactly the
+// parameters the file's tensors hold (each at least 2 bytes in the file), and a configuration beyond
+// UnetConfig::kMaxParameters is refused from its plan alone. Loading converts F16, BF16, F32 and F64 to T.
+// Errors name the file and the first tensor (or field) that differs.
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -22,6 +30,7 @@
 
 #include "diffusion/io/safetensors.hpp"
 #include "diffusion/model/unet.hpp"
+#include "diffusion/model/unet_plan.hpp"
 
 namespace diffusion {
 
@@ -30,6 +39,7 @@ inline constexpr const char* kUnetExtensionsKey = "diffusion.unet.extensions";
 
 struct WeightLoadOptions {
   bool allow_extra_tensors = false;  // tensors in the file that the model does not have
+  std::string prefix;                // parameter p is stored as prefix + p (a training checkpoint's "ema.")
 };
 
 template <class T>
@@ -67,30 +77,60 @@ inline UnetConfig read_unet_config(const std::string& path) {
   return unet_config_from_metadata(reader.metadata(), path);
 }
 
-// Loads every parameter of `net` from an open reader: all names, shapes and dtypes are checked before any value
-// is copied, so a failed load leaves the network unchanged.
+inline bool is_floating_dtype(io::DType d) {
+  return d == io::DType::F32 || d == io::DType::F64 || d == io::DType::F16 || d == io::DType::BF16;
+}
+
+namespace detail {
+
+// Every planned parameter stored as prefix + name with the planned shape and a floating dtype; `where` starts the
+// error messages ("weights file 'x': "). The plan's order decides which problem is reported first.
+inline void check_planned_tensors(const io::SafetensorsReader& reader, const UnetPlan& plan, const std::string& prefix,
+                                  const std::string& where) {
+  for (const PlannedParameter& p : plan.parameters) {
+    const std::string name = prefix + p.name;
+    DIFFUSION_CHECK(reader.contains(name), where << "missing tensor '" << name << "' (shape " << p.shape
+                                                 << ") that the U-Net needs (the file has " << reader.names().size()
+                                                 << " tensors, the U-Net " << plan.parameters.size() << ")");
+    const io::TensorInfo& info = reader.info(name);
+    DIFFUSION_CHECK(is_floating_dtype(info.dtype), where << "tensor '" << name << "' has dtype "
+                                                         << io::dtype_name(info.dtype)
+                                                         << ", expected a floating type (F32, F64, F16 or BF16)");
+    const Shape stored = reader.shape(name);
+    DIFFUSION_CHECK(stored == p.shape, where << "tensor '" << name << "' has shape " << stored
+                                             << " but the U-Net expects " << p.shape);
+  }
+}
+
+}  // namespace detail
+
+// Compares the tensors of an open file with a plan, before anything is built or allocated: every planned parameter
+// must be there (as options.prefix + name) with the planned shape and a floating dtype, and, unless
+// options.allow_extra_tensors, nothing else: the file holds exactly plan.parameters.size() tensors. Throws an Error
+// naming the file and the first tensor that is missing or differs (in plan order), or the first extra one.
+inline void check_unet_tensors(const io::SafetensorsReader& reader, const UnetPlan& plan,
+                               const WeightLoadOptions& options = {}) {
+  const std::string where = "weights file '" + reader.path() + "': ";
+  detail::check_planned_tensors(reader, plan, options.prefix, where);
+  if (options.allow_extra_tensors) return;
+  const std::size_t held = reader.names().size(), planned = plan.parameters.size();
+  if (held == planned) return;  // all planned names are present and names are unique: nothing else is there
+  std::vector<std::string> expected;
+  for (const PlannedParameter& p : plan.parameters) expected.push_back(options.prefix + p.name);
+  std::sort(expected.begin(), expected.end());
+  for (const auto& name : reader.names())
+    DIFFUSION_CHECK(std::binary_search(expected.begin(), expected.end(), name),
+                    where << "tensor '" << name << "' is not a parameter of this U-Net (the file has " << held
+                          << " tensors, the U-Net " << planned << "; allow extra tensors to ignore it)");
+}
+
+// Loads every parameter of `net` from an open reader: all names, shapes and dtypes are checked against the plan of
+// net.config() before any value is copied, so a failed load leaves the network unchanged.
 template <class T>
 void load_unet_weights(Unet<T>& net, const io::SafetensorsReader& reader, const WeightLoadOptions& options = {}) {
+  check_unet_tensors(reader, plan_unet(net.config()), options);
   ParameterStore<T>& store = net.params();
-  const std::string where = "weights file '" + reader.path() + "': ";
-  for (const auto& e : store.entries()) {
-    DIFFUSION_CHECK(reader.contains(e.name), where << "missing tensor '" << e.name << "' (shape " << e.shape
-                                                   << ") that the U-Net needs");
-    const io::TensorInfo& info = reader.info(e.name);
-    const io::DType d = info.dtype;
-    DIFFUSION_CHECK(d == io::DType::F32 || d == io::DType::F64 || d == io::DType::F16 || d == io::DType::BF16,
-                    where << "tensor '" << e.name << "' has dtype " << io::dtype_name(d)
-                          << ", expected a floating type (F32, F64, F16 or BF16)");
-    const Shape stored = reader.shape(e.name);
-    DIFFUSION_CHECK(stored == e.shape, where << "tensor '" << e.name << "' has shape " << stored
-                                             << " but the U-Net expects " << e.shape);
-  }
-  if (!options.allow_extra_tensors) {
-    for (const auto& name : reader.names())
-      DIFFUSION_CHECK(store.find(name) != nullptr,
-                      where << "tensor '" << name << "' is not a parameter of this U-Net (allow extra tensors to ignore it)");
-  }
-  for (const auto& e : store.entries()) reader.read_into(e.name, e.shape, store.values() + e.offset);
+  for (const auto& e : store.entries()) reader.read_into(options.prefix + e.name, e.shape, store.values() + e.offset);
 }
 
 template <class T>
@@ -99,53 +139,23 @@ void load_unet_weights(Unet<T>& net, const std::string& path, const WeightLoadOp
   load_unet_weights(net, reader, options);
 }
 
-// A lower bound on the number of parameters of Unet(config), counted in double (no overflow) from its largest
-// weights only: the two 3x3 convolutions of every block (ResNet: din*dout*9 + dout*dout*9; ConvNeXt: the same times
-// convnext_mult), the 4x4 down/upsampling convolutions, the attention projections (4 * dim * heads * dim_head),
-// the time MLP (20 dim^2), the 7x7 input and 1x1 output convolutions. Tested against Unet::params().count().
-inline double unet_min_parameter_count(const UnetConfig& c) {
-  auto block = [](double din, double dout) { return 9.0 * din * dout + 9.0 * dout * dout; };
-  const double hidden = static_cast<double>(c.attention_heads) * static_cast<double>(c.attention_dim_head);
-  auto attention = [hidden](AttentionKind kind, double d) { return kind == AttentionKind::None ? 0.0 : 4.0 * d * hidden; };
-  const double dim = static_cast<double>(c.dim);
-  std::vector<double> dims = {static_cast<double>(c.resolved_init_dim())};
-  for (Index m : c.dim_mults) dims.push_back(dim * static_cast<double>(m));
-  const Index L = c.levels();
-  double n = 49.0 * static_cast<double>(c.channels) * dims[0] + dim * static_cast<double>(c.resolved_out_dim());
-  if (c.with_time_emb) n += 20.0 * dim * dim;
-  for (Index l = 0; l < L; ++l) {
-    const double din = dims[static_cast<std::size_t>(l)], dout = dims[static_cast<std::size_t>(l + 1)];
-    n += block(din, dout) + block(dout, dout) + attention(c.attention_at(l), dout);
-    if (l < L - 1) n += 16.0 * dout * dout;  // downsample
-  }
-  for (Index level = L - 1; level >= 1; --level) {
-    const double din = dims[static_cast<std::size_t>(level)], dout = dims[static_cast<std::size_t>(level + 1)];
-    n += block(2.0 * dout, din) + block(din, din) + attention(c.attention_at(level), din) + 16.0 * din * din;
-  }
-  n += 2.0 * block(dims.back(), dims.back()) + attention(c.mid_attention, dims.back());
-  n += block(dim, dim);  // final block
-  return n;
-}
-
-// Builds the U-Net described by the file's metadata and loads its weights. Before building, the configuration is
-// checked against the number of values the file holds: a small (or hostile) file whose metadata describes a huge
-// network is refused without allocating it.
+// Builds the U-Net described by the file's metadata and loads its weights. The configuration is planned and the
+// file's tensors compared with the plan before the network is built: a small (or hostile) file whose metadata
+// describes a large network is refused without allocating it.
 template <class T>
 std::unique_ptr<Unet<T>> load_unet(const std::string& path, const WeightLoadOptions& options = {}) {
   const io::SafetensorsReader reader(path);
   const UnetConfig config = unet_config_from_metadata(reader.metadata(), path);
-  double held = 0.0;  // values in the file, every tensor counted
-  for (const auto& name : reader.names()) {
-    double numel = 1.0;
-    for (std::int64_t d : reader.info(name).shape) numel *= static_cast<double>(d);
-    held += numel;
+  UnetPlan plan;
+  try {
+    plan = plan_unet(config);
+  } catch (const Error& e) {
+    throw Error("weights file '" + path + "': " + e.what());
   }
-  const double needed = unet_min_parameter_count(config);
-  DIFFUSION_CHECK(needed <= held, "weights file '" << path << "': the U-Net configuration " << config.to_json().dump()
-                                                   << " needs at least " << needed << " parameters, but the file holds only "
-                                                   << held << " values");
+  check_unet_tensors(reader, plan, options);
   auto net = std::make_unique<Unet<T>>(config);
-  load_unet_weights(*net, reader, options);
+  for (const auto& e : net->params().entries())
+    reader.read_into(options.prefix + e.name, e.shape, net->params().values() + e.offset);
   return net;
 }
 

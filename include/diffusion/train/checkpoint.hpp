@@ -9,17 +9,23 @@
 //   and any extra entries the caller adds (e.g. the example's command line).
 // Written atomically (io/atomic_file.hpp): a crash mid-write leaves the previous checkpoint intact.
 // load_checkpoint checks the file against the model and trainer before changing anything: U-Net configuration,
-// noise schedule, prediction type, step counters (non-negative JSON integers) and every tensor's name and shape.
+// noise schedule, prediction type, step counters (non-negative JSON integers), and the tensors against the U-Net's
+// plan (check_checkpoint_tensors: exactly the weights, all or none of the EMA weights and Adam moments, the
+// schedule; names, shapes, floating dtypes). check_checkpoint(reader, config) does the configuration and tensor
+// checks without a network: call it before building a network from options read elsewhere (a resumed run's).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "diffusion/train/trainer.hpp"
 
@@ -82,19 +88,75 @@ inline NoiseSchedule read_checkpoint_schedule(const io::SafetensorsReader& reade
   return NoiseSchedule(std::vector<double>(betas.begin(), betas.end()));
 }
 
+// What a checkpoint holds besides the raw weights and the schedule.
+struct CheckpointTensors {
+  bool ema = false;   // "ema.<name>" for every parameter
+  bool adam = false;  // "adam.exp_avg.<name>" and "adam.exp_avg_sq.<name>" for every parameter
+};
+
+// Compares a checkpoint's tensors with the plan of the U-Net it is for, before anything is built or changed: the
+// raw weights under the plan's names; "ema.<name>" for every parameter or for none; both Adam moments for every
+// parameter or for none; "schedule.betas"; nothing else. Names, shapes and (floating) dtypes are checked; throws an
+// Error naming the file and the first tensor that is missing or differs (in plan order), or the first extra one.
+inline CheckpointTensors check_checkpoint_tensors(const io::SafetensorsReader& reader, const UnetPlan& plan) {
+  const std::string where = "checkpoint '" + reader.path() + "': ";
+  const std::vector<std::string> names = reader.names();
+  const auto any_starts_with = [&names](const std::string& prefix) {
+    for (const auto& name : names)
+      if (name.rfind(prefix, 0) == 0) return true;
+    return false;
+  };
+  CheckpointTensors has;
+  has.ema = any_starts_with("ema.");
+  has.adam = any_starts_with("adam.");
+  std::vector<std::string> prefixes = {""};
+  if (has.ema) prefixes.push_back("ema.");
+  if (has.adam) {
+    prefixes.push_back("adam.exp_avg.");
+    prefixes.push_back("adam.exp_avg_sq.");
+  }
+  for (const auto& prefix : prefixes) detail::check_planned_tensors(reader, plan, prefix, where);
+  DIFFUSION_CHECK(reader.contains("schedule.betas"), where << "no 'schedule.betas' tensor");
+  const std::size_t expected = prefixes.size() * plan.parameters.size() + 1;
+  if (names.size() == expected) return has;  // every expected name is present, names are unique: nothing else
+  std::vector<std::string> known = {"schedule.betas"};
+  for (const auto& prefix : prefixes)
+    for (const PlannedParameter& p : plan.parameters) known.push_back(prefix + p.name);
+  std::sort(known.begin(), known.end());
+  for (const auto& name : names)
+    DIFFUSION_CHECK(std::binary_search(known.begin(), known.end(), name),
+                    where << "tensor '" << name << "' is not part of a checkpoint of this U-Net (the file has "
+                          << names.size() << " tensors, expected " << expected << ")");
+  return has;
+}
+
+// The configuration and tensor checks of load_checkpoint, without a network: the stored U-Net configuration must
+// equal `config`, and the tensors must be those of its plan (check_checkpoint_tensors). Nothing is allocated
+// beyond the plan, whatever the file says.
+inline CheckpointTensors check_checkpoint(const io::SafetensorsReader& reader, const UnetConfig& config) {
+  const std::string& path = reader.path();
+  const UnetConfig stored = unet_config_from_metadata(reader.metadata(), path);
+  DIFFUSION_CHECK(stored.to_json() == config.to_json() && stored.extensions_to_json() == config.extensions_to_json(),
+                  "checkpoint '" << path << "': U-Net configuration " << stored.to_json().dump()
+                                 << " differs from the model's " << config.to_json().dump());
+  UnetPlan plan;
+  try {
+    plan = plan_unet(config);
+  } catch (const Error& e) {
+    throw Error("checkpoint '" + path + "': " + e.what());
+  }
+  return check_checkpoint_tensors(reader, plan);
+}
+
 // Restores weights, optimizer moments, EMA and step count into a trainer built with the same configuration.
 template <class T>
-void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
-  const io::SafetensorsReader reader(path);
+void load_checkpoint(const io::SafetensorsReader& reader, Trainer<T>& trainer) {
+  const std::string& path = reader.path();
   const nlohmann::json state = read_train_state(reader);
   Unet<T>& model = trainer.model();
   ParameterStore<T>& store = model.params();
   const std::string where = "checkpoint '" + path + "': ";
-  const UnetConfig stored = unet_config_from_metadata(reader.metadata(), path);
-  DIFFUSION_CHECK(stored.to_json() == model.config().to_json() &&
-                      stored.extensions_to_json() == model.config().extensions_to_json(),
-                  where << "U-Net configuration " << stored.to_json().dump() << " differs from the model's "
-                        << model.config().to_json().dump());
+  const CheckpointTensors has = check_checkpoint(reader, model.config());
   const NoiseSchedule schedule = read_checkpoint_schedule(reader);
   DIFFUSION_CHECK(schedule.betas == trainer.schedule().betas,
                   where << "noise schedule (T = " << schedule.num_timesteps() << ") differs from the trainer's (T = "
@@ -125,23 +187,10 @@ void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
                           << it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).substr(0, 40)
                           << " but the trainer predicts \"" << prediction_name(trainer.options().prediction) << "\"");
   }
-  const bool has_ema = reader.contains("ema." + store.entries().front().name);
-  DIFFUSION_CHECK(!trainer.ema() || has_ema, where << "has no EMA weights but the trainer keeps an EMA");
+  DIFFUSION_CHECK(!trainer.ema() || has.ema, where << "has no EMA weights but the trainer keeps an EMA");
   const bool has_adam = adam_step > 0;
-  // Check every tensor before changing anything.
-  auto check = [&](const std::string& name, const Shape& shape) {
-    DIFFUSION_CHECK(reader.contains(name), where << "missing tensor '" << name << "'");
-    DIFFUSION_CHECK(reader.shape(name) == shape, where << "tensor '" << name << "' has shape " << reader.shape(name)
-                                                       << ", expected " << shape);
-  };
-  for (const auto& e : store.entries()) {
-    check(e.name, e.shape);
-    if (trainer.ema()) check("ema." + e.name, e.shape);
-    if (has_adam) {
-      check("adam.exp_avg." + e.name, e.shape);
-      check("adam.exp_avg_sq." + e.name, e.shape);
-    }
-  }
+  DIFFUSION_CHECK(!has_adam || has.adam, where << "'" << kTrainStateKey << "' says adam_step " << adam_step
+                                               << " but the file holds no Adam moments (adam.exp_avg.*)");
   // Load into flat buffers laid out like the store (padding stays zero).
   AlignedBuffer<T> m(store.size()), v(store.size()), ema(store.size());
   for (std::size_t i = 0; i < store.size(); ++i) m[i] = v[i] = ema[i] = T(0);
@@ -157,6 +206,12 @@ void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
   else trainer.optimizer().reset();
   if (trainer.ema()) trainer.ema()->load_state(ema_step, ema.data(), store.size());
   trainer.set_step_count(step);
+}
+
+template <class T>
+void load_checkpoint(const std::string& path, Trainer<T>& trainer) {
+  const io::SafetensorsReader reader(path);
+  load_checkpoint(reader, trainer);
 }
 
 }  // namespace diffusion

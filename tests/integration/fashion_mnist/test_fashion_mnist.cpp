@@ -5,10 +5,14 @@
 //   - sample: the checkpoint's EMA weights and model.safetensors give the same images; --x-T fixes the start;
 //     a weights file without metadata works with the configuration given as flags, as does the PyTorch fixture;
 //   - errors (missing data, corrupt gzip, bad IDX header, unwritable output folder, different configuration on
-//     resume, divergence): exit status 1, one line on stderr naming the path, no checkpoint left behind.
+//     resume, divergence): exit status 1, one line on stderr naming the path, no checkpoint left behind;
+//   - a checkpoint whose configuration asks for a network larger than its tensors is refused by train --resume and
+//     sample before that network is built (peak memory of the program measured).
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <gif_lib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +87,34 @@ Result run(const std::string& dir, const std::vector<std::string>& args) {
   const int w = std::system(cmd.c_str());
   Result r;
   r.status = WIFEXITED(w) ? WEXITSTATUS(w) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// Like run, without a shell (fork and exec), and with the program's peak resident memory (wait4's ru_maxrss, kB).
+Result run_measured(const std::string& dir, const std::vector<std::string>& args, long long& peak_kb) {
+  const std::string out = dir + "/last.stdout", err = dir + "/last.stderr";
+  std::vector<std::string> argv_s = {FASHION_MNIST_EXE};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    const int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fo < 0 || fe < 0 || ::dup2(fo, 1) < 0 || ::dup2(fe, 2) < 0) ::_exit(127);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  REQUIRE(::wait4(pid, &status, 0, &usage) == pid);
+  peak_kb = usage.ru_maxrss;
+  Result r;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = slurp(out);
   r.err = slurp(err);
   return r;
@@ -368,6 +400,42 @@ TEST_CASE("train --resume refuses a different configuration but accepts a new le
   REQUIRE(r.status == 0);
   CHECK(r.err.find("note: --lr changes from 0.001 to 0.0005") != std::string::npos);
   REQUIRE(checkpoint_step(ckpt) == 3);
+
+  // A checkpoint whose stored options and configuration ask for a network far larger than its tensors (dim 256:
+  // 5.9e7 parameters, 470 MB with gradients): train --resume and sample refuse it before building that network.
+  // Their peak memory is compared with a run refused before any network is built (another --dim).
+  {
+    const std::string big = dir + "/big.safetensors";
+    const diffusion::io::SafetensorsReader in(ckpt);
+    diffusion::io::SafetensorsWriter w;
+    for (const auto& name : in.names()) w.add(name, in.read<double>(name));
+    for (auto kv : in.metadata()) {
+      if (kv.first == "fashion_mnist.options" || kv.first == diffusion::kUnetConfigKey) {
+        nlohmann::json j = nlohmann::json::parse(kv.second);
+        j["dim"] = 256;
+        if (kv.first == diffusion::kUnetConfigKey) j["init_dim"] = 170;
+        kv.second = j.dump();
+      }
+      w.add_metadata(kv.first, kv.second);
+    }
+    w.write(big);
+    long long baseline_kb = 0, peak_kb = 0;
+    r = run_measured(dir, {"train", "--resume", ckpt, "--steps", "4", "--dim", "16"}, baseline_kb);
+    require_clean_failure(r, "--dim 16", dir + "/none");
+    const std::string expect = "init_conv.weight' has shape (4, 1, 7, 7) but the U-Net expects (170, 1, 7, 7)";
+    for (const std::string mode : {"train", "sample"}) {
+      INFO(mode);
+      r = run_measured(dir,
+                       mode == "train" ? std::vector<std::string>{"train", "--resume", big, "--steps", "4"}
+                                       : std::vector<std::string>{"sample", "--checkpoint", big, "--steps", "5", "--out",
+                                                                  dir + "/big.png"},
+                       peak_kb);
+      require_clean_failure(r, big, dir + "/none");
+      CHECK(r.err.find(expect) != std::string::npos);
+      INFO("peak resident memory " << peak_kb << " kB, baseline " << baseline_kb << " kB");
+      REQUIRE(peak_kb < baseline_kb + 100 * 1024);
+    }
+  }
 
   // Not a training checkpoint; no file at all.
   r = run(dir, {"train", "--resume", a + "/model.safetensors", "--steps", "4"});
