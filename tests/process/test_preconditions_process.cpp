@@ -38,7 +38,7 @@ TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps 
   REQUIRE_THROWS_WITH(q_sample(s, scalar, {}, scalar, y), Catch::Contains("expected a batch (N, ...)"));
 }
 
-TEST_CASE("sample_timesteps rejects a negative batch size; empty batches are no-ops") {
+TEST_CASE("sample_timesteps rejects a negative batch size and empty batches are no-ops") {
   const NoiseSchedule s(BetaSchedule::Cosine, 5);
   Rng rng(3);
   std::vector<std::int64_t> t = {1, 2};
