@@ -42,7 +42,7 @@ cmake --build "$build_dir" -j "$jobs"
 # The count of tests run, next to the count defined (suite.inventory checks that every Catch2 test case defined is
 # one CTest test; it writes its summary to test_inventory.txt).
 log="$build_dir/ctest.log"
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" 2>&1 | tee "$log"
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$jobs" 2>&1 | tee "$log"
 ran=$(sed -n 's/.*tests passed, [0-9]* tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -n 1)
 skipped=$(grep -c '(Skipped)' "$log" || true)
 echo "test.sh: CTest ran ${ran:-?} tests (${skipped} skipped); inventory: $(cat "$build_dir/test_inventory.txt" 2>/dev/null || echo 'not written')"

@@ -6,7 +6,9 @@
 // executable's own `--list-test-names-only`. What it catches: a test name that CTest splits (Catch2 2.x's
 // catch_discover_tests cuts names at ';', leaving two CTest tests that match nothing), a test case that was not
 // discovered, a CTest test left over from a removed case, two tests for one case, a registration without
-// "-w NoTests" (without it a CTest test that matches no case passes). On success it prints one line and writes it
+// "-w NoTests" (without it a CTest test that matches no case passes), and names that cause these: a ';' or an
+// unbalanced '[' (CMake does not split a list at a ';' inside brackets, so one "[0, T)" in a name merges every
+// later test case of that executable into a single CTest test). On success it prints one line and writes it
 // to SUMMARY_FILE (scripts/test.sh prints it after the run).
 #include <cstdio>
 #include <fstream>
@@ -109,6 +111,18 @@ int main(int argc, char** argv) {
     for (std::string line; std::getline(lines, line);)
       if (!line.empty()) defined.insert(line);
     cases += defined.size();
+    for (const std::string& d : defined) {
+      // What catch_discover_tests cannot register: a ';' splits the name, and an unbalanced '[' makes CMake's list
+      // splitting swallow every later test case of the executable into one CTest test that matches nothing.
+      int depth = 0;
+      bool unbalanced = false;
+      for (char ch : d) {
+        depth += ch == '[' ? 1 : ch == ']' ? -1 : 0;
+        unbalanced = unbalanced || depth < 0;
+      }
+      if (d.find(';') != std::string::npos || unbalanced || depth != 0)
+        problems.push_back(exe + ": test case '" + d + "' has a ';' or an unbalanced '[' / ']' in its name");
+    }
     std::map<std::string, int> seen;
     for (const std::string& s : registered) ++seen[s];
     for (const auto& [spec, count] : seen) {

@@ -52,7 +52,7 @@ TEST_CASE("q_sample checks shapes and timesteps") {
                       Catch::Contains("noise") && Catch::Contains("(2, 1, 3, 3)") && Catch::Contains("(2, 1, 3, 4)"));
 }
 
-TEST_CASE("sample_timesteps draws every t in [0, T) uniformly and reproducibly") {
+TEST_CASE("sample_timesteps draws every t from 0 to T-1 uniformly and reproducibly") {
   const NoiseSchedule s(BetaSchedule::Linear, 10);
   Rng rng(5);
   std::vector<std::int64_t> t;

@@ -15,7 +15,7 @@
 
 using namespace diffusion;
 
-TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps outside [0, T)") {
+TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps outside 0 to T-1") {
   const NoiseSchedule s(BetaSchedule::Linear, 10);
   REQUIRE_THROWS_WITH(NoiseLevel::at(s, 10), Catch::Contains("NoiseLevel::at") && Catch::Contains("timestep 10"));
   REQUIRE_THROWS_WITH(NoiseLevel::at(s, -1), Catch::Contains("timestep -1 outside [0, 10)"));

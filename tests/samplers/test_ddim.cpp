@@ -72,7 +72,7 @@ TEST_CASE("ddim_timesteps equals reference.ddim_timesteps") {
   REQUIRE(ddim_timesteps(200, 29, DdimSpacing::Trailing).size() == 29);
 }
 
-TEST_CASE("ddim_timesteps are ascending, distinct and within [0, T) for every T <= 260 and S <= T") {
+TEST_CASE("ddim_timesteps are ascending and distinct and within 0 to T-1 for every T <= 260 and S <= T") {
   for (DdimSpacing spacing : kSpacings)
     for (int T = 1; T <= 260; ++T)
       for (int S = 1; S <= T; ++S) {
