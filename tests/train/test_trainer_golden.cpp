@@ -166,6 +166,7 @@ void check_case(const Case& c, const Bounds& bounds) {
   Trainer<T> trainer(net, schedule, options);
   const StepResult r = trainer.step(x0, t, noise);
   REQUIRE(trainer.step_count() == 1);
+  REQUIRE(trainer.optimizer().step_count() == 1);  // one Adam step was taken (its moments exist)
 
   // Loss and gradient norm (before clipping).
   const double loss_ref = scalar(c.name + ".loss"), norm_ref = scalar(c.name + ".grad_norm");
