@@ -164,7 +164,6 @@ class Replay {
 // else the first difference.
 std::string first_difference(const std::string& got_path, const std::string& want_path) {
   const io::SafetensorsReader got(got_path), want(want_path);
-  if (got.metadata() != want.metadata()) return "the metadata differs";
   if (got.names() != want.names()) return "the tensor names differ";
   for (const auto& name : want.names()) {
     if (got.info(name).dtype != want.info(name).dtype) return "dtype of " + name;
@@ -173,6 +172,9 @@ std::string first_difference(const std::string& got_path, const std::string& wan
     if (std::memcmp(a.data(), b.data(), sizeof(double) * static_cast<std::size_t>(a.numel())) != 0)
       return "the values of " + name;
   }
+  for (const auto& [key, value] : want.metadata())
+    if (got.metadata().count(key) == 0 || got.metadata().at(key) != value) return "metadata '" + key + "'";
+  if (got.metadata().size() != want.metadata().size()) return "the metadata keys differ";
   return "";
 }
 
