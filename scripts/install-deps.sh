@@ -11,6 +11,8 @@ packages=(
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (tests/fuzz/): clang, its runtimes, OpenMP
   libdnnl-dev ocl-icd-opencl-dev       # the optional oneDNN GEMM backend (DIFFUSION_ONEDNN), tested by .ci/run
 )
+# PyTorch for the suite's check that an exported U-Net loads into the reference (tests/golden/verify_export.py):
+# without it that test is skipped and says so; CI (.ci/run) sets DIFFUSION_WITH_TORCH=1 and requires it.
 if [ "${DIFFUSION_WITH_TORCH:-0}" = "1" ]; then packages+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -39,4 +39,10 @@ echo "test.sh: nproc $(nproc), cgroup cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/de
   "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${sanitize_args[@]}" "${args[@]}"
 cmake --build "$build_dir" -j "$jobs"
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+# The count of tests run, next to the count defined (suite.inventory checks that every Catch2 test case defined is
+# one CTest test; it writes its summary to test_inventory.txt).
+log="$build_dir/ctest.log"
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$jobs" 2>&1 | tee "$log"
+ran=$(sed -n 's/.*tests passed, [0-9]* tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -n 1)
+skipped=$(grep -c '(Skipped)' "$log" || true)
+echo "test.sh: CTest ran ${ran:-?} tests (${skipped} skipped); inventory: $(cat "$build_dir/test_inventory.txt" 2>/dev/null || echo 'not written')"

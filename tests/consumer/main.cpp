@@ -1,4 +1,5 @@
 // Instantiates the templates directly, as a consuming project would: a small U-Net in float and a schedule.
+#include <cmath>
 #include <cstdio>
 
 #include <diffusion/diffusion.hpp>
@@ -12,7 +13,8 @@ int main() {
   diffusion::Tensor<float> x(diffusion::Shape{2, 1, 8, 8}), eps;
   diffusion::Rng(7).normal(x.data(), x.numel());
   net.forward(x, {3, 4}, eps);
-  const bool ok = eps.shape() == x.shape();
+  bool ok = eps.shape() == x.shape();
+  for (float v : eps) ok = ok && std::isfinite(v);
   std::printf("consumer: %zu parameters, output %s: %s\n", net.params().count(), eps.shape().str().c_str(),
               ok ? "ok" : "WRONG");
   return ok ? 0 : 1;

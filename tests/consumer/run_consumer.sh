@@ -13,4 +13,10 @@ else
     -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
 fi
 cmake --build "$work/b" > "$work/build.log"
-"$work/b/consumer"
+# The program must exit 0 (set -e) and say ok.
+out=$("$work/b/consumer")
+echo "$out"
+if ! grep -q '^consumer: .*: ok$' <<< "$out"; then
+  echo "run_consumer.sh: the consumer did not report ok" >&2
+  exit 1
+fi

@@ -84,8 +84,9 @@ void safetensors_seeds(const fs::path& dir, const fs::path& golden) {
         fs::copy_file(e.path(), dir / ("golden_" + e.path().filename().string()), fs::copy_options::overwrite_existing);
 
   // The header-only form of each (fuzz_safetensors adds a 128 KiB data section to an input starting with '{').
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  std::vector<fs::path> files;  // the .safetensors only: a second run finds the first run's .header files here
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
   for (const fs::path& p : files) {
     const io::SafetensorsReader r(p.string());
     std::size_t data_end = 0;

@@ -244,8 +244,19 @@ class Unet(nn.Module):
         resnet_block_groups=8,
         use_convnext=True,
         convnext_mult=2,
+        level_attention=None,
+        mid_attention="full",
+        attention_heads=4,
+        attention_dim_head=32,
     ):
         super().__init__()
+        # Extensions beyond the primer (the C++ UnetConfig's; the defaults build the primer's network exactly):
+        # the attention of each level ("none", "linear", "full"; None: linear everywhere), of the middle, and the
+        # heads / head width of every attention module.
+        if level_attention is None:
+            level_attention = ["linear"] * len(dim_mults)
+        assert len(level_attention) == len(dim_mults)
+        attn = partial(attention_module, heads=attention_heads, dim_head=attention_dim_head)
 
         # determine dimensions
         self.channels = channels
@@ -287,7 +298,7 @@ class Unet(nn.Module):
                     [
                         block_klass(dim_in, dim_out, time_emb_dim=time_dim),
                         block_klass(dim_out, dim_out, time_emb_dim=time_dim),
-                        Residual(PreNorm(dim_out, LinearAttention(dim_out))),
+                        attn(level_attention[ind], dim_out),
                         Downsample(dim_out) if not is_last else nn.Identity(),
                     ]
                 )
@@ -295,7 +306,7 @@ class Unet(nn.Module):
 
         mid_dim = dims[-1]
         self.mid_block1 = block_klass(mid_dim, mid_dim, time_emb_dim=time_dim)
-        self.mid_attn = Residual(PreNorm(mid_dim, Attention(mid_dim)))
+        self.mid_attn = attn(mid_attention, mid_dim)
         self.mid_block2 = block_klass(mid_dim, mid_dim, time_emb_dim=time_dim)
 
         for ind, (dim_in, dim_out) in enumerate(reversed(in_out[1:])):
@@ -306,7 +317,7 @@ class Unet(nn.Module):
                     [
                         block_klass(dim_out * 2, dim_in, time_emb_dim=time_dim),
                         block_klass(dim_in, dim_in, time_emb_dim=time_dim),
-                        Residual(PreNorm(dim_in, LinearAttention(dim_in))),
+                        attn(level_attention[num_resolutions - 1 - ind], dim_in),
                         Upsample(dim_in) if not is_last else nn.Identity(),
                     ]
                 )
@@ -344,6 +355,18 @@ class Unet(nn.Module):
             x = upsample(x)
 
         return self.final_conv(x)
+
+
+def attention_module(kind, dim, heads=4, dim_head=32):
+    """The attention of a U-Net level: the primer's Residual(PreNorm(dim, LinearAttention(dim))) at every level and
+    Residual(PreNorm(dim, Attention(dim))) in the middle; "none" is an nn.Identity (no parameters)."""
+    if kind == "linear":
+        return Residual(PreNorm(dim, LinearAttention(dim, heads=heads, dim_head=dim_head)))
+    if kind == "full":
+        return Residual(PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head)))
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"attention kind '{kind}' is not one of none, linear, full")
 
 
 def unet_config(dim, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3, with_time_emb=True,
@@ -447,23 +470,40 @@ def q_sample(x_start, t, tabs, noise=None):
     return sqrt_alphas_cumprod_t * x_start + sqrt_one_minus_alphas_cumprod_t * noise
 
 
-def p_losses(denoise_model, x_start, t, tabs, noise=None, loss_type="l1"):
+def training_target(prediction, x_start, t, tabs, noise):
+    """What the network regresses (an extension of the primer, which predicts the noise): "eps" the noise, "x0" the
+    clean image, "v" = sqrt(abar_t) noise - sqrt(1 - abar_t) x_start (Salimans & Ho 2022)."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x_start
+    if prediction == "v":
+        a = extract(tabs["sqrt_alphas_cumprod"], t, x_start.shape)
+        b = extract(tabs["sqrt_one_minus_alphas_cumprod"], t, x_start.shape)
+        return a * noise - b * x_start
+    raise ValueError(f"prediction '{prediction}' is not one of eps, x0, v")
+
+
+def regression_loss(loss_type, predicted, target):
+    """The primer's three losses, arguments in its order (target first)."""
+    if loss_type == "l1":
+        return F.l1_loss(target, predicted)
+    elif loss_type == "l2":
+        return F.mse_loss(target, predicted)
+    elif loss_type == "huber":
+        return F.smooth_l1_loss(target, predicted)
+    raise NotImplementedError()
+
+
+def p_losses(denoise_model, x_start, t, tabs, noise=None, loss_type="l1", prediction="eps"):
+    """The primer's p_losses; `prediction` (default "eps": the primer's) chooses the target (training_target)."""
     if noise is None:
         noise = torch.randn_like(x_start)
 
     x_noisy = q_sample(x_start=x_start, t=t, tabs=tabs, noise=noise)
     predicted_noise = denoise_model(x_noisy, t)
 
-    if loss_type == "l1":
-        loss = F.l1_loss(noise, predicted_noise)
-    elif loss_type == "l2":
-        loss = F.mse_loss(noise, predicted_noise)
-    elif loss_type == "huber":
-        loss = F.smooth_l1_loss(noise, predicted_noise)
-    else:
-        raise NotImplementedError()
-
-    return loss
+    return regression_loss(loss_type, predicted_noise, training_target(prediction, x_start, t, tabs, noise))
 
 
 @torch.no_grad()

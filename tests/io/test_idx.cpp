@@ -9,6 +9,7 @@
 #include "diffusion/core/random.hpp"
 #include "diffusion/io/idx.hpp"
 #include "io/io_test_util.hpp"
+#include "support/skip.hpp"
 
 using diffusion::Error;
 using diffusion::Index;
@@ -198,7 +199,7 @@ TEST_CASE("read_idx survives random corruption of gzip and plain files") {
 TEST_CASE("the Fashion-MNIST test set loads as 10000 images of 28x28 in [-1, 1]") {
   const std::string folder = "/usr/share/datasets/fashion-mnist";
   if (!std::filesystem::exists(folder + "/t10k-images-idx3-ubyte.gz")) {
-    WARN("skipped: " << folder << " not present");
+    diffusion::testing::skip(folder + " is not present (Debian package dataset-fashion-mnist)", "DIFFUSION_REQUIRE_FASHION_MNIST");
     return;
   }
   const auto images = load_idx_images<float>(folder + "/t10k-images-idx3-ubyte.gz");

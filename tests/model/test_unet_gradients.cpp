@@ -1,5 +1,7 @@
 // Whole-network finite-difference check of the U-Net in double (tiny configurations, both block types, every
-// parameter and the input). Same measure and step as tests/nn/test_gradients.cpp.
+// parameter and the input; and the options the reference leaves at their defaults: no time embedding, init_dim,
+// out_dim, attention none / full per level and linear / none in the middle). Same measure and step as
+// tests/nn/test_gradients.cpp.
 #include <catch2/catch.hpp>
 
 #include "diffusion/model/unet.hpp"
@@ -55,4 +57,36 @@ TEST_CASE("gradient check: whole U-Net, ResNet blocks") {
   c.attention_heads = 1;
   c.attention_dim_head = 4;
   check_unet(c, Shape{2, 2, 4, 4});
+}
+
+TEST_CASE("gradient check: U-Net without time embedding with init_dim and out_dim and attention none then full") {
+  UnetConfig c;
+  c.dim = 4;
+  c.channels = 1;
+  c.init_dim = 3;
+  c.out_dim = 3;
+  c.dim_mults = {1, 2};
+  c.with_time_emb = false;
+  c.convnext_mult = 1;
+  c.level_attention = {AttentionKind::None, AttentionKind::Full};
+  c.mid_attention = AttentionKind::Linear;
+  c.attention_heads = 1;
+  c.attention_dim_head = 2;
+  check_unet(c, Shape{2, 1, 4, 4});
+}
+
+TEST_CASE("gradient check: U-Net with ResNet blocks and attention full then none and none in the middle") {
+  UnetConfig c;
+  c.dim = 4;
+  c.channels = 1;
+  c.init_dim = 5;
+  c.out_dim = 2;
+  c.dim_mults = {1, 2};
+  c.use_convnext = false;
+  c.resnet_block_groups = 2;
+  c.level_attention = {AttentionKind::Full, AttentionKind::None};
+  c.mid_attention = AttentionKind::None;
+  c.attention_heads = 1;
+  c.attention_dim_head = 2;
+  check_unet(c, Shape{2, 1, 4, 4});
 }

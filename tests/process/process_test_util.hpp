@@ -12,6 +12,7 @@
 
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "support/compare.hpp"
 
 namespace process_test {
 
@@ -43,31 +44,44 @@ struct Mismatch {
   }
 };
 
+// Non-finite values never pass (diffusion::testing::element_error): a NaN or infinity where `want` is finite is an
+// infinite error, and so is a size mismatch.
 template <class A, class B>
 Mismatch compare(const A* got, const B* want, std::size_t n) {
   Mismatch m;
   for (std::size_t i = 0; i < n; ++i) {
     const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
-    const double e = std::isnan(g) != std::isnan(w) ? INFINITY : std::fabs(g - w);
+    const double e = diffusion::testing::element_error(g, w);
     if (i == 0 || e > m.max_abs) {
       m.max_abs = e;
       m.where = i;
       m.got = g;
       m.want = w;
     }
-    m.max_ref = std::max(m.max_ref, std::fabs(w));
+    if (std::isfinite(w)) m.max_ref = std::max(m.max_ref, std::fabs(w));
+  }
+  return m;
+}
+
+inline Mismatch size_mismatch(Mismatch m, std::size_t got, std::size_t want) {
+  if (got != want) {
+    m.max_abs = INFINITY;
+    m.where = std::min(got, want);
   }
   return m;
 }
 
 template <class A, class B>
 Mismatch compare(const diffusion::Tensor<A>& got, const diffusion::Tensor<B>& want) {
-  return compare(got.data(), want.data(), static_cast<std::size_t>(std::min(got.numel(), want.numel())));
+  const auto n = static_cast<std::size_t>(std::min(got.numel(), want.numel()));
+  return size_mismatch(compare(got.data(), want.data(), n), static_cast<std::size_t>(got.numel()),
+                       static_cast<std::size_t>(want.numel()));
 }
 
 template <class A>
 Mismatch compare(const std::vector<A>& got, const diffusion::Tensor<double>& want) {
-  return compare(got.data(), want.data(), std::min(got.size(), static_cast<std::size_t>(want.numel())));
+  const std::size_t n = std::min(got.size(), static_cast<std::size_t>(want.numel()));
+  return size_mismatch(compare(got.data(), want.data(), n), got.size(), static_cast<std::size_t>(want.numel()));
 }
 
 // A copy of a double tensor in type T.

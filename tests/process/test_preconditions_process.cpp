@@ -15,7 +15,7 @@
 
 using namespace diffusion;
 
-TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps outside [0, T)") {
+TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps outside 0 to T-1") {
   const NoiseSchedule s(BetaSchedule::Linear, 10);
   REQUIRE_THROWS_WITH(NoiseLevel::at(s, 10), Catch::Contains("NoiseLevel::at") && Catch::Contains("timestep 10"));
   REQUIRE_THROWS_WITH(NoiseLevel::at(s, -1), Catch::Contains("timestep -1 outside [0, 10)"));
@@ -38,7 +38,7 @@ TEST_CASE("NoiseLevel::at and the parameterization conversions reject timesteps 
   REQUIRE_THROWS_WITH(q_sample(s, scalar, {}, scalar, y), Catch::Contains("expected a batch (N, ...)"));
 }
 
-TEST_CASE("sample_timesteps rejects a negative batch size; empty batches are no-ops") {
+TEST_CASE("sample_timesteps rejects a negative batch size and empty batches are no-ops") {
   const NoiseSchedule s(BetaSchedule::Cosine, 5);
   Rng rng(3);
   std::vector<std::int64_t> t = {1, 2};

@@ -1,5 +1,6 @@
-// DDIM: timestep sequences and trajectories against the PyTorch reference (ddim_analytic.safetensors), the
-// Gaussian oracle at 50 steps (eta 0 and 1), determinism, callbacks and argument checks.
+// DDIM: timestep sequences and trajectories against the PyTorch reference (ddim_analytic.safetensors with an
+// analytic model, ddim_unet.safetensors with the reference U-Net), the Gaussian oracle at 50 steps (eta 0 and 1),
+// determinism (1, 2, 3 and 7 threads), callbacks and argument checks.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
+#include "diffusion/model/unet_weights.hpp"
 #include "diffusion/samplers/ddim.hpp"
 #include "process/process_test_util.hpp"
 #include "samplers/oracle.hpp"
@@ -68,7 +72,7 @@ TEST_CASE("ddim_timesteps equals reference.ddim_timesteps") {
   REQUIRE(ddim_timesteps(200, 29, DdimSpacing::Trailing).size() == 29);
 }
 
-TEST_CASE("ddim_timesteps are ascending, distinct and within [0, T) for every T <= 260 and S <= T") {
+TEST_CASE("ddim_timesteps are ascending and distinct and within 0 to T-1 for every T <= 260 and S <= T") {
   for (DdimSpacing spacing : kSpacings)
     for (int T = 1; T <= 260; ++T)
       for (int S = 1; S <= T; ++S) {
@@ -152,6 +156,52 @@ TEMPLATE_TEST_CASE("DDIM trajectories match reference.ddim_step (spacings, clipp
   REQUIRE(cases == 7);
 }
 
+TEMPLATE_TEST_CASE("DDIM with the reference U-Net matches the PyTorch trajectory at every step", "", float, double) {
+  // tests/golden/ddim_unet.safetensors (make_unet_fixtures.py): the unet_convnext weights, linear T = 200, 10
+  // linspace steps, eta 0, no clipping; x after every step, evaluated in float64 and stored as float32.
+  using T = TestType;
+  const io::SafetensorsReader fx(process_test::golden("ddim_unet.safetensors"));
+  const nlohmann::json setup = nlohmann::json::parse(fx.metadata().at("diffusion.ddim"));
+  REQUIRE(setup.at("schedule") == "linear");
+  const NoiseSchedule s(BetaSchedule::Linear, setup.at("T").get<int>());
+  REQUIRE(compare(s.alphas_cumprod, fx.read<double>("alphas_cumprod")).max_abs <= 1e-15);
+  const auto net = load_unet<T>(process_test::golden(fx.metadata().at("weights")));
+  REQUIRE(net->config().to_json() == nlohmann::json::parse(fx.metadata().at("diffusion.unet")));
+  DdimOptions o;
+  o.steps = setup.at("steps").get<int>();
+  o.spacing = parse_ddim_spacing(setup.at("spacing").get<std::string>());
+  o.eta = setup.at("eta").get<double>();
+  o.clip_x0 = setup.at("clip_x0").get<bool>();
+  const std::vector<std::int64_t> want_ts = process_test::to_timesteps(fx.read<double>("timesteps"));
+  REQUIRE(ddim_sequence(s, o) == want_ts);
+  REQUIRE(want_ts.size() == 10);
+  // Per step, max |x - x_ref| <= tol max |x_ref|. double: the fixture's float32 rounding (6e-8) dominates (measured
+  // 3.9e-8). float: the float U-Net's output is within ~1e-6 of float64 relative to its largest value, and x grows to
+  // |x| ~ 12 while eps stays O(1), so the relative error of x stays small (measured 1.7e-7); 1e-5 leaves a margin of 60.
+  const double tol = std::is_same_v<T, double> ? 1e-6 : 1e-5;
+  Tensor<T> x = fx.read<T>("x_T");
+  Rng rng(1);
+  int steps = 0;
+  double worst = 0.0;
+  auto model = [&](const Tensor<T>& xt, const std::vector<std::int64_t>& t, Tensor<T>& out) { net->forward(xt, t, out); };
+  ddim_sample(model, s, x, rng, o, [&](int step, std::int64_t t, const Tensor<T>& xt) {
+    REQUIRE(step == steps);
+    REQUIRE(t == want_ts[want_ts.size() - 1 - static_cast<std::size_t>(step)]);
+    const Tensor<double> want = fx.read<double>("x_" + std::to_string(step + 1));
+    const auto m = compare(xt, want);
+    INFO("step " << step << " (t = " << t << "): " << m.str());
+    REQUIRE(m.rel() <= tol);
+    worst = testing::max_keep_nan(worst, m.rel());
+    ++steps;
+  });
+  REQUIRE(steps == 10);
+  const auto m = compare(x, fx.read<double>("x_0"));
+  INFO("x_0: " << m.str());
+  REQUIRE(m.rel() <= tol);
+  WARN("DDIM with the U-Net (" << (std::is_same_v<T, double> ? "double" : "float")
+                               << "): worst relative error over the 10 steps " << worst);
+}
+
 TEST_CASE("DDIM uses the previous timestep of the sequence for abar_prev (S = 30 does not divide T = 1000)") {
   // Power check of the fixture comparison above: the common mistake abar_prev = abar_{t-1} (alphas_cumprod_prev[t])
   // moves the result far outside the tolerance.
@@ -173,7 +223,7 @@ TEST_CASE("DDIM uses the previous timestep of the sequence for abar_prev (S = 30
   REQUIRE(m.rel() > 1e-2);
 }
 
-TEST_CASE("DDIM with eta = 0 is deterministic and never touches the rng; eta > 0 draws noise") {
+TEST_CASE("DDIM with eta = 0 is deterministic and never touches the rng while eta > 0 draws noise") {
   const NoiseSchedule s(BetaSchedule::Linear, 1000);
   const Shape shape{2, 3, 8, 8};
   Tensor<float> x_T(shape);
@@ -209,6 +259,46 @@ TEST_CASE("DDIM with eta = 0 is deterministic and never touches the rng; eta > 0
   REQUIRE(r3.state().position == 19u * 192u);
   REQUIRE_FALSE(process_test::bitwise_equal(c, d));
   REQUIRE_FALSE(process_test::bitwise_equal(c, a));
+}
+
+TEST_CASE("DDIM with a U-Net gives the same bits with 1 2 3 and 7 threads") {
+  // A tiny U-Net of each block type as the model (the sampler's own loops are element-wise; the network's kernels
+  // split their work by thread count), eta 0.5 so that noise is drawn, an uneven batch of 3 images. ScopedThreads
+  // also makes every loop of two or more items parallel, so the uneven splits of 3 and 7 threads are taken.
+  const NoiseSchedule s(BetaSchedule::Linear, 100);
+  for (bool convnext : {true, false}) {
+    INFO((convnext ? "ConvNeXt blocks" : "ResNet blocks"));
+    UnetConfig c;
+    c.dim = 8;
+    c.channels = 2;
+    c.dim_mults = {1, 2};
+    c.use_convnext = convnext;
+    c.resnet_block_groups = 4;
+    Unet<float> net(c, 21);
+    auto model = [&](const Tensor<float>& x, const std::vector<std::int64_t>& t, Tensor<float>& out) {
+      net.forward(x, t, out);
+    };
+    Tensor<float> x_T(Shape{3, 2, 8, 8});
+    Rng(6).normal(x_T.data(), x_T.numel());
+    DdimOptions o;
+    o.steps = 6;
+    o.eta = 0.5;
+    o.clip_x0 = true;
+    std::vector<Tensor<float>> results;
+    for (int threads : {1, 2, 3, 7}) {
+      testing::ScopedThreads scoped(threads);
+      Tensor<float> x;
+      x.copy_from(x_T);
+      Rng rng(12);
+      ddim_sample(model, s, x, rng, o);
+      results.push_back(std::move(x));
+    }
+    for (std::size_t i = 1; i < results.size(); ++i) {
+      INFO("thread setting " << i << " against 1 thread");
+      REQUIRE(process_test::bitwise_equal(results[i], results[0]));
+    }
+    for (float v : results[0]) REQUIRE(std::isfinite(v));
+  }
 }
 
 TEST_CASE("DDIM: every prediction type gives the same samples, callbacks see every step, buffers are reused") {

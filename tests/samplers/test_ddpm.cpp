@@ -1,5 +1,6 @@
-// DDPM ancestral sampling: one step against the PyTorch reference (p_sample), the Gaussian oracle (exact MMSE
-// predictor) over T = 1000 steps, callbacks, buffer reuse, determinism and argument checks.
+// DDPM ancestral sampling: one step against the PyTorch reference (p_sample), the whole loop with the reference U-Net
+// and fixed noise (ddpm_unet.safetensors), the Gaussian oracle (exact MMSE predictor) over T = 1000 steps,
+// callbacks, buffer reuse, determinism (1, 2, 3 and 7 threads) and argument checks.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,8 +9,11 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
+#include "diffusion/model/unet_weights.hpp"
 #include "diffusion/samplers/ddpm.hpp"
 #include "process/process_test_util.hpp"
 #include "samplers/oracle.hpp"
@@ -66,6 +70,93 @@ TEMPLATE_TEST_CASE("ddpm_step matches reference.p_sample (posterior variance, be
     // double: the same handful of operations in a different order (~1e-15). float: inputs rounded to float
     // (2^-24), amplified at most by sqrt(1/alpha_t) (<= 1.011) and beta/sqrt(1-ab) (< 1) -> < 1e-6 of max|out|.
     REQUIRE(m.rel() <= (std::is_same_v<T, double> ? 1e-13 : 1e-6));
+  }
+}
+
+TEMPLATE_TEST_CASE("DDPM with the reference U-Net and fixed noise matches the PyTorch trajectory at every step", "",
+                   float, double) {
+  // tests/golden/ddpm_unet.safetensors (make_unet_fixtures.py): the primer's p_sample_loop with the unet_convnext
+  // weights, linear T = 20, posterior variance, the fixture's noise; x after every step, evaluated in float64.
+  // ddpm_sample draws its noise from an Rng, so the loop is written here with ddpm_step and the fixture's noise; the
+  // next test case checks that ddpm_sample is this loop with the noise of its Rng.
+  using T = TestType;
+  const io::SafetensorsReader fx(process_test::golden("ddpm_unet.safetensors"));
+  const nlohmann::json setup = nlohmann::json::parse(fx.metadata().at("diffusion.ddpm"));
+  REQUIRE(setup.at("schedule") == "linear");
+  REQUIRE(setup.at("variance") == "posterior");
+  REQUIRE(setup.at("clip_x0") == false);
+  const int steps = setup.at("T").get<int>();
+  const NoiseSchedule s(BetaSchedule::Linear, steps);
+  const auto net = load_unet<T>(process_test::golden(fx.metadata().at("weights")));
+  REQUIRE(net->config().to_json() == nlohmann::json::parse(fx.metadata().at("diffusion.unet")));
+  const Tensor<double> zs = fx.read<double>("noise");  // (T - 1, 2 * 1 * 12 * 12): row k is z of step k
+  REQUIRE(zs.dim(0) == steps - 1);
+  REQUIRE(zs.dim(1) == 2 * 12 * 12);
+  Tensor<T> x = fx.read<T>("x_T"), out, z(x.shape());
+  // Per step, max |x - x_ref| <= tol max |x_ref|: double, the fixture's float32 rounding (measured 4.1e-8); float,
+  // the float U-Net (~1e-6 of float64) through 20 steps that each divide by sqrt(alpha_t) and add fresh noise
+  // (measured 1.9e-7).
+  const double tol = std::is_same_v<T, double> ? 1e-6 : 1e-5;
+  double worst = 0.0;
+  for (int k = 0; k < steps; ++k) {
+    const std::int64_t t = steps - 1 - k;
+    const std::vector<std::int64_t> ts(2, t);
+    net->forward(x, ts, out);
+    if (t > 0)
+      for (Index i = 0; i < z.numel(); ++i) z[i] = static_cast<T>(zs[k * z.numel() + i]);
+    ddpm_step(s, x, ts, out, t > 0 ? &z : nullptr, x);
+    const auto m = compare(x, fx.read<double>("x_" + std::to_string(k + 1)));
+    INFO("step " << k << " (t = " << t << "): " << m.str());
+    REQUIRE(m.rel() <= tol);
+    worst = testing::max_keep_nan(worst, m.rel());
+  }
+  WARN("DDPM with the U-Net (" << (std::is_same_v<T, double> ? "double" : "float")
+                               << "): worst relative error over the 20 steps " << worst);
+}
+
+TEST_CASE("ddpm_sample with a U-Net is the ddpm_step loop with its rng's noise and the same bits with 1 2 3 and 7 threads") {
+  // The loop ddpm_sample documents: model at t = T-1 .. 0, x.numel() normals from the rng for every t > 0, in
+  // element order, then ddpm_step. A tiny U-Net of each block type, 3 images (uneven thread splits).
+  const NoiseSchedule s(BetaSchedule::Linear, 12);
+  for (bool convnext : {true, false}) {
+    INFO((convnext ? "ConvNeXt blocks" : "ResNet blocks"));
+    UnetConfig c;
+    c.dim = 8;
+    c.channels = 2;
+    c.dim_mults = {1, 2};
+    c.use_convnext = convnext;
+    c.resnet_block_groups = 4;
+    Unet<float> net(c, 22);
+    auto model = [&](const Tensor<float>& x, const std::vector<std::int64_t>& t, Tensor<float>& out) {
+      net.forward(x, t, out);
+    };
+    Tensor<float> x_T(Shape{3, 2, 8, 8});
+    Rng(7).normal(x_T.data(), x_T.numel());
+    DdpmOptions o;
+    o.clip_x0 = true;
+    // the loop by hand
+    Tensor<float> manual, out, z(x_T.shape());
+    manual.copy_from(x_T);
+    {
+      Rng rng(13);
+      for (int k = 0; k < s.num_timesteps(); ++k) {
+        const std::int64_t t = s.num_timesteps() - 1 - k;
+        const std::vector<std::int64_t> ts(3, t);
+        model(manual, ts, out);
+        if (t > 0) rng.normal(z.data(), z.numel());
+        ddpm_step(s, manual, ts, out, t > 0 ? &z : nullptr, manual, o);
+      }
+    }
+    for (int threads : {1, 2, 3, 7}) {
+      INFO(threads << " threads");
+      testing::ScopedThreads scoped(threads);
+      Tensor<float> x;
+      x.copy_from(x_T);
+      Rng rng(13);
+      ddpm_sample(model, s, x, rng, o);
+      REQUIRE(process_test::bitwise_equal(x, manual));
+    }
+    for (float v : manual) REQUIRE(std::isfinite(v));
   }
 }
 

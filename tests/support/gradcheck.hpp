@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,7 +27,9 @@ struct GradCheckResult {
 };
 
 // Relative error with a floor on the denominator: gradients much smaller than the floor are compared absolutely.
+// A non-finite analytic or numeric gradient is an infinite error (never a NaN, which comparisons would drop).
 inline double gradient_error(double analytic, double numeric, double floor) {
+  if (!std::isfinite(analytic) || !std::isfinite(numeric)) return std::numeric_limits<double>::infinity();
   return std::abs(analytic - numeric) / std::max({std::abs(analytic), std::abs(numeric), floor});
 }
 
@@ -87,13 +90,11 @@ struct GradCheck {
     auto consider = [&](double analytic, double num, const std::string& where) {
       const double e = gradient_error(analytic, num, floor);
       ++result.checked;
-      if (e > result.max_error || result.worst.empty()) {
-        if (e >= result.max_error) {
-          result.max_error = e;
-          std::ostringstream s;
-          s << where << ": analytic " << analytic << ", numeric " << num;
-          result.worst = s.str();
-        }
+      if (result.worst.empty() || e > result.max_error) {
+        result.max_error = e;
+        std::ostringstream s;
+        s << where << ": analytic " << analytic << ", numeric " << num;
+        result.worst = s.str();
       }
     };
     for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -120,6 +121,10 @@ struct GradCheck {
           result.worst = "padding element " + std::to_string(at) + " of the gradient buffer was written";
         }
       }
+    }
+    if (result.checked == 0) {  // a check of nothing proves nothing
+      result.max_error = std::numeric_limits<double>::infinity();
+      result.worst = "no element was checked";
     }
     return result;
   }

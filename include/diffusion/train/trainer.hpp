@@ -68,33 +68,25 @@ class Trainer {
     if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
   }
 
-  // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1].
+  // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1]: draws t (N,) and the noise
+  // (x0's shape) from the step's stream, Rng(seed).fork(kStepStream).fork(step_count()) (sample_timesteps, then
+  // normal over the noise in element order), and runs the step below with them.
   StepResult step(const Tensor<T>& x0) {
-    DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
-                    "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
+    check_batch(x0);
     Rng rng = Rng(options_.seed).fork(kStepStream).fork(static_cast<std::uint64_t>(step_));
     sample_timesteps(rng, schedule_, x0.dim(0), t_);
     noise_.resize(x0.shape());
     rng.normal(noise_.data(), noise_.numel());
-    q_sample(schedule_, x0, t_, noise_, x_t_);
-    training_target(options_.prediction, schedule_, x0, t_, noise_, target_);
+    return step_with(x0, t_, noise_);
+  }
 
-    model_.forward(x_t_, t_, out_);
-    StepResult r;
-    r.loss = loss_forward_backward(options_.loss, out_, target_, dout_);
-    if (!std::isfinite(r.loss)) throw TrainingDiverged(step_, "the loss is " + std::to_string(r.loss));
-    ParameterStore<T>& params = model_.params();
-    params.zero_grad();
-    model_.backward(dout_);
-    r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
-                                           : grad_norm(params.grads(), params.size());
-    if (!std::isfinite(r.grad_norm))
-      throw TrainingDiverged(step_, "the gradient norm is " + std::to_string(r.grad_norm));
-    optimizer_.step(params);
-    if (ema_) ema_->update(params.values(), params.size());
-    ++step_;
-    last_loss_ = r.loss;
-    return r;
+  // One optimisation step with the caller's timesteps t (N,) in [0, T) and noise (x0's shape) instead of the
+  // step's own draws: for timesteps chosen by the caller (e.g. importance sampling of t) and for checking a step
+  // against a reference given the same draws. Everything else is step(x0) exactly; the step count advances.
+  StepResult step(const Tensor<T>& x0, const std::vector<std::int64_t>& t, const Tensor<T>& noise) {
+    check_batch(x0);
+    check_shape(noise, x0.shape(), "Trainer::step: noise");
+    return step_with(x0, t, noise);
   }
 
   std::int64_t step_count() const { return step_; }
@@ -118,6 +110,34 @@ class Trainer {
   }
 
  private:
+  void check_batch(const Tensor<T>& x0) const {
+    DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
+                    "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
+  }
+
+  // The step proper: q_sample, target, forward, loss, backward, [clip], Adam, [EMA]. t and noise may be t_ and noise_.
+  StepResult step_with(const Tensor<T>& x0, const std::vector<std::int64_t>& t, const Tensor<T>& noise) {
+    q_sample(schedule_, x0, t, noise, x_t_);  // checks t against the batch and the schedule
+    training_target(options_.prediction, schedule_, x0, t, noise, target_);
+
+    model_.forward(x_t_, t, out_);
+    StepResult r;
+    r.loss = loss_forward_backward(options_.loss, out_, target_, dout_);
+    if (!std::isfinite(r.loss)) throw TrainingDiverged(step_, "the loss is " + std::to_string(r.loss));
+    ParameterStore<T>& params = model_.params();
+    params.zero_grad();
+    model_.backward(dout_);
+    r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
+                                           : grad_norm(params.grads(), params.size());
+    if (!std::isfinite(r.grad_norm))
+      throw TrainingDiverged(step_, "the gradient norm is " + std::to_string(r.grad_norm));
+    optimizer_.step(params);
+    if (ema_) ema_->update(params.values(), params.size());
+    ++step_;
+    last_loss_ = r.loss;
+    return r;
+  }
+
   Unet<T>& model_;
   NoiseSchedule schedule_;
   TrainerOptions options_;
