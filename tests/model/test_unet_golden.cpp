@@ -252,9 +252,11 @@ TEST_CASE("U-Net input checks name the problem") {
   c.dim_mults = {1, 2, 4};
   Unet<float> net(c);
   Tensor<float> y;
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 3, 8, 8}), {1, 2}, y), Catch::Contains("(2, 3, 8, 8)"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 1, 8, 8}), {1}, y), Catch::Contains("1 timesteps"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 1, 6, 6}), {1, 2}, y), Catch::Contains("divisible by 4"));
+  // forward keeps its input until backward, so it takes named tensors (a temporary does not compile).
+  const Tensor<float> channels3(Shape{2, 3, 8, 8}), batch2(Shape{2, 1, 8, 8}), size6(Shape{2, 1, 6, 6});
+  REQUIRE_THROWS_WITH(net.forward(channels3, {1, 2}, y), Catch::Contains("(2, 3, 8, 8)"));
+  REQUIRE_THROWS_WITH(net.forward(batch2, {1}, y), Catch::Contains("1 timesteps"));
+  REQUIRE_THROWS_WITH(net.forward(size6, {1, 2}, y), Catch::Contains("divisible by 4"));
   UnetConfig bad = c;
   bad.use_convnext = false;
   bad.resnet_block_groups = 3;
