@@ -139,8 +139,7 @@ TEST_CASE("U-Net weights round trip: save, load, identical outputs") {
   const std::string path = scratch("roundtrip.safetensors");
   save_unet_weights(a, path);
   auto b = load_unet<float>(path);
-  Tensor<float> x(Shape{2, 1, 8, 8});
-  Rng(3).normal(x.data(), x.numel());
+  const auto x = Tensor<float>::normal(Shape{2, 1, 8, 8}, Rng(3));
   Tensor<float> ya, yb;
   a.forward(x, {5, 9}, ya);
   b->forward(x, {5, 9}, yb);
