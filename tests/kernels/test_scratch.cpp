@@ -20,7 +20,8 @@ TEST_CASE("a scratch slot is reused and refuses a second live use on one thread"
     REQUIRE(b.data() != first);
     REQUIRE(static_cast<void*>(c.data()) != static_cast<void*>(first));
     // The same slot while `a` lives: the two uses would share memory.
-    REQUIRE_THROWS_WITH((ScratchBuffer<float, Scratch::Im2col>(10)), Catch::Contains("Im2col") && Catch::Contains("twice"));
+    REQUIRE_THROWS_WITH((ScratchBuffer<float, Scratch::Im2col>(10)),
+                        Catch::Contains("Im2col") && Catch::Contains("twice"));
   }
   const ScratchBuffer<float, Scratch::Im2col> again(500);  // released: free to take, same memory, no allocation
   REQUIRE(again.data() == first);

@@ -94,8 +94,9 @@ TEST_CASE("the caller's own buffer goes in as a view and gives the bits of a ten
     REQUIRE(bits_equal(ta, tb));
   }
   SECTION("writers") {
-    const io::Image8 ga = io::image_grid(TensorView<float>(buffer.data(), Shape{6, 1, 8, 8}), 3);
-    const io::Image8 gb = io::image_grid(Tensor<float>::copy_of(TensorView<float>(buffer.data(), Shape{6, 1, 8, 8})), 3);
+    const TensorView<float> gray(buffer.data(), Shape{6, 1, 8, 8});  // the same buffer as 6 one-channel images
+    const io::Image8 ga = io::image_grid(gray, 3);
+    const io::Image8 gb = io::image_grid(Tensor<float>::copy_of(gray), 3);
     REQUIRE(ga.pixels == gb.pixels);
     io::SafetensorsWriter wa, wb;
     wa.add("x", view);

@@ -47,7 +47,8 @@ void depthwise_plane_forward(const DepthwisePlane& g, const T* x, const T* w, T 
   constexpr Index kMaxVectors = 4;
   const Index Wv = (g.out_w + L - 1) / L * L;
   const Index row = Wv + g.kernel_w - 1;
-  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv));
+  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(
+      static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv));
   T* xp = xp_buffer.data();
   T* out = xp + (g.out_h + g.kernel_h - 1) * row;  // one output row, Wv wide
   detail::pad_plane(g, row, x, xp);

@@ -49,7 +49,7 @@ class ScratchBuffer {
  public:
   explicit ScratchBuffer(std::size_t n) : state_(state()) {
     DIFFUSION_CHECK(!state_.held, "kernels: scratch slot " << scratch_name(Slot)
-                                                           << " taken twice on one thread (two live uses would overlap)");
+                                                           << " taken twice on one thread (two uses would overlap)");
     if (state_.buffer.size() < n) state_.buffer.resize(n);
     state_.held = true;
   }

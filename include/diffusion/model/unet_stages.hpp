@@ -77,7 +77,8 @@ class UnetAttention {
  private:
   using Linear = nn::PreNormResidual<T, nn::LinearAttention<T>>;
   using Full = nn::PreNormResidual<T, nn::Attention<T>>;
-  static_assert(std::is_same_v<typename Linear::Workspace, Workspace> && std::is_same_v<typename Full::Workspace, Workspace>,
+  static_assert(std::is_same_v<typename Linear::Workspace, Workspace> &&
+                    std::is_same_v<typename Full::Workspace, Workspace>,
                 "both attention kinds must share one workspace type");
   std::unique_ptr<Linear> linear_;
   std::unique_ptr<Full> full_;

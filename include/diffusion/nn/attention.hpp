@@ -62,10 +62,6 @@ class Attention {
     to_qkv_.backward(x, dqkv, dx);
   }
 
-  // The same with a workspace of this layer's own (a layer used on its own).
-  void forward(const Tensor<T>& x, Tensor<T>& y) { forward(x, y, standalone_); }
-  void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) { backward(x, dy, dx, standalone_); }
-
   const std::string& name() const { return name_; }
 
  private:
@@ -76,7 +72,6 @@ class Attention {
   Tensor<T> qkv_;        // (N, 3 * hidden, H, W)
   Tensor<T> attn_;       // (N, heads, P, P) attention weights
   Tensor<T> heads_out_;  // (N, hidden, H, W)
-  Workspace standalone_;  // used only by the overloads without a workspace
 };
 
 }  // namespace diffusion::nn

@@ -15,6 +15,7 @@
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
+#include "diffusion/nn/residual.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 #include "diffusion/nn/workspace.hpp"
 
@@ -52,10 +53,7 @@ class ConvNextBlock {
     }
   };
   // Temporaries of one call, shared by every ConvNextBlock of a network (nn/workspace.hpp).
-  struct Workspace {
-    Activations grads;  // backward: d(loss)/d(each saved activation)
-    Tensor<T> res;      // forward: res_conv(x) (N, dim_out, H, W), not saved
-  };
+  using Workspace = BlockWorkspace<T, Activations>;
 
   void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
     Activations& a = acts_;
@@ -70,12 +68,7 @@ class ConvNextBlock {
     gelu_.forward(a.c1, a.a);
     norm2_.forward(a.a, a.n3);
     conv2_.forward(a.n3, y);
-    if (res_conv_) {
-      res_conv_->forward(x, ws.res);
-      add_into(y, ws.res);
-    } else {
-      add_into(y, x);
-    }
+    add_residual(res_conv_.get(), x, y, ws.res);
   }
 
   // Forward reversed; d holds the gradient of each activation of the same name.
@@ -99,18 +92,7 @@ class ConvNextBlock {
       gelu_.backward(*t_emb, d.t_act, dt_emb);
     }
     ds_conv_.backward(x, d.h, dx);
-    // The residual branch last: dx sums the two branches in this order (the bits depend on it).
-    if (res_conv_) {
-      res_conv_->backward(x, dy, dx);
-    } else if (dx) {
-      add_into(*dx, dy);
-    }
-  }
-
-  // The same with a workspace of this block's own (a block used on its own).
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y) { forward(x, t_emb, y, standalone_); }
-  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    backward(x, t_emb, dy, dx, dt_emb, standalone_);
+    add_residual_backward(res_conv_.get(), x, dy, dx);  // last: dx sums the two branches in this order
   }
 
   const std::string& name() const { return name_; }
@@ -126,7 +108,6 @@ class ConvNextBlock {
   std::unique_ptr<Conv2d<T>> res_conv_;
   GELU<T> gelu_;
   Activations acts_;
-  Workspace standalone_;  // used only by the overloads without a workspace
 };
 
 }  // namespace diffusion::nn

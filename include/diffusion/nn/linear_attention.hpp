@@ -65,10 +65,6 @@ class LinearAttention {
     to_qkv_.backward(x, dqkv, dx);
   }
 
-  // The same with a workspace of this layer's own (a layer used on its own).
-  void forward(const Tensor<T>& x, Tensor<T>& y) { forward(x, y, standalone_); }
-  void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) { backward(x, dy, dx, standalone_); }
-
   const std::string& name() const { return name_; }
 
  private:
@@ -89,7 +85,6 @@ class LinearAttention {
   Tensor<T> v_;         // (N, heads, d, P)
   Tensor<T> context_;   // (N, heads, d, d)
   Tensor<T> conv_out_;  // (N, dim, H, W) before the GroupNorm
-  Workspace standalone_;  // used only by the overloads without a workspace
 };
 
 }  // namespace diffusion::nn

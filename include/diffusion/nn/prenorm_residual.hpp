@@ -45,10 +45,6 @@ class PreNormResidual {
     if (dx) add_into(*dx, dy);
   }
 
-  // The same with a workspace of this layer's own (a layer used on its own).
-  void forward(const Tensor<T>& x, Tensor<T>& y) { forward(x, y, standalone_); }
-  void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) { backward(x, dy, dx, standalone_); }
-
   const std::string& name() const { return name_; }
   Fn& fn() { return fn_; }
 
@@ -57,7 +53,6 @@ class PreNormResidual {
   GroupNorm<T> norm_;
   Fn fn_;
   Tensor<T> normed_;  // (N, dim, H, W) saved: norm(x)
-  Workspace standalone_;  // used only by the overloads without a workspace
 };
 
 }  // namespace diffusion::nn

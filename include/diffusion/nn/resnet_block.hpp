@@ -16,6 +16,7 @@
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
+#include "diffusion/nn/residual.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 #include "diffusion/nn/workspace.hpp"
 
@@ -53,10 +54,7 @@ class ResnetBlock {
     }
   };
   // Temporaries of one call, shared by every ResnetBlock of a network (nn/workspace.hpp).
-  struct Workspace {
-    Activations grads;  // backward: d(loss)/d(each saved activation)
-    Tensor<T> res;      // forward: res_conv(x) (N, dim_out, H, W), not saved
-  };
+  using Workspace = BlockWorkspace<T, Activations>;
 
   void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
     Activations& a = acts_;
@@ -71,12 +69,7 @@ class ResnetBlock {
     proj2_.forward(a.h, a.h2);
     norm2_.forward(a.h2, a.n2);
     silu_.forward(a.n2, y);
-    if (res_conv_) {
-      res_conv_->forward(x, ws.res);
-      add_into(y, ws.res);
-    } else {
-      add_into(y, x);
-    }
+    add_residual(res_conv_.get(), x, y, ws.res);
   }
 
   // Forward reversed; d holds the gradient of each activation of the same name.
@@ -96,18 +89,7 @@ class ResnetBlock {
     silu_.backward(a.n1, d.h, &d.n1);
     norm1_.backward(a.h1, d.n1, &d.h1);
     proj1_.backward(x, d.h1, dx);
-    // The residual branch last: dx sums the two branches in this order (the bits depend on it).
-    if (res_conv_) {
-      res_conv_->backward(x, dy, dx);
-    } else if (dx) {
-      add_into(*dx, dy);
-    }
-  }
-
-  // The same with a workspace of this block's own (a block used on its own).
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y) { forward(x, t_emb, y, standalone_); }
-  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    backward(x, t_emb, dy, dx, dt_emb, standalone_);
+    add_residual_backward(res_conv_.get(), x, dy, dx);  // last: dx sums the two branches in this order
   }
 
   const std::string& name() const { return name_; }
@@ -122,7 +104,6 @@ class ResnetBlock {
   std::unique_ptr<Conv2d<T>> res_conv_;
   SiLU<T> silu_;
   Activations acts_;
-  Workspace standalone_;  // used only by the overloads without a workspace
 };
 
 }  // namespace diffusion::nn

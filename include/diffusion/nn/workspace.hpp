@@ -14,8 +14,8 @@
 //    the start of backward. A member missing from tensors() fails to compile (zero_grads checks the count).
 //  - Per-thread scratch belongs to the kernels alone (kernels/scratch.hpp).
 //
-// The overloads without a workspace (a layer used on its own, as the tests do) use one the layer owns, empty until
-// such a call.
+// A layer used on its own (tests, benchmarks) can be a Standalone<Layer>: the layer with a workspace of its own, and
+// forward/backward without the workspace argument.
 
 #include <cstddef>
 #include <tuple>
@@ -51,5 +51,32 @@ void zero_grads(Mirror& grads, const Mirror& acts) {
   static_assert(sizeof(Mirror) == n * sizeof(Element), "Mirror::tensors() must list every member of the struct");
   detail::zero_each(g, a, std::make_index_sequence<n>{});
 }
+
+// The workspace of a residual block (ResnetBlock, ConvNextBlock): the gradient mirror of its saved activations and
+// the residual conv's output.
+template <class T, class Activations>
+struct BlockWorkspace {
+  Activations grads;  // backward: d(loss)/d(each saved activation)
+  Tensor<T> res;      // forward: res_conv(x) (N, dim_out, H, W), not saved
+};
+
+// Layer (constructed with Layer's arguments) plus its own workspace, passed as the last argument of every forward
+// and backward call.
+template <class Layer>
+class Standalone : public Layer {
+ public:
+  using Layer::Layer;
+  template <class... Args>
+  void forward(Args&&... args) {
+    Layer::forward(std::forward<Args>(args)..., workspace_);
+  }
+  template <class... Args>
+  void backward(Args&&... args) {
+    Layer::backward(std::forward<Args>(args)..., workspace_);
+  }
+
+ private:
+  typename Layer::Workspace workspace_;
+};
 
 }  // namespace diffusion::nn
