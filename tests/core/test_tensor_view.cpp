@@ -63,6 +63,10 @@ TEST_CASE("a Tensor's view follows its storage through resize copy move and swap
   REQUIRE(moved.shape() == Shape{3});
   REQUIRE(other.shape() == Shape{64, 1024});
 
+  const Tensor<float> empty, empty_copy = empty;  // a default tensor copies as one (no storage to read)
+  REQUIRE(empty_copy.data() == nullptr);
+  REQUIRE(empty_copy.shape() == empty.shape());
+
   Tensor<float> move_assigned;
   move_assigned = std::move(other);
   REQUIRE(view_data(move_assigned) == storage);

@@ -70,10 +70,17 @@ class Tensor : public TensorView<T> {
     resize(shape);
     fill(value);
   }
-  Tensor(const Tensor& other) : View() { copy_from(other); }
+  Tensor(const Tensor& other) : View(), storage_(other.storage_) {
+    this->shape_ = other.shape_;
+    this->data_ = storage_.data();
+  }
   Tensor(Tensor&& other) noexcept : View() { swap(other); }
   Tensor& operator=(const Tensor& other) {
-    if (this != &other) copy_from(other);
+    if (this != &other) {
+      storage_ = other.storage_;
+      this->shape_ = other.shape_;
+      this->data_ = storage_.data();
+    }
     return *this;
   }
   Tensor& operator=(Tensor&& other) noexcept {
@@ -143,7 +150,7 @@ class Tensor : public TensorView<T> {
   // Resizes to the other's shape and copies its elements (any view, e.g. a caller's buffer; not overlapping).
   void copy_from(TensorView<T> other) {
     resize(other.shape());
-    if (this->numel() > 0)
+    if (this->numel() > 0 && other.data() != nullptr)
       std::memcpy(data(), other.data(), sizeof(T) * static_cast<std::size_t>(this->numel()));
   }
 
