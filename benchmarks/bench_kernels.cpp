@@ -139,10 +139,10 @@ void bm_attention(benchmark::State& st, const AttentionSpec& s, bool backward) {
   Tensor<float> x(Shape{g_batch, s.dim, s.height, s.width});  // (N, dim, H, W)
   fill_normal(x, 1);
   if (s.linear) {
-    diffusion::nn::LinearAttention<float> layer(params, "attn", s.dim, s.heads, s.dim_head);
+    diffusion::nn::Standalone<diffusion::nn::LinearAttention<float>> layer(params, "attn", s.dim, s.heads, s.dim_head);
     run_layer(st, layer, x, backward);
   } else {
-    diffusion::nn::Attention<float> layer(params, "attn", s.dim, s.heads, s.dim_head);
+    diffusion::nn::Standalone<diffusion::nn::Attention<float>> layer(params, "attn", s.dim, s.heads, s.dim_head);
     run_layer(st, layer, x, backward);
   }
   const double hidden = static_cast<double>(s.heads * s.dim_head);

@@ -144,9 +144,8 @@ int main(int argc, char** argv) {
     for (const auto& e : model.params().entries()) param_count += e.shape.numel();
 
     const diffusion::Shape shape{o.batch, o.channels, o.image_size, o.image_size};
-    diffusion::Tensor<float> x(shape);  // (N, C, H, W) synthetic data in [-1, 1]
     diffusion::Rng rng = diffusion::Rng(o.seed).fork(0xBE7C4);
-    rng.uniform(x.data(), x.numel(), -1.0, 1.0);
+    const auto x = diffusion::Tensor<float>::uniform(shape, rng, -1.0, 1.0);  // (N, C, H, W) synthetic, in [-1, 1]
 
     std::vector<double> seconds;
     double last_loss = 0.0;

@@ -207,17 +207,13 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
 
 void generate(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
               Index n, Index channels, Index size, diffusion::Rng& rng, Images& x, DenoisingRecorder* gif) {
-  x.resize(Shape{n, channels, size, size});  // (N, C, H, W)
-  rng.normal(x.data(), x.numel());
+  x = Images::normal(Shape{n, channels, size, size}, rng);  // x_T (N, C, H, W)
   denoise(net, schedule, settings, x, rng, gif);
 }
 
 Images first_images(const Images& x, Index k) {
   DIFFUSION_CHECK(k >= 1 && k <= x.dim(0), "first_images: " << k << " of " << x.shape());
-  Images out;
-  out.resize(Shape{k, x.dim(1), x.dim(2), x.dim(3)});
-  std::copy(x.data(), x.data() + out.numel(), out.data());
-  return out;
+  return Images::copy_of(diffusion::TensorView<float>(x.data(), Shape{k, x.dim(1), x.dim(2), x.dim(3)}));
 }
 
 void write_grid_png(const std::string& path, const Images& images) {
@@ -260,8 +256,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     DIFFUSION_CHECK(!given.count("n") || x.dim(0) == o.n,
                     "--x-T '" << o.x_T << "' holds " << x.dim(0) << " images but --n is " << o.n);
   } else {
-    x.resize(Shape{static_cast<Index>(o.n), C, S, S});
-    rng.normal(x.data(), x.numel());
+    x = Images::normal(Shape{static_cast<Index>(o.n), C, S, S}, rng);
   }
   const Index n = x.dim(0);
   DenoisingRecorder gif(8, settings.steps(T));

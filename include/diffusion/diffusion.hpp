@@ -20,6 +20,7 @@
 #include "diffusion/nn/resnet_block.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
 #include "diffusion/nn/time_embedding.hpp"
+#include "diffusion/nn/workspace.hpp"
 
 #include "diffusion/model/unet.hpp"
 #include "diffusion/model/unet_config.hpp"

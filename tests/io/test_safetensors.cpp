@@ -138,10 +138,8 @@ TEST_CASE("safetensors round trip of every dtype") {
   const std::string path = dir + "/all.safetensors";
   diffusion::Rng rng(42);
 
-  Tensor<float> f32(Shape{2, 3, 5, 7});  // (N, C, H, W), odd sizes so later tensors start unaligned
-  rng.normal(f32.data(), f32.numel());
-  Tensor<double> f64(Shape{3, 1});
-  rng.normal(f64.data(), f64.numel());
+  const auto f32 = Tensor<float>::normal(Shape{2, 3, 5, 7}, rng);  // (N, C, H, W), odd sizes: later ones unaligned
+  const auto f64 = Tensor<double>::normal(Shape{3, 1}, rng);
   std::vector<std::int64_t> i64 = {std::numeric_limits<std::int64_t>::min(), -1, 0, 1,
                                    std::numeric_limits<std::int64_t>::max()};
   std::vector<std::int32_t> i32 = {std::numeric_limits<std::int32_t>::min(), -7, 123456789};

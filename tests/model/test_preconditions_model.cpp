@@ -172,9 +172,12 @@ TEST_CASE("Unet::forward and backward check their inputs") {
   Unet<float> net(tiny());
   Tensor<float> y;
   REQUIRE_THROWS_WITH(net.backward(Tensor<float>(Shape{1, 1, 4, 4})), Catch::Contains("backward called before forward"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{0, 1, 4, 4}), {}, y), Catch::Contains("N > 0"));  // empty batch
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{1, 1, 4}), {0}, y), Catch::Contains("(1, 1, 4)"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{1, 3, 4, 4}), {0}, y), Catch::Contains("(1, 3, 4, 4)"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 1, 4, 4}), {0}, y), Catch::Contains("1 timesteps"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{1, 1, 5, 4}), {0}, y), Catch::Contains("divisible by 2"));
+  // forward keeps its input until backward, so it takes named tensors (a temporary does not compile).
+  const Tensor<float> empty(Shape{0, 1, 4, 4}), rank3(Shape{1, 1, 4}), channels3(Shape{1, 3, 4, 4}),
+      batch2(Shape{2, 1, 4, 4}), height5(Shape{1, 1, 5, 4});
+  REQUIRE_THROWS_WITH(net.forward(empty, {}, y), Catch::Contains("N > 0"));  // empty batch
+  REQUIRE_THROWS_WITH(net.forward(rank3, {0}, y), Catch::Contains("(1, 1, 4)"));
+  REQUIRE_THROWS_WITH(net.forward(channels3, {0}, y), Catch::Contains("(1, 3, 4, 4)"));
+  REQUIRE_THROWS_WITH(net.forward(batch2, {0}, y), Catch::Contains("1 timesteps"));
+  REQUIRE_THROWS_WITH(net.forward(height5, {0}, y), Catch::Contains("divisible by 2"));
 }

@@ -234,8 +234,7 @@ TEST_CASE("U-Net weights round trip: save, load, identical outputs") {
   const std::string path = scratch("roundtrip.safetensors");
   save_unet_weights(a, path);
   auto b = load_unet<float>(path);
-  Tensor<float> x(Shape{2, 1, 8, 8});
-  Rng(3).normal(x.data(), x.numel());
+  const auto x = Tensor<float>::normal(Shape{2, 1, 8, 8}, Rng(3));
   Tensor<float> ya, yb;
   a.forward(x, {5, 9}, ya);
   b->forward(x, {5, 9}, yb);
@@ -351,9 +350,11 @@ TEST_CASE("U-Net input checks name the problem") {
   c.dim_mults = {1, 2, 4};
   Unet<float> net(c);
   Tensor<float> y;
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 3, 8, 8}), {1, 2}, y), Catch::Contains("(2, 3, 8, 8)"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 1, 8, 8}), {1}, y), Catch::Contains("1 timesteps"));
-  REQUIRE_THROWS_WITH(net.forward(Tensor<float>(Shape{2, 1, 6, 6}), {1, 2}, y), Catch::Contains("divisible by 4"));
+  // forward keeps its input until backward, so it takes named tensors (a temporary does not compile).
+  const Tensor<float> channels3(Shape{2, 3, 8, 8}), batch2(Shape{2, 1, 8, 8}), size6(Shape{2, 1, 6, 6});
+  REQUIRE_THROWS_WITH(net.forward(channels3, {1, 2}, y), Catch::Contains("(2, 3, 8, 8)"));
+  REQUIRE_THROWS_WITH(net.forward(batch2, {1}, y), Catch::Contains("1 timesteps"));
+  REQUIRE_THROWS_WITH(net.forward(size6, {1, 2}, y), Catch::Contains("divisible by 4"));
   UnetConfig bad = c;
   bad.use_convnext = false;
   bad.resnet_block_groups = 3;

@@ -36,7 +36,7 @@ TEST_CASE("layers reject mismatched inputs, naming the layer and both shapes") {
                       Contains("time_mlp.1") && Contains("(4, 27)") && Contains("(112, 28)"));
   nn::GroupNorm<float> norm(s, "net.0", 1, 8);
   REQUIRE_THROWS_WITH(norm.forward(Tensor<float>(Shape{2, 6, 3, 3}), y), Contains("net.0") && Contains("(2, 6, 3, 3)"));
-  nn::Attention<float> attn(s, "mid_attn.fn.fn", 8);
+  nn::Standalone<nn::Attention<float>> attn(s, "mid_attn.fn.fn", 8);
   REQUIRE_THROWS_WITH(attn.forward(Tensor<float>(Shape{2, 6, 3, 3}), y),
                       Contains("mid_attn.fn.fn.to_qkv") && Contains("(2, 6, 3, 3)"));
   Tensor<float> dx(Shape{2, 3, 7, 7});

@@ -164,27 +164,27 @@ TEST_CASE("golden: Linear, GroupNorm, SiLU, GELU match PyTorch") {
 TEST_CASE("golden: Attention and LinearAttention match PyTorch") {
   SECTION("attention") {
     ParameterStore<float> store;
-    nn::Attention<float> layer(store, "", 8);
+    nn::Standalone<nn::Attention<float>> layer(store, "", 8);
     check_case("attention", layer, &store);
   }
   SECTION("attention_small") {
     ParameterStore<float> store;
-    nn::Attention<float> layer(store, "", 6, 2, 8);
+    nn::Standalone<nn::Attention<float>> layer(store, "", 6, 2, 8);
     check_case("attention_small", layer, &store);
   }
   SECTION("linear_attention") {
     ParameterStore<float> store;
-    nn::LinearAttention<float> layer(store, "", 8);
+    nn::Standalone<nn::LinearAttention<float>> layer(store, "", 8);
     check_case("linear_attention", layer, &store);
   }
   SECTION("linear_attention_small") {
     ParameterStore<float> store;
-    nn::LinearAttention<float> layer(store, "", 6, 2, 8);
+    nn::Standalone<nn::LinearAttention<float>> layer(store, "", 6, 2, 8);
     check_case("linear_attention_small", layer, &store);
   }
   SECTION("prenorm_linear_attention") {
     ParameterStore<float> store;
-    nn::PreNormResidual<float, nn::LinearAttention<float>> layer(store, "", 8);
+    nn::Standalone<nn::PreNormResidual<float, nn::LinearAttention<float>>> layer(store, "", 8);
     check_case("prenorm_linear_attention", layer, &store);
   }
 }
@@ -202,22 +202,22 @@ TEST_CASE("golden: sinusoidal time embedding matches PyTorch") {
 TEST_CASE("golden: ResnetBlock and ConvNextBlock match PyTorch") {
   SECTION("resnet_block") {
     ParameterStore<float> store;
-    nn::ResnetBlock<float> block(store, "", 8, 16, 12, 4);
+    nn::Standalone<nn::ResnetBlock<float>> block(store, "", 8, 16, 12, 4);
     check_block_case("resnet_block", block, store, true);
   }
   SECTION("resnet_block_same") {
     ParameterStore<float> store;
-    nn::ResnetBlock<float> block(store, "", 8, 8, 0, 8);
+    nn::Standalone<nn::ResnetBlock<float>> block(store, "", 8, 8, 0, 8);
     check_block_case("resnet_block_same", block, store, false);
   }
   SECTION("convnext_block") {
     ParameterStore<float> store;
-    nn::ConvNextBlock<float> block(store, "", 8, 16, 12, 2);
+    nn::Standalone<nn::ConvNextBlock<float>> block(store, "", 8, 16, 12, 2);
     check_block_case("convnext_block", block, store, true);
   }
   SECTION("convnext_block_same") {
     ParameterStore<float> store;
-    nn::ConvNextBlock<float> block(store, "", 8, 8, 0, 2);
+    nn::Standalone<nn::ConvNextBlock<float>> block(store, "", 8, 8, 0, 2);
     check_block_case("convnext_block_same", block, store, false);
   }
 }

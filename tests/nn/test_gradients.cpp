@@ -144,28 +144,28 @@ TEST_CASE("gradient check: SiLU and GELU") {
 
 TEST_CASE("gradient check: Attention (full softmax attention)") {
   ParameterStore<double> store(1);
-  nn::Attention<double> attn(store, "attn", 4, 2, 3);
+  nn::Standalone<nn::Attention<double>> attn(store, "attn", 4, 2, 3);
   randomize_params(store, 9);
   check_layer(attn, &store, Shape{2, 4, 5, 3});
 }
 
 TEST_CASE("gradient check: LinearAttention") {
   ParameterStore<double> store(1);
-  nn::LinearAttention<double> attn(store, "lattn", 4, 2, 3);
+  nn::Standalone<nn::LinearAttention<double>> attn(store, "lattn", 4, 2, 3);
   randomize_params(store, 10);
   check_layer(attn, &store, Shape{2, 4, 5, 3});
 }
 
 TEST_CASE("gradient check: Residual(PreNorm(LinearAttention)) with the default 4 heads of 32") {
   ParameterStore<double> store(1);
-  nn::PreNormResidual<double, nn::LinearAttention<double>> block(store, "res", 3);
+  nn::Standalone<nn::PreNormResidual<double, nn::LinearAttention<double>>> block(store, "res", 3);
   randomize_params(store, 11, 0.3);
   check_layer(block, &store, Shape{2, 3, 3, 3});
 }
 
 TEST_CASE("gradient check: Residual(PreNorm(Attention))") {
   ParameterStore<double> store(1);
-  nn::PreNormResidual<double, nn::Attention<double>> block(store, "res", 4, 2, 4);
+  nn::Standalone<nn::PreNormResidual<double, nn::Attention<double>>> block(store, "res", 4, 2, 4);
   randomize_params(store, 12, 0.3);
   check_layer(block, &store, Shape{2, 4, 3, 3});
 }
@@ -173,13 +173,13 @@ TEST_CASE("gradient check: Residual(PreNorm(Attention))") {
 TEST_CASE("gradient check: ResnetBlock with and without time embedding") {
   SECTION("with time embedding, channels change") {
     ParameterStore<double> store(1);
-    nn::ResnetBlock<double> block(store, "rb", 3, 4, 5, 2);
+    nn::Standalone<nn::ResnetBlock<double>> block(store, "rb", 3, 4, 5, 2);
     randomize_params(store, 13);
     check_block(block, store, Shape{2, 3, 5, 5}, 5);
   }
   SECTION("no time embedding, same channels") {
     ParameterStore<double> store(1);
-    nn::ResnetBlock<double> block(store, "rb", 4, 4, 0, 2);
+    nn::Standalone<nn::ResnetBlock<double>> block(store, "rb", 4, 4, 0, 2);
     randomize_params(store, 14);
     check_block(block, store, Shape{2, 4, 5, 5}, 0);
   }
@@ -188,13 +188,13 @@ TEST_CASE("gradient check: ResnetBlock with and without time embedding") {
 TEST_CASE("gradient check: ConvNextBlock with and without time embedding") {
   SECTION("with time embedding, channels change") {
     ParameterStore<double> store(1);
-    nn::ConvNextBlock<double> block(store, "cb", 3, 4, 5, 2);
+    nn::Standalone<nn::ConvNextBlock<double>> block(store, "cb", 3, 4, 5, 2);
     randomize_params(store, 15);
     check_block(block, store, Shape{2, 3, 7, 7}, 5);
   }
   SECTION("no time embedding, no first norm") {
     ParameterStore<double> store(1);
-    nn::ConvNextBlock<double> block(store, "cb", 3, 3, 0, 2, false);
+    nn::Standalone<nn::ConvNextBlock<double>> block(store, "cb", 3, 3, 0, 2, false);
     randomize_params(store, 16);
     check_block(block, store, Shape{2, 3, 5, 5}, 0);
   }

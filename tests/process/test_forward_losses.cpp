@@ -76,10 +76,10 @@ TEST_CASE("every parameterization inverts its own training target") {
   // x_t = a x0 + b eps; a model that outputs exactly the target of prediction p must give back eps and x0.
   const NoiseSchedule s(BetaSchedule::Linear, 1000);
   const Shape shape{4, 2, 3, 3};
-  Tensor<double> x0(shape), noise(shape), x_t, target, eps, x0_back;
   Rng rng(17);
-  rng.normal(x0.data(), x0.numel());
-  rng.normal(noise.data(), noise.numel());
+  const auto x0 = Tensor<double>::normal(shape, rng);
+  const auto noise = Tensor<double>::normal(shape, rng);
+  Tensor<double> x_t, target, eps, x0_back;
   const std::vector<std::int64_t> t = {0, 10, 500, 999};
   q_sample(s, x0, t, noise, x_t);
   for (Prediction p : {Prediction::Epsilon, Prediction::X0, Prediction::V}) {

@@ -256,9 +256,7 @@ TEST_CASE("DDPM with the exact MMSE predictor samples N(mu, s^2) (T = 1000, line
 TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results are reproducible") {
   const NoiseSchedule s(BetaSchedule::Linear, 50);
   const Shape shape{2, 3, 4, 4};
-  Tensor<double> x_T(shape);
-  Rng init(9);
-  init.normal(x_T.data(), x_T.numel());
+  const auto x_T = Tensor<double>::normal(shape, Rng(9));
 
   std::vector<const double*> out_buffers;
   std::vector<std::int64_t> model_t;

@@ -9,7 +9,6 @@
 #include <omp.h>
 #endif
 
-#include "diffusion/core/aligned_buffer.hpp"
 #include "diffusion/core/shape.hpp"
 
 namespace diffusion {
@@ -74,16 +73,6 @@ void parallel_for(Index begin, Index end, double work_per_item, Body&& body) {
   (void)work_per_item;
 #endif
   for (Index i = begin; i < end; ++i) body(i);
-}
-
-// Per-thread scratch memory that persists across calls: after the first step, no allocation. `Slot` separates
-// buffers that are live at the same time. The returned pointer stays valid until the next call with the same Slot
-// on the same thread.
-template <class T, int Slot = 0>
-T* thread_scratch(std::size_t n) {
-  thread_local AlignedBuffer<T> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
 }
 
 }  // namespace diffusion

@@ -52,7 +52,7 @@ std::uint8_t to_byte(T x) {
 }
 
 template <class T>
-Image8 image_grid(const Tensor<T>& images, int columns, int padding = 2, std::uint8_t pad_value = 0) {
+Image8 image_grid(TensorView<T> images, int columns, int padding = 2, std::uint8_t pad_value = 0) {
   DIFFUSION_CHECK(images.rank() == 4, "image_grid: images must be (N, C, H, W), got " << images.shape());
   const Index N = images.dim(0), C = images.dim(1), H = images.dim(2), W = images.dim(3);
   DIFFUSION_CHECK(N >= 1, "image_grid: no images in " << images.shape());

@@ -470,7 +470,7 @@ class SafetensorsWriter {
     add_raw(name, DTypeOf<T>::value, dims, data, static_cast<std::size_t>(shape.numel()) * sizeof(T));
   }
   template <class T>
-  void add(const std::string& name, const Tensor<T>& t) {
+  void add(const std::string& name, TensorView<T> t) {
     add(name, t.shape(), t.data());
   }
 

@@ -1,7 +1,8 @@
 #pragma once
 // 2-D convolution kernels (cross-correlation, as PyTorch's Conv2d), NCHW, any kernel size, stride, padding and
-// groups. Three entry points cover Conv2d and ConvTranspose2d (whose forward is this backward_data):
+// groups. Four entry points cover Conv2d and ConvTranspose2d (whose forward is this backward_data):
 //   conv2d_forward         y  = conv(x, w) + bias             (y ASSIGNED)
+//   conv2d_forward_add     y += conv(x, w)                    (ACCUMULATED; ConvTranspose2d's input gradient)
 //   conv2d_backward_data   dx += conv^T(dy, w)                (ACCUMULATED)
 //   conv2d_backward_weight dw += corr(x, dy)                  (ACCUMULATED)
 //   channel_sum            db += sum over N, H, W of dy       (ACCUMULATED; the bias gradient)
@@ -19,6 +20,7 @@
 #include "diffusion/kernels/depthwise_conv2d.hpp"
 #include "diffusion/kernels/dispatch.hpp"
 #include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/scratch.hpp"
 #include "diffusion/kernels/simd.hpp"
 
 namespace diffusion::kernels {
@@ -78,10 +80,6 @@ struct Conv2dGeometry {
 inline constexpr Index kMaxSlabs = 16;
 inline Index slab_count(Index batch) { return std::min(batch, kMaxSlabs); }
 inline Index slab_begin(Index slab, Index slabs, Index batch) { return slab * batch / slabs; }
-
-// Scratch slots (parallel.hpp thread_scratch) used by the convolution kernels.
-inline constexpr int kScratchCol = 0;       // im2col matrix, per worker thread
-inline constexpr int kScratchPartials = 1;  // per-slab partial weight gradients, on the calling thread
 
 namespace detail {
 
@@ -333,7 +331,8 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
     return;
   }
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // im2col, one GEMM per group
-    T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
+    T* col = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
       T* yg = y + (n * g.out_channels + grp * cog) * P;
@@ -349,6 +348,23 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
       }
       gemm(Op::NoTrans, Op::NoTrans, cog, P, K, T(1), w + grp * cog * K, K, b, P, beta, yg, P);
     }
+  });
+}
+
+// y (N, C_out, OH, OW) += conv(x (N, C_in, H, W), w), without bias (ACCUMULATED): the input gradient of
+// ConvTranspose2d. Each image's convolution is computed exactly as conv2d_forward computes it, into this thread's
+// ConvOutput scratch (one image), then added.
+template <class T>
+void conv2d_forward_add(const Conv2dGeometry& g, const T* x, const T* w, T* y) {
+  Conv2dGeometry image = g;
+  image.batch = 1;
+  const Index in = g.in_channels * g.in_pixels(), out = g.out_channels * g.out_pixels();
+  parallel_for(0, g.batch, double(g.out_channels * g.col_rows() * g.out_pixels()), [&](Index n) {
+    const ScratchBuffer<T, Scratch::ConvOutput> conv(static_cast<std::size_t>(out));
+    conv2d_forward(image, x + n * in, w, static_cast<const T*>(nullptr), conv.data());
+    T* yn = y + n * out;
+    const T* c = conv.data();
+    for (Index i = 0; i < out; ++i) yn[i] += c[i];
   });
 }
 
@@ -379,7 +395,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
     // C_out/groups into a (C_in/groups * KH * KW, P) buffer plus a scatter-add (col2im) of that buffer.
     const Conv2dGeometry gt = g.transposed();
     const Index Kt = gt.col_rows(), HW = g.in_pixels(), taps = g.kernel_h * g.kernel_w;
-    T* wt = thread_scratch<T, kScratchPartials>(static_cast<std::size_t>(g.weight_size()));
+    const ScratchBuffer<T, Scratch::ConvWeights> wt_buffer(static_cast<std::size_t>(g.weight_size()));
+    T* wt = wt_buffer.data();
     // wt (groups, C_in/groups, C_out/groups, KH, KW): wt[grp][ci][co][tap] = w[grp * cog + co][ci][taps - 1 - tap].
     for (Index grp = 0; grp < g.groups; ++grp)
       for (Index ci = 0; ci < cig; ++ci)
@@ -387,7 +404,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
           for (Index tap = 0; tap < taps; ++tap)
             wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
     parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
-      T* col = thread_scratch<T, kScratchCol>(static_cast<std::size_t>(Kt * HW));
+      const ScratchBuffer<T, Scratch::Im2col> col_buffer(static_cast<std::size_t>(Kt * HW));
+      T* col = col_buffer.data();
       for (Index grp = 0; grp < g.groups; ++grp) {
         const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
         T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
@@ -398,7 +416,8 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
     return;
   }
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // one GEMM per group, col2im
-    T* dcol = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
+    T* dcol = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
       T* dxg = dx + (n * g.in_channels + grp * cig) * g.in_pixels();
@@ -450,11 +469,13 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
     return;
   }
   const Index W = g.weight_size(), slabs = slab_count(g.batch);
-  T* partials = thread_scratch<T, kScratchPartials>(static_cast<std::size_t>(slabs * W));
+  const ScratchBuffer<T, Scratch::ConvWeights> partials_buffer(static_cast<std::size_t>(slabs * W));
+  T* partials = partials_buffer.data();
   parallel_for(0, slabs, double(g.batch / slabs) * double(W * P), [&](Index s) {  // im2col + GEMM per image
     T* part = partials + s * W;
     std::fill(part, part + W, T(0));
-    T* col = g.is_pointwise() ? nullptr : thread_scratch<T, kScratchCol>(static_cast<std::size_t>(K * P));
+    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
+    T* col = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index n = slab_begin(s, slabs, g.batch); n < slab_begin(s + 1, slabs, g.batch); ++n) {
       for (Index grp = 0; grp < g.groups; ++grp) {
         const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();

@@ -11,12 +11,10 @@
 #include <algorithm>
 #include <cstring>
 
-#include "diffusion/core/parallel.hpp"
+#include "diffusion/kernels/scratch.hpp"
 #include "diffusion/kernels/simd.hpp"
 
 namespace diffusion::kernels {
-
-inline constexpr int kScratchDepthwise = 5;
 
 struct DepthwisePlane {
   Index in_h, in_w, out_h, out_w, kernel_h, kernel_w, pad;  // stride 1
@@ -49,7 +47,9 @@ void depthwise_plane_forward(const DepthwisePlane& g, const T* x, const T* w, T 
   constexpr Index kMaxVectors = 4;
   const Index Wv = (g.out_w + L - 1) / L * L;
   const Index row = Wv + g.kernel_w - 1;
-  T* xp = thread_scratch<T, kScratchDepthwise>(static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv));
+  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(
+      static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv));
+  T* xp = xp_buffer.data();
   T* out = xp + (g.out_h + g.kernel_h - 1) * row;  // one output row, Wv wide
   detail::pad_plane(g, row, x, xp);
   for (Index oh = 0; oh < g.out_h; ++oh) {
@@ -84,7 +84,9 @@ void depthwise_plane_backward_weight(const DepthwisePlane& g, const T* x, const 
   constexpr Index kMaxVectors = 2, kMaxTaps = 8;
   const Index Wv = (g.out_w + L - 1) / L * L;
   const Index row = Wv + g.kernel_w - 1;
-  T* xp = thread_scratch<T, kScratchDepthwise>(static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv * g.out_h));
+  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(
+      static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv * g.out_h));
+  T* xp = xp_buffer.data();
   T* dyp = xp + (g.out_h + g.kernel_h - 1) * row;  // dy rows padded with zeros to Wv
   detail::pad_plane(g, row, x, xp);
   std::memset(dyp, 0, sizeof(T) * static_cast<std::size_t>(Wv * g.out_h));

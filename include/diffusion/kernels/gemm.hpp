@@ -29,6 +29,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/scratch.hpp"
 
 namespace diffusion::kernels {
 
@@ -57,25 +58,36 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
 #define DIFFUSION_EIGEN_GEMM_INTERNALS 1
-inline constexpr int kScratchGemm = 6;  // thread_scratch slot of the packing buffers
 
 namespace detail {
 
-// Eigen's blocking object with its packed-panel buffers in this thread's scratch memory.
+// Eigen's blocking object with its packed-panel buffers in this thread's scratch memory (held while it lives).
 template <class T>
 class ScratchBlocking : public Eigen::internal::level3_blocking<T, T> {
  public:
-  ScratchBlocking(Index rows, Index cols, Index depth) {
-    this->m_mc = rows;
-    this->m_nc = cols;
-    this->m_kc = depth;
-    Eigen::internal::computeProductBlockingSizes<T, T, 1>(this->m_kc, this->m_mc, this->m_nc, Index(1));
-    const std::size_t a = static_cast<std::size_t>(this->m_kc * this->m_mc);
-    const std::size_t a_padded = (a + 63) / 64 * 64;  // keep blockB 64-byte aligned
-    T* buffer = thread_scratch<T, kScratchGemm>(a_padded + static_cast<std::size_t>(this->m_kc * this->m_nc));
-    this->m_blockA = buffer;
-    this->m_blockB = buffer + a_padded;
+  ScratchBlocking(Index rows, Index cols, Index depth) : ScratchBlocking(Sizes::of(rows, cols, depth)) {}
+
+ private:
+  struct Sizes {
+    Index mc, nc, kc;
+    std::size_t a_padded, total;  // A's panel padded to 64 elements (keeps blockB 64-byte aligned), A + B
+    static Sizes of(Index rows, Index cols, Index depth) {
+      Sizes s{rows, cols, depth, 0, 0};
+      Eigen::internal::computeProductBlockingSizes<T, T, 1>(s.kc, s.mc, s.nc, Index(1));
+      s.a_padded = (static_cast<std::size_t>(s.kc * s.mc) + 63) / 64 * 64;
+      s.total = s.a_padded + static_cast<std::size_t>(s.kc * s.nc);
+      return s;
+    }
+  };
+  explicit ScratchBlocking(const Sizes& s) : packing_(s.total) {
+    this->m_mc = s.mc;
+    this->m_nc = s.nc;
+    this->m_kc = s.kc;
+    this->m_blockA = packing_.data();
+    this->m_blockB = packing_.data() + s.a_padded;
   }
+
+  ScratchBuffer<T, Scratch::GemmPacking> packing_;
 };
 
 // res (column-major rows x cols) += alpha * lhs (rows x depth, LhsOrder) * rhs (depth x cols, RhsOrder).

@@ -3,18 +3,17 @@
 // y = (x - mean_ng) * rstd_ng * gamma_c + beta_c with biased variance, rstd = 1 / sqrt(var + eps).
 // Statistics are computed in double (two passes) and saved, (N, G) each, for the backward pass.
 //   group_norm_forward:  y ASSIGNED, mean/rstd ASSIGNED
-//   group_norm_backward: dx, dgamma, dbeta ACCUMULATED
+//   group_norm_backward: dx, dgamma, dbeta ACCUMULATED (dx may be null: the input gradient is not needed)
 // Parallel over (n, g) items; the per-channel parameter gradients are reduced over n in order afterwards.
 
 #include <cmath>
 
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/scratch.hpp"
 #include "diffusion/kernels/simd.hpp"
 
 namespace diffusion::kernels {
-
-inline constexpr int kScratchNormPartials = 2;
 
 namespace detail {
 
@@ -72,6 +71,7 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
     dgamma[c] += static_cast<T>(sg);
     dbeta[c] += static_cast<T>(sb);
   }
+  if (!dx) return;
   for (Index n = 0; n < N; ++n)
     for (Index g = 0; g < G; ++g) {
       double s1 = 0.0, s2 = 0.0;  // sum of dxhat and of dxhat * xhat over the group
@@ -118,7 +118,8 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
     return reference::group_norm_backward(N, C, P, G, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
   const Index cg = C / G;
   // Per (n, c): sum dy and sum dy * x, in double. (N, C) each.
-  double* sums = thread_scratch<double, kScratchNormPartials>(static_cast<std::size_t>(2 * N * C));
+  const ScratchBuffer<double, Scratch::NormPartials> sums_buffer(static_cast<std::size_t>(2 * N * C));
+  double* sums = sums_buffer.data();
   double* sum_dy = sums;
   double* sum_dyx = sums + N * C;
   parallel_for(0, N * G, double(4 * cg * P), [&](Index ng) {  // two sums, then dx
@@ -133,6 +134,7 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
       s1 += static_cast<double>(gamma[c]) * a;                             // sum dxhat
       s2 += static_cast<double>(gamma[c]) * rstd[ng] * (b - mean[ng] * a);  // sum dxhat * xhat
     }
+    if (!dx) return;
     // dx = rstd (dxhat - s1/M - xhat s2/M) = A_c dy + B x + D
     const double M = static_cast<double>(cg * P), r = rstd[ng];
     const double B = -r * r * s2 / M;

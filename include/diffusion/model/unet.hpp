@@ -12,8 +12,12 @@
 //   y = final_conv(final_block(x))                     block(dim, dim) without time, then 1x1 conv -> out_dim
 //
 // Like the reference, every up stage upsamples and the first level's skip is never used; H and W must be
-// divisible by 2^(levels - 1). Activations are kept per stage (allocated on the first batch, reused after) for
-// backward; backward(dy) accumulates every parameter gradient into params().
+// divisible by 2^(levels - 1). backward(dy) accumulates every parameter gradient into params().
+//
+// Memory (nn/workspace.hpp): every activation backward reads is owned by the stage or layer that saves it; the
+// temporaries of one call live in one workspace the network owns and passes down (one for all blocks, one for all
+// attention layers, one for the stages' gradients), and the gradient between stages flows through two buffers that
+// trade roles (GradientRelay). Everything is allocated on the first batch and reused after: no allocation per step.
 
 #include <cstdint>
 #include <memory>
@@ -49,125 +53,137 @@ class Unet {
   ParameterStore<T>& params() { return params_; }
   const ParameterStore<T>& params() const { return params_; }
 
-  // y (N, out_dim, H, W) = eps_theta(x (N, channels, H, W), t). Keeps what backward needs.
-  void forward(const Tensor<T>& x, const std::vector<std::int64_t>& t, Tensor<T>& y) {
+  // y (N, out_dim, H, W) = eps_theta(x (N, channels, H, W), t). Keeps what backward needs. x is read through a
+  // view (a Tensor, or the caller's own buffer: no copy) and is kept until backward: it must stay alive and
+  // unchanged until then, so a temporary does not compile.
+  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) {
     check_input(x, t);
-    input_ = &x;
+    input_ = x;
     t_ = t;
     init_conv_->forward(x, x0_);
-    const Tensor<T>* temb = nullptr;
-    if (config_.with_time_emb) {
-      time_embedding_->forward(t, t_sin_);
-      time_linear1_->forward(t_sin_, t_h1_);
-      gelu_.forward(t_h1_, t_g_);
-      time_linear2_->forward(t_g_, temb_);
-      temb = &temb_;
-    }
+    const Tensor<T>* temb = time_forward(t);
     const Tensor<T>* cur = &x0_;
-    for (auto& s : downs_) {
-      s.input = cur;
-      s.block1->forward(*cur, temb, s.b1);
-      s.block2->forward(s.b1, temb, s.b2);
-      s.attn->forward(s.b2, s.skip);
-      cur = &s.skip;
-      if (s.downsample) {
-        s.downsample->forward(s.skip, s.down);
-        cur = &s.down;
-      }
-    }
-    mid_input_ = cur;
-    mid_block1_->forward(*cur, temb, m1_);
-    mid_attn_->forward(m1_, m_attn_);
-    mid_block2_->forward(m_attn_, temb, m2_);
-    cur = &m2_;
-    for (std::size_t i = 0; i < ups_.size(); ++i) {
-      auto& s = ups_[i];
-      s.input = cur;
-      nn::concat_channels(*cur, downs_[downs_.size() - 1 - i].skip, s.cat);
-      s.block1->forward(s.cat, temb, s.b1);
-      s.block2->forward(s.b1, temb, s.b2);
-      s.attn->forward(s.b2, s.attn_out);
-      s.upsample->forward(s.attn_out, s.up);
-      cur = &s.up;
-    }
-    final_input_ = cur;
-    final_block_->forward(*cur, nullptr, final_h_);
-    final_conv_->forward(final_h_, y);
+    for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_);
+    cur = &mid_forward(*cur, temb);
+    for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_);
+    final_forward(*cur, y);
   }
+  void forward(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& y) = delete;  // x would dangle
 
   // Accumulates d(loss)/d(parameters) into params().grads() given dy = d(loss)/d(y) for the last forward.
-  // dx (optional) accumulates d(loss)/d(x).
+  // dx (optional) accumulates d(loss)/d(x). The forward pass reversed, stage by stage.
   void backward(const Tensor<T>& dy, Tensor<T>* dx = nullptr) {
-    DIFFUSION_CHECK(input_ != nullptr, "Unet::backward called before forward");
+    DIFFUSION_CHECK(input_.data() != nullptr, "Unet::backward called before forward");
     const Tensor<T>* temb = config_.with_time_emb ? &temb_ : nullptr;
-    Tensor<T>* dtemb = nullptr;
-    if (temb) {
-      nn::zero_like(dtemb_, temb_);
-      dtemb = &dtemb_;
+    Tensor<T>* dtemb = temb ? &dtemb_ : nullptr;
+    // The gradients that several stages add to, zeroed once: the time embedding's and every skip connection's.
+    if (dtemb) nn::zero_like(dtemb_, temb_);
+    for (auto& s : downs_) nn::zero_like(s.dskip, s.skip);
+    GradientRelay& g = relay_;
+    final_backward(dy, g.dx_for(*final_input_));
+    g.pass();
+    for (std::size_t i = ups_.size(); i-- > 0;) {
+      ups_[i].backward(temb, g.dy(), g.dx_for(*ups_[i].input), skip_of(i).dskip, dtemb, ws_);
+      g.pass();
     }
-    nn::zero_like(d_final_h_, final_h_);
-    final_conv_->backward(final_h_, dy, &d_final_h_);
-    nn::zero_like(d_cur_, *final_input_);
-    final_block_->backward(*final_input_, nullptr, d_final_h_, &d_cur_, nullptr);
-    // d_cur_ holds d(loss)/d(current stage output), walking back. Skip gradients accumulate into each down
-    // stage's d_skip before that stage's backward runs.
-    for (auto& s : downs_) nn::zero_like(s.d_skip, s.skip);
-    for (std::size_t k = ups_.size(); k-- > 0;) {
-      auto& s = ups_[k];
-      nn::zero_like(d_attn_out_, s.attn_out);
-      s.upsample->backward(s.attn_out, d_cur_, &d_attn_out_);
-      nn::zero_like(d_b2_, s.b2);
-      s.attn->backward(s.b2, d_attn_out_, &d_b2_);
-      nn::zero_like(d_b1_, s.b1);
-      s.block2->backward(s.b1, temb, d_b2_, &d_b1_, dtemb);
-      nn::zero_like(d_cat_, s.cat);
-      s.block1->backward(s.cat, temb, d_b1_, &d_cat_, dtemb);
-      nn::zero_like(d_cur_, *s.input);
-      nn::concat_channels_backward(d_cat_, &d_cur_, &downs_[downs_.size() - 1 - k].d_skip, s.input->dim(1));
+    mid_backward(temb, g.dy(), g.dx_for(*mid_input_), dtemb);
+    g.pass();
+    for (std::size_t l = downs_.size(); l-- > 0;) {
+      downs_[l].backward(temb, g.dy(), g.dx_for(*downs_[l].input), dtemb, ws_);
+      g.pass();
     }
-    nn::zero_like(d_m_attn_, m_attn_);
-    mid_block2_->backward(m_attn_, temb, d_cur_, &d_m_attn_, dtemb);
-    nn::zero_like(d_m1_, m1_);
-    mid_attn_->backward(m1_, d_m_attn_, &d_m1_);
-    nn::zero_like(d_next_, *mid_input_);
-    mid_block1_->backward(*mid_input_, temb, d_m1_, &d_next_, dtemb);
-    for (std::size_t k = downs_.size(); k-- > 0;) {
-      auto& s = downs_[k];
-      // d(skip) = skip-connection gradient + (downsample's input gradient, or the gradient flowing from above)
-      if (s.downsample) s.downsample->backward(s.skip, d_next_, &s.d_skip);
-      else nn::add_into(s.d_skip, d_next_);
-      nn::zero_like(d_b2_, s.b2);
-      s.attn->backward(s.b2, s.d_skip, &d_b2_);
-      nn::zero_like(d_b1_, s.b1);
-      s.block2->backward(s.b1, temb, d_b2_, &d_b1_, dtemb);
-      nn::zero_like(d_next_, *s.input);
-      s.block1->backward(*s.input, temb, d_b1_, &d_next_, dtemb);
-    }
-    init_conv_->backward(*input_, d_next_, dx);
-    if (temb) {
-      nn::zero_like(d_t_g_, t_g_);
-      time_linear2_->backward(t_g_, dtemb_, &d_t_g_);
-      nn::zero_like(d_t_h1_, t_h1_);
-      gelu_.backward(t_h1_, d_t_g_, &d_t_h1_);
-      time_linear1_->backward(t_sin_, d_t_h1_, nullptr);
-    }
+    init_conv_->backward(input_, g.dy(), dx);
+    if (dtemb) time_backward();
   }
 
  private:
+  // Temporaries of one stage's call, shared by every stage: a stage's backward ends before the next one's begins.
+  struct StageWorkspace {
+    Tensor<T> db1, db2;  // d(loss)/d(block1 output), d(block2 output); the final stage: db1 = d(final block output)
+    Tensor<T> dattn;     // d(loss)/d(attention output) of an up stage or the middle
+    Tensor<T> dcat;      // d(loss)/d(cat(x, skip)) of an up stage
+    typename UnetBlock<T>::Workspace block;          // every block's
+    typename UnetAttention<T>::Workspace attention;  // every attention layer's
+  };
+
+  // The gradient flowing down the stages, in two buffers that trade roles: while a stage's backward runs, dy() is
+  // d(loss)/d(its output) and dx_for(input) (zeroed to the input's shape) receives d(loss)/d(its input); pass()
+  // makes that the next stage's dy(). A stage never gets one buffer as both.
+  class GradientRelay {
+   public:
+    Tensor<T>& dx_for(const Tensor<T>& input) {
+      nn::zero_like(buffers_[dx_], input);
+      return buffers_[dx_];
+    }
+    const Tensor<T>& dy() const { return buffers_[1 - dx_]; }
+    void pass() { dx_ = 1 - dx_; }
+
+   private:
+    Tensor<T> buffers_[2];
+    int dx_ = 0;
+  };
+
+  // One level of the down path: skip = attn(block2(block1(x, temb), temb)); output = downsample(skip), or skip on
+  // the last level.
   struct DownStage {
     std::unique_ptr<UnetBlock<T>> block1, block2;
     std::unique_ptr<UnetAttention<T>> attn;
     std::unique_ptr<nn::Conv2d<T>> downsample;  // null on the last level (the reference's nn.Identity)
-    const Tensor<T>* input = nullptr;
-    Tensor<T> b1, b2, skip, down;             // block outputs, attention output (= skip), downsampled
-    Tensor<T> d_skip;                         // gradient of skip: filled by the up path, then by this stage
+    const Tensor<T>* input = nullptr;            // x of the last forward: the previous stage's output
+    Tensor<T> b1, b2, skip, down;                // block outputs, attention output (= skip), downsampled
+    Tensor<T> dskip;                             // d(loss)/d(skip): the up path's share, then this stage's
+
+    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>* temb, StageWorkspace& ws) {
+      input = &x;
+      block1->forward(x, temb, b1, ws.block);
+      block2->forward(b1, temb, b2, ws.block);
+      attn->forward(b2, skip, ws.attention);
+      if (!downsample) return skip;
+      downsample->forward(skip, down);
+      return down;
+    }
+    // dy = d(loss)/d(output); dx (zeroed, x's shape) receives d(loss)/d(x). dskip must hold the up path's share.
+    void backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>* dtemb, StageWorkspace& ws) {
+      nn::zero_like(ws.db2, b2);
+      nn::zero_like(ws.db1, b1);
+      if (downsample) downsample->backward(skip, dy, &dskip);
+      else nn::add_into(dskip, dy);
+      attn->backward(b2, dskip, &ws.db2, ws.attention);
+      block2->backward(b1, temb, ws.db2, &ws.db1, dtemb, ws.block);
+      block1->backward(*input, temb, ws.db1, &dx, dtemb, ws.block);
+    }
   };
+
+  // One level of the up path: output = upsample(attn(block2(block1(cat(x, skip), temb), temb))).
   struct UpStage {
     std::unique_ptr<UnetBlock<T>> block1, block2;
     std::unique_ptr<UnetAttention<T>> attn;
     std::unique_ptr<nn::ConvTranspose2d<T>> upsample;
-    const Tensor<T>* input = nullptr;
+    const Tensor<T>* input = nullptr;  // x of the last forward: the previous stage's output
     Tensor<T> cat, b1, b2, attn_out, up;
+
+    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>& skip, const Tensor<T>* temb, StageWorkspace& ws) {
+      input = &x;
+      nn::concat_channels(x, skip, cat);
+      block1->forward(cat, temb, b1, ws.block);
+      block2->forward(b1, temb, b2, ws.block);
+      attn->forward(b2, attn_out, ws.attention);
+      upsample->forward(attn_out, up);
+      return up;
+    }
+    // dy = d(loss)/d(output); dx (zeroed, x's shape) receives d(loss)/d(x), dskip accumulates d(loss)/d(skip).
+    void backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>& dskip, Tensor<T>* dtemb,
+                  StageWorkspace& ws) {
+      nn::zero_like(ws.dattn, attn_out);
+      nn::zero_like(ws.db2, b2);
+      nn::zero_like(ws.db1, b1);
+      nn::zero_like(ws.dcat, cat);
+      upsample->backward(attn_out, dy, &ws.dattn);
+      attn->backward(b2, ws.dattn, &ws.db2, ws.attention);
+      block2->backward(b1, temb, ws.db2, &ws.db1, dtemb, ws.block);
+      block1->backward(cat, temb, ws.db1, &ws.dcat, dtemb, ws.block);
+      nn::concat_channels_backward(ws.dcat, &dx, &dskip, input->dim(1));
+    }
   };
 
   // Constructs every layer with the names and widths of the plan (model/unet_plan.hpp), in its registration order.
@@ -218,7 +234,7 @@ class Unet {
     check_parameters_match(params_, plan);  // the layers registered what the plan (and so the weight loaders) expect
   }
 
-  void check_input(const Tensor<T>& x, const std::vector<std::int64_t>& t) const {
+  void check_input(const TensorView<T>& x, const std::vector<std::int64_t>& t) const {
     DIFFUSION_CHECK(x.rank() == 4 && x.dim(1) == config_.channels && x.dim(0) > 0,
                     "Unet: input " << x.shape() << " does not match (N > 0, " << config_.channels << ", H, W)");
     DIFFUSION_CHECK(static_cast<Index>(t.size()) == x.dim(0),
@@ -242,17 +258,66 @@ class Unet {
   std::unique_ptr<UnetBlock<T>> final_block_;
   std::unique_ptr<nn::Conv2d<T>> final_conv_;
 
-  // Activations of the last forward. Shapes: x0_ (N, init_dim, H, W); t_sin_ (N, dim); t_h1_, t_g_, temb_ (N, 4 dim);
-  // m1_, m_attn_, m2_ (N, mid, H', W'); final_h_ (N, dim, H, W).
-  const Tensor<T>* input_ = nullptr;
+  // The down stage whose skip feeds up stage i.
+  DownStage& skip_of(std::size_t i) { return downs_[downs_.size() - 1 - i]; }
+
+  // temb (N, 4 dim) = Linear(GELU(Linear(sinusoidal(t)))), or null without time embedding.
+  const Tensor<T>* time_forward(const std::vector<std::int64_t>& t) {
+    if (!config_.with_time_emb) return nullptr;
+    time_embedding_->forward(t, t_sin_);
+    time_linear1_->forward(t_sin_, t_h1_);
+    gelu_.forward(t_h1_, t_g_);
+    time_linear2_->forward(t_g_, temb_);
+    return &temb_;
+  }
+  void time_backward() {  // from dtemb_; t itself has no gradient
+    nn::zero_like(d_t_g_, t_g_);
+    nn::zero_like(d_t_h1_, t_h1_);
+    time_linear2_->backward(t_g_, dtemb_, &d_t_g_);
+    gelu_.backward(t_h1_, d_t_g_, &d_t_h1_);
+    time_linear1_->backward(t_sin_, d_t_h1_, nullptr);
+  }
+
+  // The middle: mid_block2(mid_attn(mid_block1(x, temb)), temb).
+  const Tensor<T>& mid_forward(const Tensor<T>& x, const Tensor<T>* temb) {
+    mid_input_ = &x;
+    mid_block1_->forward(x, temb, m1_, ws_.block);
+    mid_attn_->forward(m1_, m_attn_, ws_.attention);
+    mid_block2_->forward(m_attn_, temb, m2_, ws_.block);
+    return m2_;
+  }
+  void mid_backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>* dtemb) {
+    nn::zero_like(ws_.dattn, m_attn_);
+    nn::zero_like(ws_.db1, m1_);
+    mid_block2_->backward(m_attn_, temb, dy, &ws_.dattn, dtemb, ws_.block);
+    mid_attn_->backward(m1_, ws_.dattn, &ws_.db1, ws_.attention);
+    mid_block1_->backward(*mid_input_, temb, ws_.db1, &dx, dtemb, ws_.block);
+  }
+
+  // The head: y = final_conv(final_block(x)), without time embedding.
+  void final_forward(const Tensor<T>& x, Tensor<T>& y) {
+    final_input_ = &x;
+    final_block_->forward(x, nullptr, final_h_, ws_.block);
+    final_conv_->forward(final_h_, y);
+  }
+  void final_backward(const Tensor<T>& dy, Tensor<T>& dx) {
+    nn::zero_like(ws_.db1, final_h_);
+    final_conv_->backward(final_h_, dy, &ws_.db1);
+    final_block_->backward(*final_input_, nullptr, ws_.db1, &dx, nullptr, ws_.block);
+  }
+
+  // Activations of the last forward (the stages keep theirs). Shapes: x0_ (N, init_dim, H, W); t_sin_ (N, dim);
+  // t_h1_, t_g_, temb_ (N, 4 dim); m1_, m_attn_, m2_ (N, mid, H', W'); final_h_ (N, dim, H, W).
+  TensorView<T> input_;
   const Tensor<T>* mid_input_ = nullptr;
   const Tensor<T>* final_input_ = nullptr;
   std::vector<std::int64_t> t_;
   Tensor<T> x0_, t_sin_, t_h1_, t_g_, temb_, m1_, m_attn_, m2_, final_h_;
-  // Gradient buffers, same shapes as their activations; the per-stage ones are shared by all stages, since a
-  // stage's backward finishes before the next begins.
-  Tensor<T> dtemb_, d_t_g_, d_t_h1_, d_m_attn_, d_m1_, d_final_h_, d_cur_, d_next_;
-  Tensor<T> d_attn_out_, d_b1_, d_b2_, d_cat_;
+  // Gradients of the time MLP (same shapes as their activations); dtemb_ sums every block's share.
+  Tensor<T> dtemb_, d_t_g_, d_t_h1_;
+  // Temporaries shared by the stages, and the gradient flowing between them.
+  StageWorkspace ws_;
+  GradientRelay relay_;
 };
 
 }  // namespace diffusion

@@ -5,6 +5,7 @@
 //
 // Contract (shared by every layer in nn/):
 //   forward(x, y):        y is resized and ASSIGNED; x must stay unchanged until backward.
+//                         (Conv2d reads x through a TensorView: a network's first layer reads the caller's buffer.)
 //   backward(x, dy, dx):  x is the forward input; parameter gradients and *dx are ACCUMULATED (+=), so
 //                         callers zero them once and branches that meet simply add. dx may be null when the
 //                         input gradient is not needed (the first layer of a network).
@@ -50,13 +51,13 @@ class Conv2d {
     return Shape{x[0], out_, oh, ow};
   }
 
-  void forward(const Tensor<T>& x, Tensor<T>& y) {
+  void forward(TensorView<T> x, Tensor<T>& y) {
     y.resize(output_shape(x.shape()));
     kernels::conv2d_forward(geometry(x.shape()), x.data(), params_.value(weight_),
                             bias_.valid() ? params_.value(bias_) : nullptr, y.data());
   }
 
-  void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
+  void backward(TensorView<T> x, const Tensor<T>& dy, Tensor<T>* dx) {
     check_shape(dy, output_shape(x.shape()), "Conv2d", name_, "backward: dy");
     const kernels::Conv2dGeometry g = geometry(x.shape());
     if (dx) {

@@ -12,7 +12,6 @@
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/kernels/conv2d.hpp"
-#include "diffusion/nn/scratch.hpp"
 
 namespace diffusion::nn {
 
@@ -64,8 +63,7 @@ class ConvTranspose2d {
     const kernels::Conv2dGeometry g = geometry(x.shape());
     if (dx) {
       check_shape(*dx, x.shape(), "ConvTranspose2d", name_, "backward: dx");
-      // dx += conv(dy, w): run the forward convolution into a temporary-free accumulate by convolving into dx.
-      accumulate_forward(g, dy.data(), dx->data());
+      kernels::conv2d_forward_add(g, dy.data(), params_.value(weight_), dx->data());  // dx += conv(dy, w)
     }
     kernels::conv2d_backward_weight(g, dy.data(), x.data(), params_.grad(weight_));
     if (bias_.valid()) kernels::channel_sum(g.batch, out_, g.in_pixels(), dy.data(), params_.grad(bias_));
@@ -83,16 +81,6 @@ class ConvTranspose2d {
     g.out_channels = in_, g.out_height = x[2], g.out_width = x[3];
     g.kernel_h = g.kernel_w = kernel_, g.stride = stride_, g.padding = padding_, g.groups = groups_;
     return g;
-  }
-
-  // dx (N, C_in, H, W) += conv_g(dy): the forward kernel assigns, so convolve into scratch and add.
-  void accumulate_forward(const kernels::Conv2dGeometry& g, const T* dy, T* dx) {
-    Tensor<T>& scratch = scratch_tensor<T>(kConvTranspose);  // (N, C_in, H, W) before accumulation
-    scratch.resize(Shape{g.batch, g.out_channels, g.out_height, g.out_width});
-    kernels::conv2d_forward<T>(g, dy, params_.value(weight_), nullptr, scratch.data());
-    const Index n = scratch.numel();
-    const T* s = scratch.data();
-    for (Index i = 0; i < n; ++i) dx[i] += s[i];
   }
 
   ParameterStore<T>& params_;

@@ -5,17 +5,19 @@
 //   h = dwconv7x7(x) + Linear(GELU(t))[:, :, None, None];  y = net(h) + res_conv(x)
 // Parameters: `<name>.mlp.1.{weight,bias}` (time_emb_dim > 0), `<name>.ds_conv.{weight,bias}`,
 // `<name>.net.0.{weight,bias}` (GroupNorm, when norm), `<name>.net.1`, `<name>.net.3` (GroupNorm), `<name>.net.4`,
-// `<name>.res_conv` (dim != dim_out). Same forward/backward signatures as ResnetBlock.
+// `<name>.res_conv` (dim != dim_out). Same forward/backward signatures and workspace scheme as ResnetBlock.
 
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
-#include "diffusion/nn/scratch.hpp"
+#include "diffusion/nn/residual.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
+#include "diffusion/nn/workspace.hpp"
 
 namespace diffusion::nn {
 
@@ -36,67 +38,61 @@ class ConvNextBlock {
 
   bool has_time_mlp() const { return mlp_ != nullptr; }
 
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y) {
-    ds_conv_.forward(x, h_);
+  // What forward saves for backward, and (the same struct) their gradients during backward.
+  struct Activations {
+    Tensor<T> h;      // (N, dim, H, W) ds_conv(x) + t_out per channel
+    Tensor<T> n0;     // (N, dim, H, W) norm1(h) (empty without norm)
+    Tensor<T> c1;     // (N, dim_out * mult, H, W) conv1(n0)
+    Tensor<T> a;      // GELU(c1)
+    Tensor<T> n3;     // norm2(a); y = conv2(n3) + residual
+    Tensor<T> t_act;  // (N, time_emb_dim) GELU(t_emb)
+    Tensor<T> t_out;  // (N, dim) mlp(t_act)
+    template <class Self>
+    static auto tensors(Self& s) {
+      return std::tie(s.h, s.n0, s.c1, s.a, s.n3, s.t_act, s.t_out);
+    }
+  };
+  // Temporaries of one call, shared by every ConvNextBlock of a network (nn/workspace.hpp).
+  using Workspace = BlockWorkspace<T, Activations>;
+
+  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
+    Activations& a = acts_;
+    ds_conv_.forward(x, a.h);
     if (mlp_ && t_emb) {
-      gelu_.forward(*t_emb, t_act_);
-      mlp_->forward(t_act_, t_out_);
-      add_channel_vector(h_, t_out_);
+      gelu_.forward(*t_emb, a.t_act);
+      mlp_->forward(a.t_act, a.t_out);
+      add_channel_vector(a.h, a.t_out);
     }
-    const Tensor<T>* normed = &h_;
-    if (norm1_) {
-      norm1_->forward(h_, n0_);
-      normed = &n0_;
-    }
-    conv1_.forward(*normed, c1_);
-    gelu_.forward(c1_, a_);
-    norm2_.forward(a_, n3_);
-    conv2_.forward(n3_, y);
-    if (res_conv_) {
-      Tensor<T>& res = scratch_tensor<T>(kResidual);  // not needed by backward
-      res_conv_->forward(x, res);
-      add_into(y, res);
-    } else {
-      add_into(y, x);
-    }
+    if (norm1_) norm1_->forward(a.h, a.n0);
+    conv1_.forward(norm1_ ? a.n0 : a.h, a.c1);
+    gelu_.forward(a.c1, a.a);
+    norm2_.forward(a.a, a.n3);
+    conv2_.forward(a.n3, y);
+    add_residual(res_conv_.get(), x, y, ws.res);
   }
 
-  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    // Gradient buffers: shared scratch (see scratch.hpp), valid during this call only.
-    Tensor<T>& dn3 = scratch_tensor<T>(kBlock0 + 0);
-    Tensor<T>& da = scratch_tensor<T>(kBlock0 + 1);
-    Tensor<T>& dc1 = scratch_tensor<T>(kBlock0 + 2);
-    Tensor<T>& dn0 = scratch_tensor<T>(kBlock0 + 3);
-    Tensor<T>& dh = scratch_tensor<T>(kBlock0 + 4);
-    Tensor<T>& dt_out = scratch_tensor<T>(kBlock0 + 5);
-    Tensor<T>& dt_act = scratch_tensor<T>(kBlock0 + 6);
-    zero_like(dn3, n3_);
-    conv2_.backward(n3_, dy, &dn3);
-    zero_like(da, a_);
-    norm2_.backward(a_, dn3, &da);
-    zero_like(dc1, c1_);
-    gelu_.backward(c1_, da, &dc1);
-    zero_like(dh, h_);
+  // Forward reversed; d holds the gradient of each activation of the same name.
+  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb,
+                Workspace& ws) {
+    const Activations& a = acts_;
+    Activations& d = ws.grads;
+    zero_grads(d, a);
+    conv2_.backward(a.n3, dy, &d.n3);
+    norm2_.backward(a.a, d.n3, &d.a);
+    gelu_.backward(a.c1, d.a, &d.c1);
     if (norm1_) {
-      zero_like(dn0, n0_);
-      conv1_.backward(n0_, dc1, &dn0);
-      norm1_->backward(h_, dn0, &dh);
+      conv1_.backward(a.n0, d.c1, &d.n0);
+      norm1_->backward(a.h, d.n0, &d.h);
     } else {
-      conv1_.backward(h_, dc1, &dh);
+      conv1_.backward(a.h, d.c1, &d.h);
     }
     if (mlp_ && t_emb) {
-      zero_like(dt_out, t_out_);
-      add_channel_vector_backward(dh, dt_out);
-      zero_like(dt_act, t_act_);
-      mlp_->backward(t_act_, dt_out, &dt_act);
-      gelu_.backward(*t_emb, dt_act, dt_emb);
+      add_channel_vector_backward(d.h, d.t_out);
+      mlp_->backward(a.t_act, d.t_out, &d.t_act);
+      gelu_.backward(*t_emb, d.t_act, dt_emb);
     }
-    ds_conv_.backward(x, dh, dx);
-    if (res_conv_) {
-      res_conv_->backward(x, dy, dx);
-    } else if (dx) {
-      add_into(*dx, dy);
-    }
+    ds_conv_.backward(x, d.h, dx);
+    add_residual_backward(res_conv_.get(), x, dy, dx);  // last: dx sums the two branches in this order
   }
 
   const std::string& name() const { return name_; }
@@ -111,9 +107,7 @@ class ConvNextBlock {
   std::unique_ptr<GroupNorm<T>> norm1_;
   std::unique_ptr<Conv2d<T>> res_conv_;
   GELU<T> gelu_;
-  // Saved activations: h_, n0_ (N, dim, H, W); c1_, a_, n3_ (N, dim_out * mult, H, W).
-  Tensor<T> h_, n0_, c1_, a_, n3_;
-  Tensor<T> t_act_, t_out_;  // (N, time_emb_dim), (N, dim)
+  Activations acts_;
 };
 
 }  // namespace diffusion::nn

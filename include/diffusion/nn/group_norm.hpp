@@ -10,7 +10,6 @@
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/kernels/group_norm.hpp"
-#include "diffusion/nn/scratch.hpp"
 
 namespace diffusion::nn {
 
@@ -50,19 +49,10 @@ class GroupNorm {
     DIFFUSION_CHECK(mean_.size() == static_cast<std::size_t>(x.dim(0) * groups_),
                     "GroupNorm '" << name_ << "': backward without a matching forward");
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3);
-    // The kernel always produces dx; without a caller buffer, it goes to scratch.
-    T* dxp = nullptr;
-    if (dx) {
-      check_shape(*dx, x.shape(), "GroupNorm", name_, "backward: dx");
-      dxp = dx->data();
-    } else {
-      Tensor<T>& unused = scratch_tensor<T>(kNormInputGrad);
-      unused.resize(x.shape());
-      unused.zero();
-      dxp = unused.data();
-    }
+    if (dx) check_shape(*dx, x.shape(), "GroupNorm", name_, "backward: dx");
     kernels::group_norm_backward(N, channels_, P, groups_, x.data(), params_.value(weight_), mean_.data(),
-                                 rstd_.data(), dy.data(), dxp, params_.grad(weight_), params_.grad(bias_));
+                                 rstd_.data(), dy.data(), dx ? dx->data() : nullptr, params_.grad(weight_),
+                                 params_.grad(bias_));
   }
 
   const std::string& name() const { return name_; }

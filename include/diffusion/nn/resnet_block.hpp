@@ -5,18 +5,20 @@
 //   h = SiLU(GN(conv3x3(x))) + Linear(SiLU(t))[:, :, None, None];  y = SiLU(GN(conv3x3(h))) + res_conv(x)
 // Parameters: `<name>.mlp.1.{weight,bias}` (when time_emb_dim > 0), `<name>.block{1,2}.proj.{weight,bias}`,
 // `<name>.block{1,2}.norm.{weight,bias}`, `<name>.res_conv.{weight,bias}` (when dim != dim_out).
-// forward(x, t_emb, y): t_emb (N, time_emb_dim) or null; backward(x, t_emb, dy, dx, dt_emb) accumulates into
-// dx, dt_emb (either may be null) and every parameter gradient.
+// forward(x, t_emb, y, ws): t_emb (N, time_emb_dim) or null; backward(x, t_emb, dy, dx, dt_emb, ws) accumulates into
+// dx, dt_emb (either may be null) and every parameter gradient. ws: the blocks' shared Workspace (nn/workspace.hpp).
 
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/group_norm.hpp"
 #include "diffusion/nn/linear.hpp"
-#include "diffusion/nn/scratch.hpp"
+#include "diffusion/nn/residual.hpp"
 #include "diffusion/nn/tensor_ops.hpp"
+#include "diffusion/nn/workspace.hpp"
 
 namespace diffusion::nn {
 
@@ -36,59 +38,58 @@ class ResnetBlock {
 
   bool has_time_mlp() const { return mlp_ != nullptr; }
 
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y) {
-    proj1_.forward(x, h1_);
-    norm1_.forward(h1_, n1_);
-    silu_.forward(n1_, h_);
+  // What forward saves for backward, and (the same struct) their gradients during backward. (N, dim_out, H, W)
+  // unless noted.
+  struct Activations {
+    Tensor<T> h1;     // proj1(x)
+    Tensor<T> n1;     // norm1(h1)
+    Tensor<T> h;      // SiLU(n1) + t_out per channel
+    Tensor<T> h2;     // proj2(h)
+    Tensor<T> n2;     // norm2(h2); y = SiLU(n2) + residual
+    Tensor<T> t_act;  // (N, time_emb_dim) SiLU(t_emb)
+    Tensor<T> t_out;  // (N, dim_out) mlp(t_act)
+    template <class Self>
+    static auto tensors(Self& s) {
+      return std::tie(s.h1, s.n1, s.h, s.h2, s.n2, s.t_act, s.t_out);
+    }
+  };
+  // Temporaries of one call, shared by every ResnetBlock of a network (nn/workspace.hpp).
+  using Workspace = BlockWorkspace<T, Activations>;
+
+  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
+    Activations& a = acts_;
+    proj1_.forward(x, a.h1);
+    norm1_.forward(a.h1, a.n1);
+    silu_.forward(a.n1, a.h);
     if (mlp_ && t_emb) {
-      silu_.forward(*t_emb, t_act_);
-      mlp_->forward(t_act_, t_out_);
-      add_channel_vector(h_, t_out_);
+      silu_.forward(*t_emb, a.t_act);
+      mlp_->forward(a.t_act, a.t_out);
+      add_channel_vector(a.h, a.t_out);
     }
-    proj2_.forward(h_, h2_);
-    norm2_.forward(h2_, n2_);
-    silu_.forward(n2_, y);
-    if (res_conv_) {
-      Tensor<T>& res = scratch_tensor<T>(kResidual);  // not needed by backward
-      res_conv_->forward(x, res);
-      add_into(y, res);
-    } else {
-      add_into(y, x);
-    }
+    proj2_.forward(a.h, a.h2);
+    norm2_.forward(a.h2, a.n2);
+    silu_.forward(a.n2, y);
+    add_residual(res_conv_.get(), x, y, ws.res);
   }
 
-  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb) {
-    // Gradient buffers: shared scratch (see scratch.hpp), valid during this call only.
-    Tensor<T>& dn2 = scratch_tensor<T>(kBlock0 + 0);
-    Tensor<T>& dh2 = scratch_tensor<T>(kBlock0 + 1);
-    Tensor<T>& dh = scratch_tensor<T>(kBlock0 + 2);
-    Tensor<T>& dn1 = scratch_tensor<T>(kBlock0 + 3);
-    Tensor<T>& dh1 = scratch_tensor<T>(kBlock0 + 4);
-    Tensor<T>& dt_out = scratch_tensor<T>(kBlock0 + 5);
-    Tensor<T>& dt_act = scratch_tensor<T>(kBlock0 + 6);
-    zero_like(dn2, n2_);
-    silu_.backward(n2_, dy, &dn2);
-    zero_like(dh2, h2_);
-    norm2_.backward(h2_, dn2, &dh2);
-    zero_like(dh, h_);
-    proj2_.backward(h_, dh2, &dh);
+  // Forward reversed; d holds the gradient of each activation of the same name.
+  void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb,
+                Workspace& ws) {
+    const Activations& a = acts_;
+    Activations& d = ws.grads;
+    zero_grads(d, a);
+    silu_.backward(a.n2, dy, &d.n2);
+    norm2_.backward(a.h2, d.n2, &d.h2);
+    proj2_.backward(a.h, d.h2, &d.h);
     if (mlp_ && t_emb) {
-      zero_like(dt_out, t_out_);
-      add_channel_vector_backward(dh, dt_out);
-      zero_like(dt_act, t_act_);
-      mlp_->backward(t_act_, dt_out, &dt_act);
-      silu_.backward(*t_emb, dt_act, dt_emb);
+      add_channel_vector_backward(d.h, d.t_out);
+      mlp_->backward(a.t_act, d.t_out, &d.t_act);
+      silu_.backward(*t_emb, d.t_act, dt_emb);
     }
-    zero_like(dn1, n1_);
-    silu_.backward(n1_, dh, &dn1);
-    zero_like(dh1, h1_);
-    norm1_.backward(h1_, dn1, &dh1);
-    proj1_.backward(x, dh1, dx);
-    if (res_conv_) {
-      res_conv_->backward(x, dy, dx);
-    } else if (dx) {
-      add_into(*dx, dy);
-    }
+    silu_.backward(a.n1, d.h, &d.n1);
+    norm1_.backward(a.h1, d.n1, &d.h1);
+    proj1_.backward(x, d.h1, dx);
+    add_residual_backward(res_conv_.get(), x, dy, dx);  // last: dx sums the two branches in this order
   }
 
   const std::string& name() const { return name_; }
@@ -102,9 +103,7 @@ class ResnetBlock {
   std::unique_ptr<Linear<T>> mlp_;
   std::unique_ptr<Conv2d<T>> res_conv_;
   SiLU<T> silu_;
-  // Saved activations, (N, dim_out, H, W) unless noted.
-  Tensor<T> h1_, n1_, h_, h2_, n2_;
-  Tensor<T> t_act_, t_out_;  // (N, time_emb_dim), (N, dim_out)
+  Activations acts_;
 };
 
 }  // namespace diffusion::nn

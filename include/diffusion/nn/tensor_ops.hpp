@@ -9,6 +9,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/kernels/simd.hpp"
+#include "diffusion/nn/workspace.hpp"
 
 namespace diffusion::nn {
 
@@ -74,13 +75,6 @@ void add_channel_vector_backward(const Tensor<T>& dh, Tensor<T>& dv) {
   check_shape(dv, Shape{dh.dim(0), dh.dim(1)}, "add_channel_vector_backward: dv");
   const Index NC = dh.dim(0) * dh.dim(1), P = dh.dim(2) * dh.dim(3);
   parallel_for(0, NC, double(P), [&](Index i) { dv[i] += static_cast<T>(kernels::simd_sum(P, dh.data() + i * P)); });
-}
-
-// Resizes g to x's shape and zeroes it: the start of every gradient buffer's life in a backward pass.
-template <class T>
-void zero_like(Tensor<T>& g, const Tensor<T>& x) {
-  g.resize(x.shape());
-  g.zero();
 }
 
 }  // namespace diffusion::nn

@@ -16,7 +16,7 @@ namespace diffusion {
 
 // Throws unless x is (N, ...) with rank >= 1 and t holds N timesteps in [0, T). `what` names the caller.
 template <class T>
-void check_batch_timesteps(const NoiseSchedule& schedule, const Tensor<T>& x, const std::vector<std::int64_t>& t,
+void check_batch_timesteps(const NoiseSchedule& schedule, TensorView<T> x, const std::vector<std::int64_t>& t,
                            const char* what) {
   DIFFUSION_CHECK(x.rank() >= 1, what << ": expected a batch (N, ...), got shape " << x.shape());
   DIFFUSION_CHECK(static_cast<Index>(t.size()) == x.dim(0),
@@ -29,8 +29,8 @@ void check_batch_timesteps(const NoiseSchedule& schedule, const Tensor<T>& x, co
 //   x0, noise: (N, ...) same shape; t: (N,) in [0, T); out: resized to x0's shape (assigned; may be x0 or noise).
 // Coefficients and arithmetic in double, rounded once to T.
 template <class T>
-void q_sample(const NoiseSchedule& schedule, const Tensor<T>& x0, const std::vector<std::int64_t>& t,
-              const Tensor<T>& noise, Tensor<T>& out) {
+void q_sample(const NoiseSchedule& schedule, TensorView<T> x0, const std::vector<std::int64_t>& t,
+              TensorView<T> noise, Tensor<T>& out) {
   check_batch_timesteps(schedule, x0, t, "q_sample: x0");
   check_shape(noise, x0.shape(), "q_sample: noise");
   out.ensure_shape(x0.shape());

@@ -56,7 +56,7 @@ inline double loss_element(LossType type, double d, double& dd) {
 }
 
 template <class T>
-void check_loss_args(const Tensor<T>& pred, const Tensor<T>& target, const char* what) {
+void check_loss_args(TensorView<T> pred, TensorView<T> target, const char* what) {
   check_shape(target, pred.shape(), what);
   DIFFUSION_CHECK(pred.numel() > 0, what << ": pred is empty (shape " << pred.shape() << "), the mean is undefined");
 }
@@ -65,7 +65,7 @@ void check_loss_args(const Tensor<T>& pred, const Tensor<T>& target, const char*
 
 // Returns the mean loss of pred against target (same shape, non-empty).
 template <class T>
-double loss_forward(LossType type, const Tensor<T>& pred, const Tensor<T>& target) {
+double loss_forward(LossType type, TensorView<T> pred, TensorView<T> target) {
   detail::check_loss_args(pred, target, "loss_forward: target");
   const Index n = pred.numel();
   double sum = 0.0, dd = 0.0;
@@ -76,7 +76,7 @@ double loss_forward(LossType type, const Tensor<T>& pred, const Tensor<T>& targe
 
 // Returns the mean loss and ASSIGNS dpred (resized to pred's shape) = d(loss)/d(pred). dpred may be pred itself.
 template <class T>
-double loss_forward_backward(LossType type, const Tensor<T>& pred, const Tensor<T>& target, Tensor<T>& dpred) {
+double loss_forward_backward(LossType type, TensorView<T> pred, TensorView<T> target, Tensor<T>& dpred) {
   detail::check_loss_args(pred, target, "loss_forward_backward: target");
   const Index n = pred.numel();
   dpred.ensure_shape(pred.shape());

@@ -83,8 +83,8 @@ namespace detail {
 
 // y[n, ...] = f(NoiseLevel(t_n), u[n, ...], v[n, ...]) for every image n; y may alias u or v.
 template <class T, class F>
-void per_image_map(const NoiseSchedule& schedule, const std::vector<std::int64_t>& t, const Tensor<T>& u,
-                   const Tensor<T>& v, Tensor<T>& y, F f) {
+void per_image_map(const NoiseSchedule& schedule, const std::vector<std::int64_t>& t, TensorView<T> u,
+                   TensorView<T> v, Tensor<T>& y, F f) {
   y.ensure_shape(u.shape());
   const Index N = u.dim(0);
   const Index per_image = N > 0 ? u.numel() / N : 0;
@@ -102,8 +102,8 @@ void per_image_map(const NoiseSchedule& schedule, const std::vector<std::int64_t
 
 // eps implied by the model output `out` at x_t (both (N, ...)), timesteps t (N,). eps: assigned, may alias out.
 template <class T>
-void eps_from_output(Prediction p, const NoiseSchedule& schedule, const Tensor<T>& x_t,
-                     const std::vector<std::int64_t>& t, const Tensor<T>& out, Tensor<T>& eps) {
+void eps_from_output(Prediction p, const NoiseSchedule& schedule, TensorView<T> x_t,
+                     const std::vector<std::int64_t>& t, TensorView<T> out, Tensor<T>& eps) {
   check_batch_timesteps(schedule, x_t, t, "eps_from_output: x_t");
   check_shape(out, x_t.shape(), "eps_from_output: model output");
   detail::per_image_map(schedule, t, x_t, out, eps,
@@ -112,8 +112,8 @@ void eps_from_output(Prediction p, const NoiseSchedule& schedule, const Tensor<T
 
 // x0 implied by the model output `out` at x_t (both (N, ...)), timesteps t (N,). x0: assigned, may alias out.
 template <class T>
-void x0_from_output(Prediction p, const NoiseSchedule& schedule, const Tensor<T>& x_t,
-                    const std::vector<std::int64_t>& t, const Tensor<T>& out, Tensor<T>& x0) {
+void x0_from_output(Prediction p, const NoiseSchedule& schedule, TensorView<T> x_t,
+                    const std::vector<std::int64_t>& t, TensorView<T> out, Tensor<T>& x0) {
   check_batch_timesteps(schedule, x_t, t, "x0_from_output: x_t");
   check_shape(out, x_t.shape(), "x0_from_output: model output");
   detail::per_image_map(schedule, t, x_t, out, x0,
@@ -123,8 +123,8 @@ void x0_from_output(Prediction p, const NoiseSchedule& schedule, const Tensor<T>
 // The regression target for a model predicting `p`, given the clean images x0 (N, ...), the noise that made x_t and
 // the timesteps t (N,): eps -> noise, x0 -> x0, v -> sqrt(abar) noise - sqrt(1-abar) x0. target: assigned.
 template <class T>
-void training_target(Prediction p, const NoiseSchedule& schedule, const Tensor<T>& x0,
-                     const std::vector<std::int64_t>& t, const Tensor<T>& noise, Tensor<T>& target) {
+void training_target(Prediction p, const NoiseSchedule& schedule, TensorView<T> x0,
+                     const std::vector<std::int64_t>& t, TensorView<T> noise, Tensor<T>& target) {
   check_batch_timesteps(schedule, x0, t, "training_target: x0");
   check_shape(noise, x0.shape(), "training_target: noise");
   detail::per_image_map(schedule, t, x0, noise, target,

@@ -50,7 +50,7 @@ inline double ddim_sigma(double eta, double alpha_bar_t, double alpha_bar_prev) 
 //   are ignored); noise: (N, ...) z, read only when sigma > 0 (may be nullptr otherwise);
 //   x_prev: resized to x's shape and assigned; may be x itself.
 template <class T>
-void ddim_step(const Tensor<T>& x, const Tensor<T>& model_out, double alpha_bar_t, double alpha_bar_prev,
+void ddim_step(TensorView<T> x, TensorView<T> model_out, double alpha_bar_t, double alpha_bar_prev,
                const DdimOptions& options, const detail::non_deduced_t<Tensor<T>>* noise, Tensor<T>& x_prev) {
   check_shape(model_out, x.shape(), "ddim_step: model output");
   DIFFUSION_CHECK(alpha_bar_t > 0.0 && alpha_bar_t < 1.0,
@@ -117,7 +117,7 @@ void ddim_sample(Model&& model, const NoiseSchedule& schedule, Tensor<T>& x, Rng
 
 // ddim_sample from x_T (left unchanged), returning x after every step: S tensors, the last one is x_0.
 template <class T, class Model>
-std::vector<Tensor<T>> ddim_sample_trajectory(Model&& model, const NoiseSchedule& schedule, const Tensor<T>& x_T,
+std::vector<Tensor<T>> ddim_sample_trajectory(Model&& model, const NoiseSchedule& schedule, TensorView<T> x_T,
                                               Rng& rng, const DdimOptions& options = {}) {
   std::vector<Tensor<T>> trajectory;
   Tensor<T> x;

@@ -45,8 +45,8 @@ inline SamplerOptions sampler_options(const DdpmOptions& o) {
 //   noise: (N, ...) z ~ N(0, I), read only for images with t_n > 0 (may be nullptr when every t_n is 0);
 //   x_prev: resized to x's shape and assigned; may be x itself (element-wise update).
 template <class T>
-void ddpm_step(const NoiseSchedule& schedule, const Tensor<T>& x, const std::vector<std::int64_t>& t,
-               const Tensor<T>& model_out, const detail::non_deduced_t<Tensor<T>>* noise, Tensor<T>& x_prev,
+void ddpm_step(const NoiseSchedule& schedule, TensorView<T> x, const std::vector<std::int64_t>& t,
+               TensorView<T> model_out, const detail::non_deduced_t<Tensor<T>>* noise, Tensor<T>& x_prev,
                const DdpmOptions& options = {}) {
   check_batch_timesteps(schedule, x, t, "ddpm_step: x");
   check_shape(model_out, x.shape(), "ddpm_step: model output");
@@ -91,7 +91,7 @@ void ddpm_sample(Model&& model, const NoiseSchedule& schedule, Tensor<T>& x, Rng
 // ddpm_sample from x_T (left unchanged), returning x after every step: T tensors, the last one is x_0 (the primer's
 // p_sample_loop returning every image).
 template <class T, class Model>
-std::vector<Tensor<T>> ddpm_sample_trajectory(Model&& model, const NoiseSchedule& schedule, const Tensor<T>& x_T,
+std::vector<Tensor<T>> ddpm_sample_trajectory(Model&& model, const NoiseSchedule& schedule, TensorView<T> x_T,
                                               Rng& rng, const DdpmOptions& options = {}) {
   std::vector<Tensor<T>> trajectory;
   trajectory.reserve(static_cast<std::size_t>(schedule.num_timesteps()));

@@ -38,6 +38,7 @@ class BatchSampler {
                     "BatchSampler: drop_last with " << images.dim(0) << " images and batch_size "
                                                     << options.batch_size << " leaves no batch");
   }
+  BatchSampler(const Tensor<T>&& images, const BatchOptions& options) = delete;  // a temporary would dangle
 
   Index dataset_size() const { return images_.dim(0); }
   Index batches_per_epoch() const {

@@ -9,28 +9,16 @@
 #include <vector>
 
 #include "diffusion/core/error.hpp"
-#include "diffusion/core/parallel.hpp"
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/kernels/activations.hpp"
+#include "diffusion/kernels/reduce.hpp"
 
 namespace diffusion {
 
 // ||grads[0..n)||_2, in double.
 template <class T>
 double grad_norm(const T* grads, std::size_t n) {
-  constexpr std::size_t kChunk = 8192;
-  const std::size_t chunks = (n + kChunk - 1) / kChunk;
-  double* partial = thread_scratch<double, 7>(chunks);  // one sum of squares per chunk (reused: no allocation)
-  parallel_for(0, static_cast<Index>(chunks), double(kChunk), [&](Index c) {
-    const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
-    const std::size_t end = begin + kChunk < n ? begin + kChunk : n;
-    double s = 0.0;
-    for (std::size_t i = begin; i < end; ++i) s += static_cast<double>(grads[i]) * static_cast<double>(grads[i]);
-    partial[static_cast<std::size_t>(c)] = s;
-  });
-  double total = 0.0;
-  for (std::size_t c = 0; c < chunks; ++c) total += partial[c];
-  return std::sqrt(total);
+  return std::sqrt(kernels::sum_squares(grads, n));
 }
 
 // Scales grads[0..n) in place so that their global norm is at most max_norm (> 0), as PyTorch does, and returns

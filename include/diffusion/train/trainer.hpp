@@ -57,6 +57,8 @@ class Trainer {
   // Stream ids under the seed: one for the per-step diffusion draws (data order uses others, see dataset.hpp).
   static constexpr std::uint64_t kStepStream = 0x5354455053ull;  // "STEPS"
 
+  // Trains `model` in place: the trainer keeps a reference, so the model must outlive it (a temporary does not
+  // compile).
   Trainer(Unet<T>& model, NoiseSchedule schedule, const TrainerOptions& options)
       : model_(model), schedule_(std::move(schedule)), options_(options), optimizer_(options.adam) {
     DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
@@ -67,6 +69,7 @@ class Trainer {
                                                             << "; the training target needs them equal");
     if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
   }
+  Trainer(Unet<T>&& model, NoiseSchedule schedule, const TrainerOptions& options) = delete;  // would dangle
 
   // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1]: draws t (N,) and the noise
   // (x0's shape) from the step's stream, Rng(seed).fork(kStepStream).fork(step_count()) (sample_timesteps, then

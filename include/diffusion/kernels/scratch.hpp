@@ -1,0 +1,74 @@
+#pragma once
+// The kernels' per-thread scratch memory: packing buffers, im2col matrices, partial sums. This is the only
+// per-thread memory of the library (layers and networks own theirs and pass it down explicitly: nn/workspace.hpp),
+// and the list below is all of it. A buffer persists across calls on its thread and only grows, so after the first
+// training step nothing is allocated.
+//
+// Each slot is one buffer per thread and element type. A kernel holds a slot for as long as a ScratchBuffer object
+// lives; taking a slot that the same thread already holds (a kernel calling another that uses the same slot) throws
+// instead of letting the two uses overwrite each other. Kernels take scratch only inside their own bodies and never
+// hand it out.
+
+#include <cstddef>
+
+#include "diffusion/core/aligned_buffer.hpp"
+#include "diffusion/core/error.hpp"
+
+namespace diffusion::kernels {
+
+enum class Scratch : int {
+  Im2col,          // conv2d: im2col / col2im matrix of one image, per worker thread
+  ConvWeights,     // conv2d: per-slab partial weight gradients, or the flipped kernel (calling thread)
+  ConvOutput,      // conv2d_forward_add: one image's convolution before it is added
+  NormPartials,    // group_norm_backward: per-(n, c) sums (calling thread)
+  AttentionHead,   // attention backward: one head's (P, P) or (d, d) + 2 (d, P) gradients, per worker thread
+  SoftmaxWork,     // softmax_cols: per-column double accumulators, per worker thread
+  DepthwisePlane,  // depthwise conv: one zero-padded plane, per worker thread
+  GemmPacking,     // gemm: Eigen's packed panels of A and B
+  ChunkSums,       // sum_squares: one partial sum per chunk (calling thread)
+};
+
+inline const char* scratch_name(Scratch s) {
+  switch (s) {
+    case Scratch::Im2col: return "Im2col";
+    case Scratch::ConvWeights: return "ConvWeights";
+    case Scratch::ConvOutput: return "ConvOutput";
+    case Scratch::NormPartials: return "NormPartials";
+    case Scratch::AttentionHead: return "AttentionHead";
+    case Scratch::SoftmaxWork: return "SoftmaxWork";
+    case Scratch::DepthwisePlane: return "DepthwisePlane";
+    case Scratch::GemmPacking: return "GemmPacking";
+    case Scratch::ChunkSums: return "ChunkSums";
+  }
+  return "?";
+}
+
+// At least n elements of T from this thread's `Slot` buffer, held until destruction. Contents are unspecified.
+template <class T, Scratch Slot>
+class ScratchBuffer {
+ public:
+  explicit ScratchBuffer(std::size_t n) : state_(state()) {
+    DIFFUSION_CHECK(!state_.held, "kernels: scratch slot " << scratch_name(Slot)
+                                                           << " taken twice on one thread (two uses would overlap)");
+    if (state_.buffer.size() < n) state_.buffer.resize(n);
+    state_.held = true;
+  }
+  ~ScratchBuffer() { state_.held = false; }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+
+  T* data() const { return state_.buffer.data(); }
+
+ private:
+  struct State {
+    AlignedBuffer<T> buffer;
+    bool held = false;
+  };
+  static State& state() {
+    thread_local State s;
+    return s;
+  }
+  State& state_;
+};
+
+}  // namespace diffusion::kernels
