@@ -4,9 +4,17 @@
 //   x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps              (seed, step), so a resumed run draws the same numbers
 //   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v
 //   backward; [clip the global gradient norm]; Adam/AdamW step; [EMA update]
+// Gradient accumulation (options.accumulate = k): the batch goes through the model in k consecutive micro-batches
+// (forward, backward, forward, backward, ...; activations for one micro-batch at a time), the draws, the loss sum
+// and the gradients carried over from one to the next, then one optimiser step. The result is bitwise the step on
+// the whole batch at once: the draws are made for the whole batch first, the loss is one sum in element order
+// (loss_sum_backward), and every parameter gradient of the library is a fold over the batch in image order, each
+// image's contribution independent of the batch it is in (kernels/conv2d.hpp, kernels/linear.hpp), so backward on
+// consecutive micro-batches, accumulating into the same gradient buffer, adds the same numbers in the same order.
 // A non-finite loss or gradient stops training with an Error naming the step, before the weights change.
 // The model, its optimiser moments and the EMA are the whole state besides the step count (see checkpoint.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -33,6 +41,9 @@ struct TrainerOptions {
   bool use_ema = true;
   EmaOptions ema{0.995, true};
   std::uint64_t seed = 0;
+  // Micro-batches per optimiser step (the primer's gradient_accumulate_every): step(x0) splits x0's N images into
+  // `accumulate` consecutive parts, images [j N / k, (j + 1) N / k) for j < k, and needs N >= accumulate.
+  Index accumulate = 1;
 };
 
 // Raised when the loss or a gradient is NaN or infinite; training state is left as it was before the step.
@@ -60,6 +71,8 @@ class Trainer {
   Trainer(Unet<T>& model, NoiseSchedule schedule, const TrainerOptions& options)
       : model_(model), schedule_(std::move(schedule)), options_(options), optimizer_(options.adam) {
     DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
+    DIFFUSION_CHECK(options.accumulate >= 1,
+                    "Trainer: accumulate (micro-batches per step) must be >= 1, got " << options.accumulate);
     // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
     DIFFUSION_CHECK(model.config().resolved_out_dim() == model.config().channels,
                     "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
@@ -68,24 +81,43 @@ class Trainer {
     if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
   }
 
-  // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1].
+  // One optimisation step on x0 (N, channels, H, W) with pixel values in [-1, 1], in options().accumulate
+  // micro-batches.
   StepResult step(const Tensor<T>& x0) {
     DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
                     "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
+    const Index N = x0.dim(0), k = options_.accumulate;
+    DIFFUSION_CHECK(N >= k, "Trainer::step: a batch of " << N << " images cannot be split into accumulate = " << k
+                                                          << " micro-batches");
     Rng rng = Rng(options_.seed).fork(kStepStream).fork(static_cast<std::uint64_t>(step_));
-    sample_timesteps(rng, schedule_, x0.dim(0), t_);
+    sample_timesteps(rng, schedule_, N, t_);
     noise_.resize(x0.shape());
     rng.normal(noise_.data(), noise_.numel());
     q_sample(schedule_, x0, t_, noise_, x_t_);
     training_target(options_.prediction, schedule_, x0, t_, noise_, target_);
 
-    model_.forward(x_t_, t_, out_);
-    StepResult r;
-    r.loss = loss_forward_backward(options_.loss, out_, target_, dout_);
-    if (!std::isfinite(r.loss)) throw TrainingDiverged(step_, "the loss is " + std::to_string(r.loss));
     ParameterStore<T>& params = model_.params();
     params.zero_grad();
-    model_.backward(dout_);
+    const double count = static_cast<double>(x0.numel());
+    double sum = 0.0;  // the loss sum over the whole batch, in element order
+    for (Index j = 0; j < k; ++j) {
+      const Index n0 = j * N / k, n1 = (j + 1) * N / k;
+      const Tensor<T>* x = &x_t_;
+      const Tensor<T>* target = &target_;
+      const std::vector<std::int64_t>* t = &t_;
+      if (k > 1) {
+        slice_images(x_t_, n0, n1, micro_x_);
+        slice_images(target_, n0, n1, micro_target_);
+        micro_t_.assign(t_.begin() + n0, t_.begin() + n1);
+        x = &micro_x_, target = &micro_target_, t = &micro_t_;
+      }
+      model_.forward(*x, *t, out_);
+      sum = loss_sum_backward(options_.loss, out_, *target, 1.0 / count, sum, dout_);
+      if (!std::isfinite(sum)) throw TrainingDiverged(step_, "the loss is " + std::to_string(sum / count));
+      model_.backward(dout_);
+    }
+    StepResult r;
+    r.loss = sum / count;
     r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
                                            : grad_norm(params.grads(), params.size());
     if (!std::isfinite(r.grad_norm))
@@ -125,9 +157,17 @@ class Trainer {
   std::unique_ptr<Ema<T>> ema_;
   std::int64_t step_ = 0;
   double last_loss_ = 0.0;
-  // Per-step buffers, reused: (N, C, H, W) each; t_ (N).
-  std::vector<std::int64_t> t_;
-  Tensor<T> noise_, x_t_, target_, out_, dout_;
+  // images [n0, n1) of x (N, C, H, W) into out (n1 - n0, C, H, W).
+  static void slice_images(const Tensor<T>& x, Index n0, Index n1, Tensor<T>& out) {
+    const Index per = x.numel() / x.dim(0);
+    out.ensure_shape(Shape{n1 - n0, x.dim(1), x.dim(2), x.dim(3)});
+    std::copy(x.data() + n0 * per, x.data() + n1 * per, out.data());
+  }
+
+  // Per-step buffers, reused: (N, C, H, W) each, t_ (N); out_ and dout_ of one micro-batch; micro_*: one
+  // micro-batch's slice (accumulate > 1 only).
+  std::vector<std::int64_t> t_, micro_t_;
+  Tensor<T> noise_, x_t_, target_, out_, dout_, micro_x_, micro_target_;
 };
 
 }  // namespace diffusion
