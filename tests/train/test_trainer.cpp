@@ -188,5 +188,6 @@ TEST_CASE("BatchSampler visits every image once per epoch, reproducibly, and fli
   s.batch(4, a);
   again.batch(4, b);
   REQUIRE(std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.numel())) == 0);
-  REQUIRE_THROWS_AS(BatchSampler<float>(Tensor<float>(Shape{0, 1, 2, 2}), o), Error);
+  const Tensor<float> empty(Shape{0, 1, 2, 2});
+  REQUIRE_THROWS_AS(BatchSampler<float>(empty, o), Error);
 }
