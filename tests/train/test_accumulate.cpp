@@ -5,6 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <iomanip>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "diffusion/core/parallel.hpp"
@@ -43,8 +46,11 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 // The first element where two runs differ, for the failure message.
 std::string first_difference(const std::vector<float>& a, const std::vector<float>& b) {
   for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0)
-      return "element " + std::to_string(i) + ": " + std::to_string(a[i]) + " vs " + std::to_string(b[i]);
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+      std::ostringstream s;
+      s << "element " << i << ": " << std::setprecision(9) << a[i] << " vs " << b[i];
+      return s.str();
+    }
   return a.size() == b.size() ? "none" : "sizes differ";
 }
 

@@ -17,6 +17,7 @@
 //                           for any ratio), enlarging (only with `upscale`): its triangle filter (bilinear);
 //                           8-bit in, float inside, rounded once; edges clamped; no gamma (as Pillow)
 //         --center_crop--> H x W from (floor((h' - H) / 2), floor((w' - W) / 2))
+//                           (resize_and_crop does both steps computing only the crop's window)
 //
 // Limits, checked on the header before anything is decoded or allocated: width * height <= max_pixels (and so is
 // the resized size), and the file no larger than max_file_bytes. Every error is a diffusion::Error naming the file
@@ -81,15 +82,64 @@ inline const char* stb_reason() {
   return r ? r : "unknown error";
 }
 
+// Refuses JPEG data that Debian 12's stb_image (v2.27) would decode unsafely, before stb sees it: a Huffman table
+// (DHT) with more than 256 codes makes stbi__build_huffman and the DHT reader write past their 257- and 256-entry
+// arrays (found by tests/fuzz/fuzz_image.cpp; fixed in stb_image 2.28, "bad DHT header"). Walks the marker
+// segments, skipping entropy-coded data (a DHT may follow any scan of a progressive JPEG); anything else it does
+// not understand is left for stb to judge. Not a JPEG (no FF D8 at the start, after fill bytes): nothing to do.
+inline void check_jpeg_tables(const std::uint8_t* data, std::size_t size, const std::string& name) {
+  // stb finds the start-of-image marker after any number of 0xFF fill bytes (stbi__get_marker).
+  std::size_t i = 0;
+  while (i < size && data[i] == 0xFF) ++i;
+  if (i == 0 || i >= size || data[i] != 0xD8) return;
+  ++i;
+  while (i + 1 < size) {
+    if (data[i] != 0xFF) {  // entropy-coded data (or junk): skip to the next 0xFF
+      ++i;
+      continue;
+    }
+    std::size_t j = i + 1;
+    while (j < size && data[j] == 0xFF) ++j;  // fill bytes
+    if (j >= size) return;
+    const std::uint8_t marker = data[j];
+    i = j + 1;
+    if (marker == 0x00 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01 || marker == 0xD8) continue;
+    if (marker == 0xD9) return;  // end of image
+    if (i + 2 > size) return;
+    const std::size_t length = (static_cast<std::size_t>(data[i]) << 8) | data[i + 1];
+    if (marker != 0xC4 && (length < 2 || i + length > size)) return;  // stb reports it
+    if (marker == 0xC4) {
+      // DHT: tables of 1 + 16 + n bytes, read the way stb reads them: while the segment's remaining length is
+      // positive, even when a table runs past the segment's end (stb builds it before it checks the length),
+      // bytes past the end of the data reading as 0 (stbi__get8).
+      const auto byte = [&](std::size_t k) -> std::size_t { return k < size ? data[k] : 0; };
+      std::int64_t left = static_cast<std::int64_t>(length) - 2;
+      std::size_t t = i + 2;
+      while (left > 0 && t < size) {
+        std::size_t n = 0;
+        for (std::size_t k = 1; k <= 16; ++k) n += byte(t + k);
+        DIFFUSION_CHECK(n <= 256, "image '" << name << "': cannot decode: Corrupt JPEG (a Huffman table declares " << n
+                                            << " codes, at most 256 exist)");
+        t += 17 + n;
+        left -= 17 + static_cast<std::int64_t>(n);
+      }
+      if (left != 0 || i + length > size) return;  // stb stops here ("Corrupt JPEG")
+    }
+    i += length;
+  }
+}
+
 }  // namespace detail
 
-// The header of an image file's bytes; Error naming `name` with stb's reason when stb does not recognise it, and when
-// width * height exceeds max_pixels (such a file is never decoded).
+// The header of an image file's bytes; Error naming `name` with stb's reason when stb does not recognise it, when
+// width * height exceeds max_pixels (such a file is never decoded), and for JPEG data stb 2.27 cannot read safely
+// (detail::check_jpeg_tables).
 inline ImageHeader probe_image(const std::uint8_t* data, std::size_t size, const std::string& name,
                                std::uint64_t max_pixels) {
   const int n = detail::stb_size(size, name);
   ImageHeader h;
   DIFFUSION_CHECK(n > 0, "image '" << name << "': the file is empty");
+  detail::check_jpeg_tables(data, size, name);  // stbi_info already reads the tables before the frame header
   DIFFUSION_CHECK(stbi_info_from_memory(data, n, &h.width, &h.height, &h.channels) != 0,
                   "image '" << name << "': cannot decode: " << detail::stb_reason());
   DIFFUSION_CHECK(h.width >= 1 && h.height >= 1 && h.channels >= 1 && h.channels <= 4,
@@ -226,6 +276,35 @@ inline Image8 center_crop(const Image8& in, int H, int W) {
   return out;
 }
 
+// resize_image to cover_w x cover_h followed by center_crop to H x W, computed for the H x W window only
+// (stbir_resize_subpixel: the same filter, scale cover / size and an offset of the crop's corner), so that the cost
+// does not grow with the covering size: stb_image_resize v0.97 normalises its downsampling weights in
+// O(output size x input size) per axis, which took 0.6 s (and over 10 s under the fuzzer's sanitizers) to cover a
+// 7 x 10 crop with a 26 x 24832 image (7 x 6685; found by tests/fuzz/fuzz_image.cpp). Equal to resize_image +
+// center_crop up to float rounding of the filter positions (at most one level, rarely; see the tests).
+inline Image8 resize_and_crop(const Image8& in, int cover_w, int cover_h, int H, int W) {
+  DIFFUSION_CHECK(cover_w >= W && cover_h >= H && H >= 1 && W >= 1,
+                  "resize_and_crop: a " << cover_w << " x " << cover_h << " image does not cover " << W << " x " << H);
+  const int top = (cover_h - H) / 2, left = (cover_w - W) / 2;
+  if (cover_w == in.width && cover_h == in.height) return center_crop(in, H, W);
+  Image8 out;
+  out.width = W;
+  out.height = H;
+  out.channels = in.channels;
+  out.pixels.resize(static_cast<std::size_t>(W) * static_cast<std::size_t>(H) * static_cast<std::size_t>(in.channels));
+  const bool grow = cover_w > in.width || cover_h > in.height;
+  const stbir_filter filter = grow ? STBIR_FILTER_TRIANGLE : STBIR_FILTER_BOX;
+  const float x_scale = static_cast<float>(cover_w) / static_cast<float>(in.width);
+  const float y_scale = static_cast<float>(cover_h) / static_cast<float>(in.height);
+  const int ok = stbir_resize_subpixel(in.pixels.data(), in.width, in.height, 0, out.pixels.data(), W, H, 0,
+                                       STBIR_TYPE_UINT8, in.channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
+                                       STBIR_EDGE_CLAMP, filter, filter, STBIR_COLORSPACE_LINEAR, nullptr, x_scale,
+                                       y_scale, static_cast<float>(left), static_cast<float>(top));
+  DIFFUSION_CHECK(ok != 0, "resize_and_crop: stb_image_resize failed (" << in.width << " x " << in.height << " -> "
+                                                                        << cover_w << " x " << cover_h << ")");
+  return out;
+}
+
 // The whole pipeline on a file's bytes: an H x W image with options.channels channels, interleaved (Image8).
 // Error naming `name` for anything that stops it (unreadable by stb, too many pixels, smaller than H x W without
 // upscale).
@@ -247,8 +326,8 @@ inline Image8 decode_example(const std::uint8_t* data, std::size_t size, const s
                             << cover.height << " pixels, more than max_pixels = " << options.max_pixels);
   const Image8 decoded = decode_image(data, size, name, options.max_pixels);
   const Image8 converted = convert_channels(decoded, options.channels, options.background);
-  const Image8 resized = resize_image(converted, static_cast<int>(cover.width), static_cast<int>(cover.height));
-  return center_crop(resized, options.height, options.width);
+  return resize_and_crop(converted, static_cast<int>(cover.width), static_cast<int>(cover.height), options.height,
+                         options.width);
 }
 
 // The same for a file on disk (at most options.max_file_bytes).
