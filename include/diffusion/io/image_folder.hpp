@@ -210,6 +210,7 @@ class ImageFolder {
     check_decode_options(options.decode, "ImageFolder");
     DIFFUSION_CHECK(options.chunk >= 1, "ImageFolder: chunk must be >= 1");
     load();
+    options_.progress = nullptr;  // used while loading only; what it captured need not outlive the constructor
   }
 
   Index size() const { return images_.dim(0); }
