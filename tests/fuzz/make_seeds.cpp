@@ -86,7 +86,8 @@ void safetensors_seeds(const fs::path& dir, const fs::path& golden) {
 
   // The header-only form of each (fuzz_safetensors adds a 128 KiB data section to an input starting with '{').
   std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());  // not the .header files of a past run
   for (const fs::path& p : files) {
     const io::SafetensorsReader r(p.string());
     std::size_t data_end = 0;
