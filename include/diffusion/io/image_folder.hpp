@@ -4,7 +4,8 @@
 //   ImageFolder data(root, options)
 //     requires: root is a folder; options.decode as in image_decode.hpp (channels 1 or 3, crop H x W, background,
 //               upscale, max_pixels, max_file_bytes).
-//     ensures:  every file under root (recursively; entries whose name starts with '.' skipped) whose name ends in
+//     ensures:  every file under root (recursively, not following links to folders; entries whose name starts
+//               with '.' skipped) whose name ends in
 //               .png .jpg .jpeg .bmp .tga .gif (any case) is an image; images() holds them, decoded by
 //               decode_example (image_decode.hpp), as (N, C, H, W) bytes in the order of their paths relative to
 //               root, sorted as byte strings ('/' separators); files()[i] is image i's relative path. Other files
