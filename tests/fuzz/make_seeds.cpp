@@ -1,12 +1,13 @@
 // Writes the seed corpora of the fuzzers into <out>/{safetensors,idx,unet_config}: valid files of every kind the
 // readers accept (each safetensors dtype, metadata, a tiny U-Net's weights, a training checkpoint, small golden
 // fixtures; IDX images and labels, plain and gzip, empty dimensions; U-Net configurations with and without
-// extensions). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
+// extensions; the image files of tests/golden/image_folder*). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -145,6 +146,26 @@ void unet_config_seeds(const fs::path& dir) {
                                   R"( "with_time_emb": true, "resnet_block_groups": 2, "use_convnext": false})");
 }
 
+// Image files of every format and layout the image-folder data set reads: the committed test folder
+// (tests/golden/image_folder: PNG 8/16-bit gray, gray+alpha, RGB, RGBA, palette; JPEG 4:2:0, 4:4:4, gray; BMP; TGA
+// plain and RLE; GIF) and its bad files, each prefixed with the fuzzer's options byte.
+void image_seeds(const fs::path& dir, const fs::path& golden) {
+  int n = 0;
+  for (const char* folder : {"image_folder", "image_folder_bad"}) {
+    if (!fs::exists(golden / folder)) continue;
+    std::vector<fs::path> files;
+    for (const auto& e : fs::recursive_directory_iterator(golden / folder))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const fs::path& p : files) {
+      std::ifstream in(p, std::ios::binary);
+      const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const char knobs = static_cast<char>(n * 37 + 1);  // varied channels, crop sizes, upscale
+      spit(dir / (std::to_string(n++) + "_" + p.filename().string()), std::string(1, knobs) + bytes);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -154,10 +175,11 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path out = argv[1];
-    for (const char* sub : {"safetensors", "idx", "unet_config"}) fs::create_directories(out / sub);
+    for (const char* sub : {"safetensors", "idx", "unet_config", "image"}) fs::create_directories(out / sub);
     safetensors_seeds(out / "safetensors", argv[2]);
     idx_seeds(out / "idx");
     unet_config_seeds(out / "unet_config");
+    image_seeds(out / "image", argv[2]);
     std::printf("fuzz seeds written to %s\n", out.string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());

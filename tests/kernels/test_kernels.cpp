@@ -94,7 +94,10 @@ TEST_CASE("convolution kernels match the direct reference on many geometries") {
       {2, 6, 7, 7, 6, 7, 1, 3, 6},   // depthwise 7x7 (direct path)
       {2, 6, 5, 6, 9, 1, 1, 0, 3},   // pointwise grouped (no im2col)
       {1, 2, 9, 5, 4, 5, 3, 2, 1},   // stride 3, kernel 5
-      {17, 3, 4, 4, 2, 3, 1, 0, 1},  // batch above the slab count
+      {17, 3, 4, 4, 2, 3, 1, 0, 1},  // a batch of 17
+      {2, 80, 6, 6, 100, 1, 1, 0, 1},   // pointwise, weight gradient in 2 blocks of output channels
+      {2, 5, 6, 6, 40, 3, 1, 1, 1},     // depth 45: weight gradient in 2 blocks of output channels
+      {3, 11, 5, 5, 7, 3, 1, 1, 1},     // depth 99: weight gradient in 2 blocks of im2col rows (56 + 43)
       {2, 3, 5, 70, 3, 3, 1, 1, 3},  // SIMD depthwise, rows wider than one register block
       {1, 4, 9, 9, 4, 5, 1, 0, 4},   // SIMD depthwise without padding
       {2, 2, 6, 6, 2, 3, 2, 1, 2},   // strided depthwise (direct path)

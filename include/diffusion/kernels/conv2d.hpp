@@ -10,8 +10,12 @@
 // 1x1 stride-1 convolutions skip im2col; the input gradient of other stride-1 convolutions is computed as a
 // convolution of dy with the flipped kernel (im2col of dy + one deep GEMM; col2im is left to strided ones);
 // depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use direct loops.
-// Work is split over images (forward, backward_data), over fixed batch slabs whose partial weight gradients are
-// summed in slab order (backward_weight), or over channels: never by thread count.
+// Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
+// over channels: never by thread count.
+// Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
+// each image's contribution computed from that image alone, the same way whatever the batch size. So the gradient of
+// a batch equals the gradient accumulated over consecutive sub-batches of it, bit for bit: gradient accumulation
+// (train/trainer.hpp) is exact.
 
 #include <algorithm>
 #include <cstring>
@@ -76,10 +80,24 @@ struct Conv2dGeometry {
   }
 };
 
-// Batch slabs for weight-gradient reductions: a fixed function of the batch size only.
-inline constexpr Index kMaxSlabs = 16;
-inline Index slab_count(Index batch) { return std::min(batch, kMaxSlabs); }
-inline Index slab_begin(Index slab, Index slabs, Index batch) { return slab * batch / slabs; }
+// The blocks of the weight gradient (C_out / groups, K = col_rows()) of one group that conv2d_backward_weight computes
+// in parallel: row_blocks ranges of `rows` columns of dw (rows of the im2col matrix; the last range may be shorter)
+// times co_blocks ranges of `channels` output channels. A function of the shape alone (results depend on it, so
+// never on the thread count): ranges of about 64 im2col rows, in an even number (balanced on 2 threads), rounded
+// to 8; output channels split by 64 when there is no im2col to repeat (1x1) and by 32 when K is too short to split.
+struct WeightBlocks {
+  Index row_blocks = 1, rows = 1, co_blocks = 1, channels = 1;
+};
+inline WeightBlocks weight_blocks(const Conv2dGeometry& g) {
+  const Index K = g.col_rows(), cog = g.out_per_group();
+  WeightBlocks b;
+  b.row_blocks = K >= 96 ? 2 * std::max<Index>(1, (K + 64) / 128) : 1;
+  b.rows = ((K + b.row_blocks - 1) / b.row_blocks + 7) / 8 * 8;
+  b.row_blocks = (K + b.rows - 1) / b.rows;
+  b.channels = g.is_pointwise() ? std::min<Index>(cog, 64) : b.row_blocks == 1 ? std::min<Index>(cog, 32) : cog;
+  b.co_blocks = (cog + b.channels - 1) / b.channels;
+  return b;
+}
 
 namespace detail {
 
@@ -93,52 +111,61 @@ inline void valid_range(Index out, Index in, Index k, Index stride, Index pad, I
   if (lo > hi) lo = hi;
 }
 
+// One row of the im2col matrix: row (OH * OW) = the input plane (H, W) shifted for kernel tap (i, j), zeros where
+// the tap falls outside the image.
+template <class T>
+void im2col_row(const Conv2dGeometry& g, const T* plane, Index i, Index j, T* row) {
+  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
+  Index oh_lo, oh_hi, ow_lo, ow_hi;
+  valid_range(OH, H, i, s, p, oh_lo, oh_hi);
+  valid_range(OW, W, j, s, p, ow_lo, ow_hi);
+  std::fill(row, row + oh_lo * OW, T(0));
+  std::fill(row + oh_hi * OW, row + OH * OW, T(0));
+  if (s == 1 && OW == W) {
+    // Same-size rows: rows oh_lo..oh_hi of the output are one contiguous shifted block of the input;
+    // copy it at once, then zero the columns that fell outside the image.
+    const Index shift = j - p;  // input column = output column + shift
+    const Index begin = oh_lo * OW, end = oh_hi * OW;
+    const Index src = (oh_lo - p + i) * W + shift;
+    const Index lo = std::max<Index>(begin, -src + begin), hi = std::min<Index>(end, H * W - src + begin);
+    if (hi > lo) std::memcpy(row + lo, plane + src + (lo - begin), sizeof(T) * static_cast<std::size_t>(hi - lo));
+    std::fill(row + begin, row + std::max(begin, lo), T(0));
+    std::fill(row + std::min(end, std::max(hi, begin)), row + end, T(0));
+    for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+      T* out = row + oh * OW;
+      for (Index ow = 0; ow < ow_lo; ++ow) out[ow] = T(0);
+      for (Index ow = ow_hi; ow < OW; ++ow) out[ow] = T(0);
+    }
+    return;
+  }
+  for (Index oh = oh_lo; oh < oh_hi; ++oh) {
+    T* out = row + oh * OW;
+    const T* in = plane + (oh * s - p + i) * W;
+    std::fill(out, out + ow_lo, T(0));
+    if (s == 1) {
+      std::memcpy(out + ow_lo, in + ow_lo - p + j, sizeof(T) * static_cast<std::size_t>(ow_hi - ow_lo));
+    } else {
+      for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow] = in[ow * s - p + j];
+    }
+    std::fill(out + ow_hi, out + OW, T(0));
+  }
+}
+
+// Rows [k0, k1) of the im2col matrix (C * KH * KW, OH * OW) of one image's channels x (C, H, W), into col
+// ((k1 - k0), OH * OW). Row k is channel k / (KH * KW), kernel tap (k % (KH * KW)) / KW, k % KW.
+template <class T>
+void im2col_rows(const Conv2dGeometry& g, const T* x, Index k0, Index k1, T* col) {
+  const Index taps = g.kernel_h * g.kernel_w, P = g.out_pixels();
+  for (Index k = k0; k < k1; ++k) {
+    const Index c = k / taps, tap = k % taps;
+    im2col_row(g, x + c * g.in_pixels(), tap / g.kernel_w, tap % g.kernel_w, col + (k - k0) * P);
+  }
+}
+
 // col (C * KH * KW, OH * OW) from one image's channels x (C, H, W).
 template <class T>
 void im2col(const Conv2dGeometry& g, Index channels, const T* x, T* col) {
-  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
-  for (Index c = 0; c < channels; ++c) {
-    const T* plane = x + c * H * W;
-    for (Index i = 0; i < g.kernel_h; ++i) {
-      Index oh_lo, oh_hi;
-      valid_range(OH, H, i, s, p, oh_lo, oh_hi);
-      for (Index j = 0; j < g.kernel_w; ++j) {
-        Index ow_lo, ow_hi;
-        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
-        T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * OH * OW;
-        std::fill(row, row + oh_lo * OW, T(0));
-        std::fill(row + oh_hi * OW, row + OH * OW, T(0));
-        if (s == 1 && OW == W) {
-          // Same-size rows: rows oh_lo..oh_hi of the output are one contiguous shifted block of the input;
-          // copy it at once, then zero the columns that fell outside the image.
-          const Index shift = j - p;  // input column = output column + shift
-          const Index begin = oh_lo * OW, end = oh_hi * OW;
-          const Index src = (oh_lo - p + i) * W + shift;
-          const Index lo = std::max<Index>(begin, -src + begin), hi = std::min<Index>(end, H * W - src + begin);
-          if (hi > lo) std::memcpy(row + lo, plane + src + (lo - begin), sizeof(T) * static_cast<std::size_t>(hi - lo));
-          std::fill(row + begin, row + std::max(begin, lo), T(0));
-          std::fill(row + std::min(end, std::max(hi, begin)), row + end, T(0));
-          for (Index oh = oh_lo; oh < oh_hi; ++oh) {
-            T* out = row + oh * OW;
-            for (Index ow = 0; ow < ow_lo; ++ow) out[ow] = T(0);
-            for (Index ow = ow_hi; ow < OW; ++ow) out[ow] = T(0);
-          }
-          continue;
-        }
-        for (Index oh = oh_lo; oh < oh_hi; ++oh) {
-          T* out = row + oh * OW;
-          const T* in = plane + (oh * s - p + i) * W;
-          std::fill(out, out + ow_lo, T(0));
-          if (s == 1) {
-            std::memcpy(out + ow_lo, in + ow_lo - p + j, sizeof(T) * static_cast<std::size_t>(ow_hi - ow_lo));
-          } else {
-            for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow] = in[ow * s - p + j];
-          }
-          std::fill(out + ow_hi, out + OW, T(0));
-        }
-      }
-    }
-  }
+  im2col_rows(g, x, 0, channels * g.kernel_h * g.kernel_w, col);
 }
 
 // dx (C, H, W) += col2im(dcol (C * KH * KW, OH * OW)).
@@ -431,82 +458,83 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
   });
 }
 
-// dw (C_out, C_in / groups, KH, KW) += corr(x (N, C_in, H, W), dy (N, C_out, OH, OW)).
+// dw (C_out, C_in / groups, KH, KW) += corr(x (N, C_in, H, W), dy (N, C_out, OH, OW)), folded image by image:
+// dw = (((dw + g_0) + g_1) + ... + g_{N-1}) in T, g_n computed from image n alone, the same way for any N (see the
+// header: a batch's gradient equals the one accumulated over consecutive sub-batches, bit for bit).
 template <class T>
 void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
   if (reference_kernels()) return reference::conv2d_backward_weight(g, x, dy, dw);
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   if (g.is_simd_depthwise()) {
-    // Per channel, per tap: one SIMD accumulator over the whole batch, reduced across lanes once at the end
-    // (a reduction per plane and tap would cost more than the plane's FMAs on 7x7 maps).
+    // Per channel and image: one SIMD accumulator per tap over the plane, summed across its lanes (xsimd::hadd)
+    // and added to dw image by image. (xsimd 8.1's haddp, which would reduce L accumulators at once, returns the
+    // sums in the wrong lanes on AVX-512 floats: lanes 2-5 and 10-13 permuted.)
     parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
       Batch<T> acc[64];  // K <= 64 (is_simd_depthwise)
-      for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
-      for (Index n = 0; n < g.batch; ++n)
+      T* dwc = dw + c * K;
+      for (Index n = 0; n < g.batch; ++n) {
+        for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
         depthwise_plane_backward_weight(g.plane(), x + (n * g.in_channels + c) * g.in_pixels(),
                                         dy + (n * g.out_channels + c) * P, acc);
-      for (Index k = 0; k < K; ++k) dw[c * K + k] += xsimd::hadd(acc[k]);
+        for (Index k = 0; k < K; ++k) dwc[k] += xsimd::hadd(acc[k]);
+      }
     });
     return;
   }
   if (g.is_depthwise()) {
     parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
-      double acc[64] = {};
+      double acc[64];
       double* a = acc;
       AlignedBuffer<double> big;
       if (K > 64) {
         big.resize(static_cast<std::size_t>(K));
         a = big.data();
-        std::fill(a, a + K, 0.0);
       }
       for (Index n = 0; n < g.batch; ++n) {
+        std::fill(a, a + K, 0.0);
         const T* xn = x + (n * g.in_channels + c) * g.in_pixels();
         const T* dyn = dy + (n * g.out_channels + c) * P;
         detail::depthwise_backward_weight_plane(g, xn, dyn, a);
+        for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
       }
-      for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
     });
     return;
   }
-  const Index W = g.weight_size(), slabs = slab_count(g.batch);
-  const ScratchBuffer<T, Scratch::ConvWeights> partials_buffer(static_cast<std::size_t>(slabs * W));
-  T* partials = partials_buffer.data();
-  parallel_for(0, slabs, double(g.batch / slabs) * double(W * P), [&](Index s) {  // im2col + GEMM per image
-    T* part = partials + s * W;
-    std::fill(part, part + W, T(0));
-    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
+  // Parallel over fixed blocks of dw (weight_blocks: a function of the shape alone): per group, a range of dw's
+  // columns (rows of the im2col matrix, which each block builds for its own rows only) times a range of output
+  // channels. Each block walks through the images in order, accumulating one GEMM per image straight into its part
+  // of dw (C = C + dy_n col_n^T).
+  const WeightBlocks wb = weight_blocks(g);
+  const Index items = g.groups * wb.row_blocks * wb.co_blocks;
+  parallel_for(0, items, double(g.batch * wb.rows * wb.channels * P), [&](Index item) {
+    const Index grp = item / (wb.row_blocks * wb.co_blocks), rb = (item / wb.co_blocks) % wb.row_blocks;
+    const Index cb = item % wb.co_blocks;
+    const Index k0 = rb * wb.rows, k1 = std::min(K, k0 + wb.rows);
+    const Index co_block = wb.channels;
+    const Index c0 = cb * co_block, c1 = std::min(cog, c0 + co_block);
+    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>((k1 - k0) * P));
     T* col = g.is_pointwise() ? nullptr : col_buffer.data();
-    for (Index n = slab_begin(s, slabs, g.batch); n < slab_begin(s + 1, slabs, g.batch); ++n) {
-      for (Index grp = 0; grp < g.groups; ++grp) {
-        const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
-        const T* b = xg;
-        if (col) {
-          detail::im2col(g, cig, xg, col);
-          b = col;
-        }
-        gemm(Op::NoTrans, Op::Trans, cog, K, P, T(1), dy + (n * g.out_channels + grp * cog) * P, P, b, P, T(1),
-             part + grp * cog * K, K);
+    T* dwb = dw + (grp * cog + c0) * K + k0;  // (c1 - c0) x (k1 - k0) block of the (cog, K) matrix of the group
+    for (Index n = 0; n < g.batch; ++n) {
+      const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
+      const T* b = xg + k0 * P;  // 1x1: the input rows are the im2col rows
+      if (col) {
+        detail::im2col_rows(g, xg, k0, k1, col);
+        b = col;
       }
-    }
-  });
-  const Index chunk = 4096;
-  parallel_for(0, (W + chunk - 1) / chunk, double(chunk * slabs), [&](Index c) {
-    for (Index i = c * chunk; i < std::min(W, (c + 1) * chunk); ++i) {
-      T sum = T(0);
-      for (Index s = 0; s < slabs; ++s) sum += partials[s * W + i];
-      dw[i] += sum;
+      gemm(Op::NoTrans, Op::Trans, c1 - c0, k1 - k0, P, T(1), dy + (n * g.out_channels + grp * cog + c0) * P, P, b, P,
+           T(1), dwb, K);
     }
   });
 }
 
-// db (C) += sum over n and pixels of dy (N, C, pixels), accumulated in double in a fixed order.
+// db (C) += sum over n and pixels of dy (N, C, pixels): each image's sum in double, rounded to T and added in image
+// order (a fold over the batch, like conv2d_backward_weight).
 template <class T>
 void channel_sum(Index batch, Index channels, Index pixels, const T* dy, T* db) {
   if (reference_kernels()) return reference::channel_sum(batch, channels, pixels, dy, db);
   parallel_for(0, channels, double(batch * pixels), [&](Index c) {
-    double sum = 0.0;
-    for (Index n = 0; n < batch; ++n) sum += simd_sum(pixels, dy + (n * channels + c) * pixels);
-    db[c] += static_cast<T>(sum);
+    for (Index n = 0; n < batch; ++n) db[c] += static_cast<T>(simd_sum(pixels, dy + (n * channels + c) * pixels));
   });
 }
 

@@ -6,7 +6,7 @@
 // flipped and padding k - 1 - p; the weight gradient accumulates dy * shifted x per tap in vector registers.
 //   depthwise_plane_forward:         y = bias + corr(x, w)    (ASSIGNED, or ADDED with accumulate = true)
 //   depthwise_plane_backward_weight: acc[i][j] += sum dy * x shifted (acc: one SIMD accumulator per tap, summed
-//                                    across lanes by the caller once all planes of a channel are in)
+//                                    across lanes by the caller)
 
 #include <algorithm>
 #include <cstring>

@@ -4,7 +4,9 @@
 // Statistics are computed in double (two passes) and saved, (N, G) each, for the backward pass.
 //   group_norm_forward:  y ASSIGNED, mean/rstd ASSIGNED
 //   group_norm_backward: dx, dgamma, dbeta ACCUMULATED (dx may be null: the input gradient is not needed)
-// Parallel over (n, g) items; the per-channel parameter gradients are reduced over n in order afterwards.
+// Parallel over (n, g) items; the per-channel parameter gradients are computed per image in double, rounded to T
+// and added image by image in order afterwards: a fold over the batch, so that a batch's gradient equals the one
+// accumulated over consecutive sub-batches (see conv2d.hpp).
 
 #include <cmath>
 
@@ -147,15 +149,12 @@ void group_norm_backward(Index N, Index C, Index P, Index G, const T* x, const T
                 [&](Batch<T> d, Batch<T> xv, Batch<T> acc) { return acc + xsimd::fma(vA, d, xsimd::fma(vB, xv, vD)); });
     }
   });
-  parallel_for(0, C, double(2 * N * P), [&](Index c) {
+  parallel_for(0, C, double(2 * N), [&](Index c) {  // image by image, in order (a fold over the batch)
     const Index g = c / cg;
-    double sg = 0.0, sb = 0.0;
     for (Index n = 0; n < N; ++n) {
-      sg += rstd[n * G + g] * (sum_dyx[n * C + c] - mean[n * G + g] * sum_dy[n * C + c]);
-      sb += sum_dy[n * C + c];
+      dgamma[c] += static_cast<T>(rstd[n * G + g] * (sum_dyx[n * C + c] - mean[n * G + g] * sum_dy[n * C + c]));
+      dbeta[c] += static_cast<T>(sum_dy[n * C + c]);
     }
-    dgamma[c] += static_cast<T>(sg);
-    dbeta[c] += static_cast<T>(sb);
   });
 }
 

@@ -18,7 +18,7 @@ namespace diffusion::kernels {
 
 enum class Scratch : int {
   Im2col,          // conv2d: im2col / col2im matrix of one image, per worker thread
-  ConvWeights,     // conv2d: per-slab partial weight gradients, or the flipped kernel (calling thread)
+  ConvWeights,     // conv2d: the flipped kernel of backward_data (calling thread)
   ConvOutput,      // conv2d_forward_add: one image's convolution before it is added
   NormPartials,    // group_norm_backward: per-(n, c) sums (calling thread)
   AttentionHead,   // attention backward: one head's (P, P) or (d, d) + 2 (d, P) gradients, per worker thread
@@ -26,6 +26,7 @@ enum class Scratch : int {
   DepthwisePlane,  // depthwise conv: one zero-padded plane, per worker thread
   GemmPacking,     // gemm: Eigen's packed panels of A and B
   ChunkSums,       // sum_squares: one partial sum per chunk (calling thread)
+  LinearPadding,   // linear: a zero-padded copy of the last, partial block of images, per worker thread
 };
 
 inline const char* scratch_name(Scratch s) {
@@ -39,6 +40,7 @@ inline const char* scratch_name(Scratch s) {
     case Scratch::DepthwisePlane: return "DepthwisePlane";
     case Scratch::GemmPacking: return "GemmPacking";
     case Scratch::ChunkSums: return "ChunkSums";
+    case Scratch::LinearPadding: return "LinearPadding";
   }
   return "?";
 }

@@ -8,7 +8,7 @@
 
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
-#include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/linear.hpp"
 
 namespace diffusion::nn {
 
@@ -32,15 +32,8 @@ class Linear {
 
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     y.resize(output_shape(x.shape()));
-    const Index N = x.dim(0);
-    T beta = T(0);
-    if (bias_.valid()) {
-      const T* b = params_.value(bias_);
-      for (Index n = 0; n < N; ++n) std::copy(b, b + out_, y.data() + n * out_);
-      beta = T(1);
-    }
-    kernels::gemm(kernels::Op::NoTrans, kernels::Op::Trans, N, out_, in_, T(1), x.data(), in_, params_.value(weight_),
-                  in_, beta, y.data(), out_);
+    kernels::linear_forward(x.dim(0), in_, out_, x.data(), params_.value(weight_),
+                            bias_.valid() ? params_.value(bias_) : nullptr, y.data());
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
@@ -48,19 +41,10 @@ class Linear {
     const Index N = x.dim(0);
     if (dx) {
       check_shape(*dx, x.shape(), "Linear", name_, "backward: dx");
-      kernels::gemm(kernels::Op::NoTrans, kernels::Op::NoTrans, N, in_, out_, T(1), dy.data(), out_,
-                    params_.value(weight_), in_, T(1), dx->data(), in_);
+      kernels::linear_backward_data(N, in_, out_, dy.data(), params_.value(weight_), dx->data());
     }
-    kernels::gemm(kernels::Op::Trans, kernels::Op::NoTrans, out_, in_, N, T(1), dy.data(), out_, x.data(), in_, T(1),
-                  params_.grad(weight_), in_);
-    if (bias_.valid()) {
-      T* db = params_.grad(bias_);
-      for (Index o = 0; o < out_; ++o) {
-        double sum = 0.0;  // fixed order over the batch
-        for (Index n = 0; n < N; ++n) sum += static_cast<double>(dy[n * out_ + o]);
-        db[o] += static_cast<T>(sum);
-      }
-    }
+    kernels::linear_backward_weight(N, out_, in_, dy.data(), x.data(), params_.grad(weight_));
+    if (bias_.valid()) kernels::linear_backward_bias(N, out_, dy.data(), params_.grad(bias_));
   }
 
   const std::string& name() const { return name_; }

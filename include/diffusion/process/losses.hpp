@@ -74,20 +74,31 @@ double loss_forward(LossType type, TensorView<T> pred, TensorView<T> target) {
   return sum / static_cast<double>(n);
 }
 
+// One part of a mean loss over a batch split into parts (gradient accumulation, train/trainer.hpp): continues `sum`
+// with the loss of every element of pred against target (in double, in element order), ASSIGNS dpred (resized to
+// pred's shape) = d(element loss)/d(pred) * inv_count, and returns the new sum. With inv_count = 1 / (elements of the
+// whole batch), calling it on consecutive parts in order, each starting from the sum the previous one returned,
+// gives bitwise the sum and the gradient of one call on the whole batch. dpred may be pred itself.
+template <class T>
+double loss_sum_backward(LossType type, TensorView<T> pred, TensorView<T> target, double inv_count, double sum,
+                         Tensor<T>& dpred) {
+  detail::check_loss_args(pred, target, "loss_sum_backward: target");
+  const Index n = pred.numel();
+  dpred.ensure_shape(pred.shape());
+  for (Index i = 0; i < n; ++i) {
+    double dd = 0.0;
+    sum += detail::loss_element(type, static_cast<double>(pred[i]) - static_cast<double>(target[i]), dd);
+    dpred[i] = static_cast<T>(dd * inv_count);
+  }
+  return sum;
+}
+
 // Returns the mean loss and ASSIGNS dpred (resized to pred's shape) = d(loss)/d(pred). dpred may be pred itself.
 template <class T>
 double loss_forward_backward(LossType type, TensorView<T> pred, TensorView<T> target, Tensor<T>& dpred) {
   detail::check_loss_args(pred, target, "loss_forward_backward: target");
-  const Index n = pred.numel();
-  dpred.ensure_shape(pred.shape());
-  const double inv_n = 1.0 / static_cast<double>(n);
-  double sum = 0.0;
-  for (Index i = 0; i < n; ++i) {
-    double dd = 0.0;
-    sum += detail::loss_element(type, static_cast<double>(pred[i]) - static_cast<double>(target[i]), dd);
-    dpred[i] = static_cast<T>(dd * inv_n);
-  }
-  return sum / static_cast<double>(n);
+  const double n = static_cast<double>(pred.numel());
+  return loss_sum_backward(type, pred, target, 1.0 / n, 0.0, dpred) / n;
 }
 
 }  // namespace diffusion

@@ -4,9 +4,17 @@
 //   x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps              (seed, step), so a resumed run draws the same numbers
 //   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v
 //   backward; [clip the global gradient norm]; Adam/AdamW step; [EMA update]
+// Gradient accumulation (options.accumulate = k): the batch goes through the model in k consecutive micro-batches
+// (forward, backward, forward, backward, ...; activations for one micro-batch at a time), the draws, the loss sum
+// and the gradients carried over from one to the next, then one optimiser step. The result is bitwise the step on
+// the whole batch at once: the draws are made for the whole batch first, the loss is one sum in element order
+// (loss_sum_backward), and every parameter gradient of the library is a fold over the batch in image order, each
+// image's contribution independent of the batch it is in (kernels/conv2d.hpp, kernels/linear.hpp), so backward on
+// consecutive micro-batches, accumulating into the same gradient buffer, adds the same numbers in the same order.
 // A non-finite loss or gradient stops training with an Error naming the step, before the weights change.
 // The model, its optimiser moments and the EMA are the whole state besides the step count (see checkpoint.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -33,6 +41,9 @@ struct TrainerOptions {
   bool use_ema = true;
   EmaOptions ema{0.995, true};
   std::uint64_t seed = 0;
+  // Micro-batches per optimiser step (the primer's gradient_accumulate_every): step(x0) splits x0's N images into
+  // `accumulate` consecutive parts, images [j N / k, (j + 1) N / k) for j < k, and needs N >= accumulate.
+  Index accumulate = 1;
 };
 
 // Raised when the loss or a gradient is NaN or infinite; training state is left as it was before the step.
@@ -62,6 +73,8 @@ class Trainer {
   Trainer(Unet<T>& model, NoiseSchedule schedule, const TrainerOptions& options)
       : model_(model), schedule_(std::move(schedule)), options_(options), optimizer_(options.adam) {
     DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
+    DIFFUSION_CHECK(options.accumulate >= 1,
+                    "Trainer: accumulate (micro-batches per step) must be >= 1, got " << options.accumulate);
     // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
     DIFFUSION_CHECK(model.config().resolved_out_dim() == model.config().channels,
                     "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
@@ -116,20 +129,35 @@ class Trainer {
   void check_batch(const Tensor<T>& x0) const {
     DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
                     "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
+    DIFFUSION_CHECK(x0.dim(0) >= options_.accumulate,
+                    "Trainer::step: a batch of " << x0.dim(0) << " images cannot be split into accumulate = "
+                                                 << options_.accumulate << " micro-batches");
   }
 
-  // The step proper: q_sample, target, forward, loss, backward, [clip], Adam, [EMA]. t and noise may be t_ and noise_.
+  // The step proper: q_sample and the target for the whole batch, then forward, loss and backward per micro-batch
+  // (images [j N / k, (j + 1) N / k), views into x_t_ and target_), [clip], Adam, [EMA]. t and noise may be t_ and
+  // noise_.
   StepResult step_with(const Tensor<T>& x0, const std::vector<std::int64_t>& t, const Tensor<T>& noise) {
     q_sample(schedule_, x0, t, noise, x_t_);  // checks t against the batch and the schedule
     training_target(options_.prediction, schedule_, x0, t, noise, target_);
 
-    model_.forward(x_t_, t, out_);
-    StepResult r;
-    r.loss = loss_forward_backward(options_.loss, out_, target_, dout_);
-    if (!std::isfinite(r.loss)) throw TrainingDiverged(step_, "the loss is " + std::to_string(r.loss));
     ParameterStore<T>& params = model_.params();
     params.zero_grad();
-    model_.backward(dout_);
+    const Index N = x0.dim(0), k = options_.accumulate, per_image = x0.numel() / N;
+    const double count = static_cast<double>(x0.numel());
+    double sum = 0.0;  // the loss sum over the whole batch, in element order
+    for (Index j = 0; j < k; ++j) {
+      const Index n0 = j * N / k, n1 = (j + 1) * N / k;
+      const Shape micro{n1 - n0, x0.dim(1), x0.dim(2), x0.dim(3)};
+      const TensorView<T> x(x_t_.data() + n0 * per_image, micro), target(target_.data() + n0 * per_image, micro);
+      micro_t_.assign(t.begin() + n0, t.begin() + n1);
+      model_.forward(x, micro_t_, out_);
+      sum = loss_sum_backward(options_.loss, TensorView<T>(out_), target, 1.0 / count, sum, dout_);
+      if (!std::isfinite(sum)) throw TrainingDiverged(step_, "the loss is " + std::to_string(sum / count));
+      model_.backward(dout_);
+    }
+    StepResult r;
+    r.loss = sum / count;
     r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
                                            : grad_norm(params.grads(), params.size());
     if (!std::isfinite(r.grad_norm))
@@ -148,8 +176,8 @@ class Trainer {
   std::unique_ptr<Ema<T>> ema_;
   std::int64_t step_ = 0;
   double last_loss_ = 0.0;
-  // Per-step buffers, reused: (N, C, H, W) each; t_ (N).
-  std::vector<std::int64_t> t_;
+  // Per-step buffers, reused: (N, C, H, W) each, t_ (N); out_ and dout_ of one micro-batch; micro_t_ its timesteps.
+  std::vector<std::int64_t> t_, micro_t_;
   Tensor<T> noise_, x_t_, target_, out_, dout_;
 };
 
