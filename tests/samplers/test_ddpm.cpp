@@ -92,6 +92,9 @@ TEMPLATE_TEST_CASE("DDPM with the reference U-Net and fixed noise matches the Py
   const Tensor<double> zs = fx.read<double>("noise");  // (T - 1, 2 * 1 * 12 * 12): row k is z of step k
   REQUIRE(zs.dim(0) == steps - 1);
   REQUIRE(zs.dim(1) == 2 * 12 * 12);
+  DdpmOptions o;
+  o.variance = DdpmVariance::Posterior;
+  o.clip_x0 = false;  // as the fixture's setup (the library's default clips)
   Tensor<T> x = fx.read<T>("x_T"), out, z(x.shape());
   // Per step, max |x - x_ref| <= tol max |x_ref|: double, the fixture's float32 rounding (measured 4.1e-8); float,
   // the float U-Net (~1e-6 of float64) through 20 steps that each divide by sqrt(alpha_t) and add fresh noise
@@ -104,7 +107,7 @@ TEMPLATE_TEST_CASE("DDPM with the reference U-Net and fixed noise matches the Py
     net->forward(x, ts, out);
     if (t > 0)
       for (Index i = 0; i < z.numel(); ++i) z[i] = static_cast<T>(zs[k * z.numel() + i]);
-    ddpm_step(s, x, ts, out, t > 0 ? &z : nullptr, x);
+    ddpm_step(s, x, ts, out, t > 0 ? &z : nullptr, x, o);
     const auto m = compare(x, fx.read<double>("x_" + std::to_string(k + 1)));
     INFO("step " << k << " (t = " << t << "): " << m.str());
     REQUIRE(m.rel() <= tol);
