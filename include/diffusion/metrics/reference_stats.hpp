@@ -13,7 +13,6 @@
 // FNV-1a is not cryptographic: the key detects stale caches (changed data, retrained weights), not tampering.
 
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <string>
 #include <sys/stat.h>
@@ -22,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diffusion/core/error.hpp"
+#include "diffusion/core/hash.hpp"
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/io/safetensors.hpp"
@@ -31,19 +31,6 @@ namespace diffusion::metrics {
 
 inline constexpr const char* kReferenceStatsKey = "diffusion.reference_stats";
 inline constexpr int kReferenceStatsFormat = 1;
-
-// 64-bit FNV-1a over bytes, continuing from state h.
-inline std::uint64_t fnv1a64(const void* data, std::size_t size, std::uint64_t h = 1469598103934665603ull) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
-inline std::string hash_key(std::uint64_t h) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "fnv1a64:%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
 
 // Key of a data set: its shape, element size and bytes.
 template <class T>
