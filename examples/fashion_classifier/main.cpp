@@ -6,6 +6,7 @@
 //             statistics (cached), with the time taken
 // Errors are one line on stderr and exit status 1; usage errors exit with 2.
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -30,9 +31,11 @@ namespace {
 struct TrainOptions {
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string out = "fashion_classifier.safetensors";
-  int epochs = 3;
+  int epochs = 4;
   Index batch_size = 128;
   double lr = 1e-3;
+  std::string lr_schedule = "cosine";  // constant or cosine (lr * (1 + cos(pi step / steps)) / 2)
+  std::int64_t max_steps = 0;          // stop after this many steps (0: all epochs); for quick reproducibility checks
   std::uint64_t seed = 0;
   bool flip = true;
   int threads = 0;
@@ -96,14 +99,18 @@ int run_train(const TrainOptions& o, const std::string& command_line) {
   nn::CrossEntropyLoss<float> loss;
   Tensor<float> batch(Shape{B, 1, H, W}), logits, dlogits;
   std::vector<std::int64_t> batch_labels;
-  std::printf("training FashionClassifier (%zu parameters) on %lld images: %d epochs, batch %lld, Adam lr %g, seed %llu, "
-              "flips %s, %d threads\n",
-              net.params().count(), static_cast<long long>(N), o.epochs, static_cast<long long>(B), o.lr,
-              static_cast<unsigned long long>(o.seed), o.flip ? "on" : "off", max_threads());
+  DIFFUSION_CHECK(o.lr_schedule == "constant" || o.lr_schedule == "cosine",
+                  "train: --lr-schedule must be constant or cosine, got '" << o.lr_schedule << "'");
+  const std::int64_t total_steps = static_cast<std::int64_t>(o.epochs) * ((N + B - 1) / B);
+  std::printf("training FashionClassifier (%zu parameters) on %lld images: %d epochs (%lld steps), batch %lld, Adam "
+              "lr %g (%s), seed %llu, flips %s, %d threads\n",
+              net.params().count(), static_cast<long long>(N), o.epochs, static_cast<long long>(total_steps),
+              static_cast<long long>(B), o.lr, o.lr_schedule.c_str(), static_cast<unsigned long long>(o.seed),
+              o.flip ? "on" : "off", max_threads());
   const auto start = std::chrono::steady_clock::now();
   std::int64_t step = 0;
   double test_acc = 0.0;
-  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+  for (int epoch = 0; epoch < o.epochs && (o.max_steps == 0 || step < o.max_steps); ++epoch) {
     // Epoch order: a Fisher-Yates shuffle from Rng(seed).fork(epoch + 1); flips from .fork(1000 + epoch).
     std::vector<Index> order(static_cast<std::size_t>(N));
     std::iota(order.begin(), order.end(), Index{0});
@@ -113,7 +120,7 @@ int run_train(const TrainOptions& o, const std::string& command_line) {
     Rng flips = Rng(o.seed).fork(static_cast<std::uint64_t>(1000 + epoch));
     double running = 0.0;
     Index running_n = 0;
-    for (Index b = 0; b < N; b += B) {
+    for (Index b = 0; b < N && (o.max_steps == 0 || step < o.max_steps); b += B) {
       const Index n = std::min(B, N - b);
       batch.resize(Shape{n, 1, H, W});
       batch_labels.resize(static_cast<std::size_t>(n));
@@ -134,6 +141,9 @@ int run_train(const TrainOptions& o, const std::string& command_line) {
       dlogits.zero();
       loss.backward(logits, batch_labels, dlogits);
       net.backward(dlogits);
+      if (o.lr_schedule == "cosine")
+        adam.set_lr(o.lr * 0.5 * (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) /
+                                                 static_cast<double>(total_steps))));
       adam.step(net.params());
       ++step;
       if (step % 100 == 0) {
@@ -156,6 +166,7 @@ int run_train(const TrainOptions& o, const std::string& command_line) {
                                            {"epochs", o.epochs},
                                            {"batch_size", o.batch_size},
                                            {"lr", o.lr},
+                                           {"lr_schedule", o.lr_schedule},
                                            {"seed", o.seed},
                                            {"flip", o.flip},
                                            {"steps", step},
@@ -220,6 +231,8 @@ int main(int argc, char** argv) {
   train->add_option("--epochs", train_options.epochs, "passes over the 60,000 training images")->check(CLI::PositiveNumber);
   train->add_option("--batch-size", train_options.batch_size, "images per step")->check(CLI::PositiveNumber);
   train->add_option("--lr", train_options.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+  train->add_option("--lr-schedule", train_options.lr_schedule, "constant or cosine (decays to 0 over the run)");
+  train->add_option("--steps", train_options.max_steps, "stop after this many steps (0: all epochs)");
   train->add_option("--seed", train_options.seed, "seed of the initial weights, data order and flips");
   train->add_flag("--flip,!--no-flip", train_options.flip, "random horizontal flips (p = 1/2)");
   train->add_option("--threads", train_options.threads, "OpenMP threads (0: OpenMP's default)");

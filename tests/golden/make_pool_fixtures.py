@@ -11,6 +11,9 @@ The "ties" case draws x from {0, 1, 2} so that windows hold several maxima: the 
 in row-major order, as PyTorch's CPU kernel sends it.
 Cross-entropy case "cross_entropy": x = logits (6, 10), <c>.labels (I64, 6), y = F.cross_entropy(x, labels) (mean)
 as shape (1,), dy (1,), dx = dy * d loss / d logits.
+Forward-only cases (no dy/dx): "resize_bilinear" (F.interpolate bilinear, align_corners=False, (5, 7) -> (11, 4));
+"conv_rect_1x7", "conv_rect_7x1", "conv_rect_strided" (nn.Conv2d with rectangular kernels and per-axis stride and
+padding; <c>.weight, <c>.bias stored).
 """
 import json
 import os
@@ -73,8 +76,43 @@ def cross_entropy_case():
     return out, json.dumps({"module": "cross_entropy", "kwargs": {"reduction": "mean"}, "input_shape": [6, 10]})
 
 
+def resize_case():
+    """F.interpolate(x, size, bilinear, align_corners=False): one axis up, one down (Inception's resize)."""
+    name = "resize_bilinear"
+    torch.manual_seed(zlib.crc32(name.encode()))
+    x = torch.rand(2, 3, 5, 7)
+    y = F.interpolate(x.double(), size=(11, 4), mode="bilinear", align_corners=False)
+    out = {f"{name}.x": x, f"{name}.y": y.float()}
+    return out, json.dumps({"module": "interpolate", "kwargs": {"size": [11, 4], "mode": "bilinear",
+                                                               "align_corners": False}, "input_shape": [2, 3, 5, 7]})
+
+
+def conv_rect_cases():
+    """nn.Conv2d with rectangular kernels, per-axis stride and padding (forward only: kernels/conv2d_rect.hpp)."""
+    cases = [("conv_rect_1x7", dict(in_channels=4, out_channels=5, kernel_size=(1, 7), padding=(0, 3)), (2, 4, 6, 9)),
+             ("conv_rect_7x1", dict(in_channels=4, out_channels=5, kernel_size=(7, 1), padding=(3, 0)), (1, 4, 9, 6)),
+             ("conv_rect_strided", dict(in_channels=3, out_channels=6, kernel_size=(2, 3), stride=(2, 1),
+                                        padding=(1, 0)), (2, 3, 7, 8))]
+    tensors, meta = {}, {}
+    for name, kwargs, shape in cases:
+        torch.manual_seed(zlib.crc32(name.encode()))
+        conv = nn.Conv2d(**kwargs)
+        x = torch.randn(*shape)
+        y = conv.double()(x.double())
+        tensors.update({f"{name}.x": x, f"{name}.y": y.detach().float(), f"{name}.weight": conv.weight.detach().float(),
+                        f"{name}.bias": conv.bias.detach().float()})
+        meta[name] = json.dumps({"module": "Conv2d", "kwargs": kwargs, "input_shape": list(shape)})
+    return tensors, meta
+
+
 def main():
     tensors, metadata = {}, {"generator": "tests/golden/make_pool_fixtures.py"}
+    out, meta = resize_case()
+    tensors.update(out)
+    metadata["resize_bilinear"] = meta
+    out, meta = conv_rect_cases()
+    tensors.update(out)
+    metadata.update(meta)
     for case in CASES:
         out, meta = make_case(*case)
         tensors.update(out)
@@ -84,7 +122,7 @@ def main():
     metadata["cross_entropy"] = meta
     path = os.path.join(HERE, "pool_loss.safetensors")
     safetensors_io.save(path, tensors, metadata)
-    print(f"wrote {path}: {len(CASES) + 1} cases, {len(tensors)} tensors, {os.path.getsize(path)} bytes")
+    print(f"wrote {path}: {len(CASES) + 5} cases, {len(tensors)} tensors, {os.path.getsize(path)} bytes")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 // The layers the classifier and Inception add: MaxPool2d, AvgPool2d (both count_include_pad rules),
-// GlobalAvgPool2d, ReLU and the cross-entropy loss.
+// GlobalAvgPool2d, ReLU and the cross-entropy loss; and Inception's forward-only kernels: the bilinear resize and the
+// rectangular-kernel convolution.
 //  - golden: against PyTorch (tests/golden/pool_loss.safetensors from make_pool_fixtures.py: float64 results on
 //    float32 inputs, stored as float32), forward and backward, in float and double, fast and reference kernels;
 //  - gradients: double finite differences (support/gradcheck.hpp, five-point stencil, step 1e-3), every element,
@@ -14,8 +15,12 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/kernels/conv2d_rect.hpp"
 #include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/resize.hpp"
 #include "diffusion/nn/cross_entropy.hpp"
 #include "diffusion/nn/pooling.hpp"
 #include "diffusion/nn/relu.hpp"
@@ -186,4 +191,37 @@ TEST_CASE("pooling and cross-entropy refuse bad arguments") {
   nn::CrossEntropyLoss<float> loss;
   REQUIRE_THROWS_WITH(loss.forward(logits, {0, 3}), Catch::Contains("label 3 of sample 1 is outside [0, 3)"));
   REQUIRE_THROWS_WITH(loss.forward(logits, {0}), Catch::Contains("1 labels for logits (2, 3)"));
+}
+
+TEST_CASE("bilinear resize matches F.interpolate with align_corners False") {
+  const Tensor<float> x = fixtures().read<float>("resize_bilinear.x");  // (2, 3, 5, 7)
+  const Tensor<float> want = fixtures().read<float>("resize_bilinear.y");  // (2, 3, 11, 4)
+  Tensor<float> y(Shape{2, 3, 11, 4});
+  kernels::bilinear_resize(6, 5, 7, x.data(), 11, 4, y.data());
+  require_close(y, want, 1e-6, "resize (5, 7) -> (11, 4)");
+}
+
+TEST_CASE("rectangular-kernel convolution matches PyTorch's Conv2d") {
+  // Forward only (Inception's 1x7 / 7x1 / strided kernels); float sums of up to 28 products: 1e-5 of max |y|.
+  for (bool reference : {false, true}) {
+    kernels::ReferenceKernelsScope scope(reference);
+    for (const char* name : {"conv_rect_1x7", "conv_rect_7x1", "conv_rect_strided"}) {
+      const std::string c = name;
+      const auto meta = nlohmann::json::parse(fixtures().metadata().at(c));
+      const auto& k = meta.at("kwargs");
+      const Index kh = k.at("kernel_size")[0], kw = k.at("kernel_size")[1];
+      const Index sh = k.contains("stride") ? k.at("stride")[0].get<Index>() : 1;
+      const Index sw = k.contains("stride") ? k.at("stride")[1].get<Index>() : 1;
+      const Index ph = k.at("padding")[0], pw = k.at("padding")[1];
+      const Tensor<float> x = fixtures().read<float>(c + ".x"), w = fixtures().read<float>(c + ".weight"),
+                          b = fixtures().read<float>(c + ".bias"), want = fixtures().read<float>(c + ".y");
+      const auto g = kernels::Conv2dRectGeometry::make(x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), kh, kw, sh,
+                                                       sw, ph, pw);
+      Tensor<float> y(Shape{g.batch, g.out_channels, g.out_height, g.out_width});
+      std::vector<float> workspace;
+      kernels::conv2d_rect_forward(g, x.data(), w.data(), b.data(), y.data(), workspace);
+      INFO((reference ? "reference" : "fast") << " kernels");
+      require_close(y, want, 1e-5, c);
+    }
+  }
 }
