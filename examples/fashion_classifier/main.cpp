@@ -232,7 +232,8 @@ int main(int argc, char** argv) {
   train->add_option("--batch-size", train_options.batch_size, "images per step")->check(CLI::PositiveNumber);
   train->add_option("--lr", train_options.lr, "Adam learning rate")->check(CLI::PositiveNumber);
   train->add_option("--lr-schedule", train_options.lr_schedule, "constant or cosine (decays to 0 over the run)");
-  train->add_option("--steps", train_options.max_steps, "stop after this many steps (0: all epochs)");
+  train->add_option("--steps", train_options.max_steps, "stop after this many steps (0: all epochs)")
+      ->check(CLI::NonNegativeNumber);
   train->add_option("--seed", train_options.seed, "seed of the initial weights, data order and flips");
   train->add_flag("--flip,!--no-flip", train_options.flip, "random horizontal flips (p = 1/2)");
   train->add_option("--threads", train_options.threads, "OpenMP threads (0: OpenMP's default)");

@@ -75,10 +75,12 @@ void inception_weight(const std::string& name, const Shape& shape, double* out) 
   }
 }
 
-FidInceptionV3& network() {
-  static FidInceptionV3 net(inception_weight);
-  return net;
+// One network with the generated weights for all tests (23.8 M weights: generating them costs seconds under ASan).
+metrics::InceptionExtractor& extractor() {
+  static metrics::InceptionExtractor ex(std::make_unique<FidInceptionV3>(inception_weight));
+  return ex;
 }
+FidInceptionV3& network() { return extractor().network(); }
 
 Shape input_shape(const std::string& key) {
   const auto j = nlohmann::json::parse(fixture().metadata().at(key)).at("input_shape");
@@ -204,10 +206,10 @@ TEST_CASE("Inception reads safetensors weights by state_dict name and is thread-
 TEST_CASE("the Inception extractor feeds grey [-1, 1] samples as pytorch-fid feeds 8-bit images") {
   // A grey sample in [-1, 1] must give the features of the RGB image whose three channels are the 8-bit level
   // p / 255 of it (PIL's convert("RGB") then ToTensor()).
-  metrics::InceptionExtractor extractor(std::make_unique<FidInceptionV3>(inception_weight));
-  REQUIRE(extractor.feature_dim() == 2048);
-  REQUIRE(extractor.num_classes() == 0);
-  REQUIRE(extractor.key() == "FidInceptionV3:" + network().weights_key());
+  metrics::InceptionExtractor& ex = extractor();
+  REQUIRE(ex.feature_dim() == 2048);
+  REQUIRE(ex.num_classes() == 0);
+  REQUIRE(ex.key() == "FidInceptionV3:" + network().weights_key());
   Tensor<float> grey(Shape{1, 1, 20, 20});
   const std::vector<float> v = unit("input.grey", grey.numel());
   for (Index i = 0; i < grey.numel(); ++i) grey[i] = 1.2f * v[static_cast<std::size_t>(i)];  // some beyond [-1, 1]
@@ -218,7 +220,7 @@ TEST_CASE("the Inception extractor feeds grey [-1, 1] samples as pytorch-fid fee
       rgb[c * 400 + i] = static_cast<float>(std::lround((x + 1.0) * 0.5 * 255.0)) / 255.0f;
     }
   Tensor<float> f1, f2;
-  extractor.extract(grey, f1, nullptr);
+  ex.extract(grey, f1, nullptr);
   network().features(rgb, f2);
   REQUIRE(f1.shape() == (Shape{1, 2048}));
   REQUIRE(std::memcmp(f1.data(), f2.data(), sizeof(float) * 2048) == 0);
