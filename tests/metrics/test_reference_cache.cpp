@@ -87,6 +87,11 @@ TEST_CASE("reference statistics files round-trip bitwise") {
   REQUIRE(same_bits(back.gaussian.covariance, r.gaussian.covariance));
   REQUIRE(same_bits(back.features, r.features));
   REQUIRE(back.features.shape() == (Shape{40, 6}));
+  // Precision's k-NN radii of the reservoir travel with it.
+  REQUIRE(r.knn_k == 3);
+  REQUIRE(r.knn_squared_radii == knn_squared_radii(r.features, 3));
+  REQUIRE(back.knn_k == 3);
+  REQUIRE(back.knn_squared_radii == r.knn_squared_radii);
 }
 
 TEST_CASE("a stale reference cache is detected and recomputed, never used") {

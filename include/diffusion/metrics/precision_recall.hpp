@@ -126,8 +126,11 @@ inline double manifold_coverage(const Tensor<double>& ref, const std::vector<dou
   return static_cast<double>(count) / static_cast<double>(q.dim(0));
 }
 
-// Precision and recall of generated features `fake` (n_f, D) against real features `real` (n_r, D).
-inline PrecisionRecall precision_recall(const Tensor<double>& real, const Tensor<double>& fake, Index k = 3) {
+// Precision and recall of generated features `fake` (n_f, D) against real features `real` (n_r, D), given the
+// real set's squared k-NN radii real_r2 = knn_squared_radii(real, k) (which reference statistics cache: they cost
+// one n_r x n_r distance matrix).
+inline PrecisionRecall precision_recall(const Tensor<double>& real, const std::vector<double>& real_r2,
+                                        const Tensor<double>& fake, Index k) {
   detail::check_features(real, "real");
   detail::check_features(fake, "generated");
   DIFFUSION_CHECK(k >= 1 && k < 64, "precision_recall: k must be in [1, 64), got " << k);
@@ -139,9 +142,16 @@ inline PrecisionRecall precision_recall(const Tensor<double>& real, const Tensor
   r.k = k;
   r.real_count = real.dim(0);
   r.fake_count = fake.dim(0);
-  r.precision = manifold_coverage(real, knn_squared_radii(real, k), fake);
+  r.precision = manifold_coverage(real, real_r2, fake);
   r.recall = manifold_coverage(fake, knn_squared_radii(fake, k), real);
   return r;
+}
+
+// The same, computing the real set's radii.
+inline PrecisionRecall precision_recall(const Tensor<double>& real, const Tensor<double>& fake, Index k = 3) {
+  detail::check_features(real, "real");
+  DIFFUSION_CHECK(k >= 1 && k < 64, "precision_recall: k must be in [1, 64), got " << k);
+  return precision_recall(real, knn_squared_radii(real, k), fake, k);
 }
 
 }  // namespace diffusion::metrics

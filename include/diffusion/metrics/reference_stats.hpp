@@ -2,9 +2,10 @@
 // Reference statistics (the real data's Gaussian fit and a reservoir of its feature vectors, in one extractor's
 // feature space), computed once and cached in a safetensors file keyed by the data set and the extractor:
 //
-//   tensors   "mean" (D) F64, "covariance" (D, D) F64, "features" (M', D) F64 (the reservoir, M' = min(n, M))
+//   tensors   "mean" (D) F64, "covariance" (D, D) F64, "features" (M', D) F64 (the reservoir, M' = min(n, M)),
+//             "knn_squared_radii" (M') F64 when knn_k > 0 (precision's k-NN radii of the reservoir, computed once)
 //   metadata  "diffusion.reference_stats" = JSON {"format": 1, "dataset": <key>, "extractor": <key>,
-//             "count": n, "dim": D, "reservoir_size": M, "reservoir_seed": seed}
+//             "count": n, "dim": D, "reservoir_size": M, "reservoir_seed": seed, "knn_k": k}
 //
 // Keys are content hashes, "fnv1a64:<16 hex digits>": of the images (shape, dtype and every byte) and of the
 // extractor's weights (every parameter's name, shape and value bits). cached_reference_stats() loads the file only
@@ -17,6 +18,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +28,7 @@
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/io/safetensors.hpp"
 #include "diffusion/metrics/feature_statistics.hpp"
+#include "diffusion/metrics/precision_recall.hpp"
 
 namespace diffusion::metrics {
 
@@ -64,18 +67,25 @@ std::string parameters_key(const ParameterStore<T>& store, const std::string& ta
 struct ReferenceStats {
   GaussianStats gaussian;
   Tensor<double> features;  // (M', D) reservoir of feature vectors
+  Index knn_k = 0;          // k of knn_squared_radii (0: not computed)
+  std::vector<double> knn_squared_radii;  // (M') squared distance of each reservoir vector to its k-th neighbour
   std::string dataset_key;
   std::string extractor_key;
   FeatureStatisticsOptions options;
   Index dim() const { return gaussian.dim(); }
 };
 
-// Streams features (n, D) through FeatureStatistics (for tests and small sets; extractors stream batch by batch).
+// Reference statistics from accumulated features, with the k-NN radii of the reservoir for precision (knn_k = 0:
+// none; skipped too when the reservoir has k rows or fewer).
 inline ReferenceStats make_reference_stats(const FeatureStatistics& stats, std::string dataset_key,
-                                           std::string extractor_key) {
+                                           std::string extractor_key, Index knn_k = 3) {
   ReferenceStats r;
   r.gaussian = stats.gaussian();
   r.features = stats.reservoir();
+  if (knn_k > 0 && r.features.dim(0) > knn_k) {
+    r.knn_k = knn_k;
+    r.knn_squared_radii = knn_squared_radii(r.features, knn_k);
+  }
   r.dataset_key = std::move(dataset_key);
   r.extractor_key = std::move(extractor_key);
   r.options = stats.options();
@@ -93,7 +103,14 @@ inline void save_reference_stats(const std::string& path, const ReferenceStats& 
   writer.add("mean", r.gaussian.mean);
   writer.add("covariance", r.gaussian.covariance);
   writer.add("features", r.features);
+  if (r.knn_k > 0) {
+    DIFFUSION_CHECK(static_cast<Index>(r.knn_squared_radii.size()) == r.features.dim(0),
+                    "save_reference_stats '" << path << "': " << r.knn_squared_radii.size() << " k-NN radii for "
+                                             << r.features.dim(0) << " feature vectors");
+    writer.add("knn_squared_radii", Shape{r.features.dim(0)}, r.knn_squared_radii.data());
+  }
   const nlohmann::json meta = {{"format", kReferenceStatsFormat},
+                               {"knn_k", r.knn_k},
                                {"dataset", r.dataset_key},
                                {"extractor", r.extractor_key},
                                {"count", r.gaussian.count},
@@ -121,6 +138,7 @@ inline ReferenceStats load_reference_stats(const std::string& path) {
     dim = m.at("dim").get<Index>();
     r.options.reservoir_size = m.at("reservoir_size").get<Index>();
     r.options.reservoir_seed = m.at("reservoir_seed").get<std::uint64_t>();
+    r.knn_k = m.at("knn_k").get<Index>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": metadata '" + kReferenceStatsKey + "' is not valid (" + e.what() + ")");
   }
@@ -134,6 +152,10 @@ inline ReferenceStats load_reference_stats(const std::string& path) {
   DIFFUSION_CHECK(fs.rank() == 2 && fs[1] == dim, where << ": features " << fs << ", expected (M, " << dim << ")");
   r.features.resize(fs);
   reader.read_into("features", fs, r.features.data());
+  if (r.knn_k > 0) {
+    r.knn_squared_radii.resize(static_cast<std::size_t>(fs[0]));
+    reader.read_into("knn_squared_radii", Shape{fs[0]}, r.knn_squared_radii.data());
+  }
   return r;
 }
 

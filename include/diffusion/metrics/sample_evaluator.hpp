@@ -113,7 +113,7 @@ ReferenceStats compute_reference_stats(Extractor& extractor, const Tensor<float>
   FeatureStatistics stats(extractor.feature_dim(), options.features);
   extract_in_batches(extractor, images, options.batch_size,
                      [&](const Tensor<float>& f, const std::vector<std::int64_t>&) { stats.add(f); });
-  return make_reference_stats(stats, dataset_key, extractor.key());
+  return make_reference_stats(stats, dataset_key, extractor.key(), options.pr_k);
 }
 
 template <class Extractor>
@@ -161,7 +161,11 @@ class SampleEvaluator {
     r.fid = frechet_distance(stats_.gaussian(), reference_->gaussian);
     const Tensor<double> fake = stats_.reservoir();
     r.kid = kernel_inception_distance(reference_->features, fake, options_.kid);
-    r.pr = precision_recall(reference_->features, fake, options_.pr_k);
+    const bool cached_radii = reference_->knn_k == options_.pr_k &&
+                              static_cast<Index>(reference_->knn_squared_radii.size()) == reference_->features.dim(0);
+    r.pr = cached_radii
+               ? precision_recall(reference_->features, reference_->knn_squared_radii, fake, options_.pr_k)
+               : precision_recall(reference_->features, fake, options_.pr_k);
     r.class_histogram = histogram_;
     r.extract_seconds = extract_seconds_;
     r.metric_seconds = detail::seconds_since(t0);
