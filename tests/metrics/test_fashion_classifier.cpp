@@ -122,8 +122,9 @@ TEST_CASE("Fashion-MNIST metrics: training images against the test set, cached r
   o.classifier = kWeights;
   o.reference_images = kData + "/t10k-images-idx3-ubyte.gz";
   o.cache = cache;
-  o.evaluation.kid.subsets = 10;  // keep the test short; the defaults are 100 subsets of 1000
-  o.evaluation.kid.subset_size = 500;
+  o.evaluation.kid.subsets = 10;  // keep the test short; the defaults are 100 subsets of 1000 and a reservoir
+  o.evaluation.kid.subset_size = 500;  // of 10,000 vectors (whose k-NN radii alone cost 1.3e10 multiply-adds)
+  o.evaluation.features.reservoir_size = 3000;
   Tensor<float> train = io::load_idx_images<float>(kData + "/train-images-idx3-ubyte.gz");
   Tensor<float> real(Shape{2000, 1, 28, 28});
   std::copy(train.data(), train.data() + real.numel(), real.data());
@@ -132,6 +133,8 @@ TEST_CASE("Fashion-MNIST metrics: training images against the test set, cached r
     metrics::FashionMnistMetrics fm(o);
     REQUIRE(fm.reference_status() == metrics::CacheStatus::Created);
     REQUIRE(fm.reference().gaussian.count == 10000);
+    REQUIRE(fm.reference().features.dim(0) == 3000);
+    REQUIRE(fm.reference().knn_k == 3);
     good = fm.evaluate(real);
   }
   metrics::FashionMnistMetrics fm(o);
