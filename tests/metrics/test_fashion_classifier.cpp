@@ -14,6 +14,7 @@
 #include "diffusion/model/fashion_classifier.hpp"
 #include "diffusion/nn/cross_entropy.hpp"
 #include "support/gradcheck.hpp"
+#include "support/skip.hpp"
 #include "support/threads.hpp"
 
 using namespace diffusion;
@@ -25,7 +26,7 @@ const std::string kWeights = std::string(DIFFUSION_GOLDEN_DIR) + "/../../example
 
 bool have_dataset() {
   if (std::filesystem::exists(kData + "/t10k-images-idx3-ubyte.gz")) return true;
-  WARN("skipped: " << kData << " not present (Debian package dataset-fashion-mnist)");
+  testing::skip(kData + " not present (Debian package dataset-fashion-mnist)", "DIFFUSION_REQUIRE_FASHION_MNIST");
   return false;
 }
 
