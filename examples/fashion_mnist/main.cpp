@@ -1,4 +1,5 @@
-// fashion_mnist: trains the primer's DDPM on Fashion-MNIST (`train`) and samples from a trained model (`sample`).
+// fashion_mnist: trains the primer's DDPM on Fashion-MNIST (`train`), samples from a trained model (`sample`) and
+// measures its samples (`eval`).
 // See README.md in this folder. Errors are one line on stderr and exit status 1; usage errors exit with 2.
 #include <cstdio>
 #include <exception>
@@ -6,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "evaluation.hpp"
 #include "options.hpp"
 #include "sampling.hpp"
 #include "training.hpp"
@@ -35,6 +37,10 @@ int main(int argc, char** argv) {
   CLI::App* sample = app.add_subcommand("sample", "sample images from a checkpoint or a weights file");
   fashion_mnist::add_sample_flags(*sample, sample_options);
 
+  fashion_mnist::EvalOptions eval_options;
+  CLI::App* eval = app.add_subcommand("eval", "measure a model's samples: FID, KID, precision, recall, classes");
+  fashion_mnist::add_eval_flags(*eval, eval_options);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -42,6 +48,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*train) return fashion_mnist::run_train(train_options, fashion_mnist::given_flags(*train));
+    if (*eval) return fashion_mnist::run_eval(eval_options, fashion_mnist::given_flags(*eval));
     return fashion_mnist::run_sample(sample_options, fashion_mnist::given_flags(*sample));
   } catch (const std::exception& e) {
     std::fflush(stdout);

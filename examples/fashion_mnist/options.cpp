@@ -13,7 +13,10 @@ const std::vector<std::string> kSchedules = {"linear", "cosine", "quadratic", "s
 const std::vector<std::string> kLosses = {"l2", "l1", "huber"};
 const std::vector<std::string> kPredictions = {"eps", "x0", "v"};
 const std::vector<std::string> kBlocks = {"convnext", "resnet"};
-const std::vector<std::string> kSamplers = {"ddpm", "ddim"};
+// Every sampler of the library (samplers/sampler.hpp), by the names parse_sampler accepts.
+const std::vector<std::string> kSamplers = {"ddpm",     "ddim",         "euler",  "euler_ancestral",
+                                            "heun",     "dpmpp_2m",     "dpmpp_2m_sde", "uni_pc",
+                                            "reverse_diffusion", "euler_maruyama", "pc"};
 
 // Binds a comma-separated integer list flag to `target`.
 CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<int>& target, const std::string& help) {
@@ -108,21 +111,23 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--final-sampler", o.final_sampler, "sampler of the final grid and GIF")->check(CLI::IsMember(kSamplers));
 }
 
-void add_sample_flags(CLI::App& app, SampleOptions& o) {
+namespace {
+
+// The model to load (and, for a weights file without our metadata, its configuration) and how to sample from it:
+// the flags `sample` and `eval` share.
+void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--checkpoint", o.checkpoint,
                  "a training checkpoint, or a weights file (ours, or a PyTorch state_dict in safetensors)")
       ->required();
   app.add_option("--sampler", o.sampler, "sampler")->check(CLI::IsMember(kSamplers));
-  app.add_option("--steps", o.steps, "DDIM steps")->check(CLI::Range(1, 100000));
-  app.add_option("--eta", o.eta, "DDIM eta (0: deterministic)")->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", o.steps, "sampling steps (every sampler but ddpm, which takes all T)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--eta", o.eta,
+                 "noise of ddim / euler_ancestral / dpmpp_2m_sde (default: 0 for ddim, 1 for the others); must be >= 0")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--clip-x0", o.clip_x0,
                  "clip the predicted x0 to [-1, 1] at every step (true/false; keeps large-T DDIM from saturating)");
-  app.add_option("--n", o.n, "number of images")->check(CLI::Range(1, 4096));
   app.add_option("--seed", o.seed, "seed of x_T and of the sampler's noise");
-  app.add_option("--x-T", o.x_T, "start from the tensor 'x_T' (N, C, H, W) of this safetensors file");
-  app.add_option("--out", o.out, "PNG grid of the samples");
-  app.add_option("--tensor-out", o.tensor_out, "also write the samples as tensor 'x_0' (F32) to this safetensors file");
-  app.add_option("--gif", o.gif, "also write the denoising of the first 8 samples as an animated GIF");
   app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(CLI::Range(0, 4096));
   // Only for a weights file that does not carry its configuration.
   app.add_option("--block", o.block, "U-Net block type (weights without metadata)")->check(CLI::IsMember(kBlocks));
@@ -136,6 +141,32 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--prediction", o.prediction, "what the network predicts (weights without metadata)")
       ->check(CLI::IsMember(kPredictions));
+}
+
+}  // namespace
+
+void add_sample_flags(CLI::App& app, SampleOptions& o) {
+  add_model_and_sampler_flags(app, o);
+  app.add_option("--n", o.n, "number of images")->check(CLI::Range(1, 4096));
+  app.add_option("--x-T", o.x_T, "start from the tensor 'x_T' (N, C, H, W) of this safetensors file");
+  app.add_option("--out", o.out, "PNG grid of the samples");
+  app.add_option("--tensor-out", o.tensor_out, "also write the samples as tensor 'x_0' (F32) to this safetensors file");
+  app.add_option("--gif", o.gif, "also write the denoising of the first 8 samples as an animated GIF");
+}
+
+void add_eval_flags(CLI::App& app, EvalOptions& o) {
+  add_model_and_sampler_flags(app, o.sample);
+  app.add_option("--n", o.n, "number of generated images to evaluate")->check(CLI::Range(1, 1000000));
+  app.add_option("--batch", o.batch, "images sampled at a time (memory: about 10 MB per image at 28x28)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--data", o.data, "folder of the Fashion-MNIST IDX files (the reference images)");
+  app.add_option("--reference", o.reference, "reference images: the test set (t10k) or the training set")
+      ->check(CLI::IsMember({"test", "train"}));
+  app.add_option("--classifier", o.classifier, "weights of the feature extractor (fashion_classifier train)");
+  app.add_option("--cache", o.cache,
+                 "reference statistics cache (default: reference_<reference>.safetensors next to the checkpoint); "
+                 "recomputed when the images or the classifier differ");
+  app.add_option("--json", o.json, "also write the report as JSON to this file");
 }
 
 std::set<std::string> given_flags(const CLI::App& app) {

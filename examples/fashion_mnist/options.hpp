@@ -56,9 +56,9 @@ struct TrainOptions {
 
 struct SampleOptions {
   std::string checkpoint;
-  std::string sampler = "ddim";  // ddpm | ddim
-  int steps = 50;                // DDIM steps
-  double eta = 0.0;
+  std::string sampler = "ddim";  // any name of diffusion::parse_sampler: ddpm | ddim | euler | dpmpp_2m | ...
+  int steps = 50;                // sampling steps (ddpm always takes all T)
+  double eta = 0.0;              // used when --eta is given; otherwise the sampler's default
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] at every step
   int n = 64;
   std::uint64_t seed = 0;
@@ -78,9 +78,31 @@ struct SampleOptions {
   std::string prediction = "eps";
 };
 
+// The classifier whose features `eval` measures in (examples/fashion_classifier; FASHION_MNIST_CLASSIFIER is set by
+// examples/CMakeLists.txt to the committed weights in the source tree).
+#ifdef FASHION_MNIST_CLASSIFIER
+inline constexpr const char* kDefaultClassifier = FASHION_MNIST_CLASSIFIER;
+#else
+inline constexpr const char* kDefaultClassifier = "fashion_classifier.safetensors";
+#endif
+
+// `fashion_mnist eval`: sample n images and measure them against real ones (FID, KID, precision, recall and the
+// class histogram in the classifier's feature space).
+struct EvalOptions {
+  SampleOptions sample;  // the model and the sampler (the output flags of `sample` are not used)
+  int n = 10000;
+  int batch = 250;
+  std::string data = kDefaultDataDir;
+  std::string reference = "test";  // test (t10k) | train
+  std::string classifier = kDefaultClassifier;
+  std::string cache;  // "" : reference_<reference>.safetensors in the checkpoint's folder
+  std::string json;
+};
+
 // Registers the flags of each subcommand on `app`, bound to `o`.
 void add_train_flags(CLI::App& app, TrainOptions& o);
 void add_sample_flags(CLI::App& app, SampleOptions& o);
+void add_eval_flags(CLI::App& app, EvalOptions& o);
 
 // The flags given on the command line of `app` (names without dashes, e.g. "dim-mults").
 std::set<std::string> given_flags(const CLI::App& app);

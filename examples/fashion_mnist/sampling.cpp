@@ -199,7 +199,7 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
   diffusion::SamplerOptions o;
   o.sampler = diffusion::parse_sampler(settings.sampler);
   o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps
-  o.eta = settings.eta;
+  if (settings.eta) o.eta = *settings.eta;
   o.prediction = settings.prediction;
   o.clip = settings.clip_x0 ? diffusion::ClipX0::RederiveEps : diffusion::ClipX0::None;
   diffusion::sample(model, schedule, x, rng, o, callback);
@@ -220,30 +220,47 @@ void write_grid_png(const std::string& path, const Images& images) {
   diffusion::io::write_png(path, diffusion::io::image_grid(images, grid_columns(images.dim(0))));
 }
 
-int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
-  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+LoadedModel load_model(const SampleOptions& o, const std::set<std::string>& given) {
   DIFFUSION_CHECK(std::filesystem::exists(o.checkpoint),
                   "--checkpoint '" << o.checkpoint << "' does not exist. Pass the checkpoint.safetensors or "
                                    << "model.safetensors that `fashion_mnist train` wrote (in results/fashion_mnist by default)");
   const diffusion::io::SafetensorsReader reader(o.checkpoint);
   const ModelSource m = describe(reader, o);
   check_flags_agree(m, o, given, o.checkpoint);
-  const diffusion::NoiseSchedule schedule(m.betas);
-  const int T = schedule.num_timesteps();
+  const int T = static_cast<int>(m.betas.size());
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= T,
                   "--steps " << o.steps << " is more than the model's T = " << T << " diffusion steps");
-
   check_weights(reader, m);
-  diffusion::Unet<float> net(m.config);
-  load_weights(net, reader, m);
+  LoadedModel out;
+  out.net = std::make_unique<diffusion::Unet<float>>(m.config);
+  load_weights(*out.net, reader, m);
+  out.betas = m.betas;
+  out.prediction = m.prediction;
+  out.channels = m.config.channels;
+  out.image_size = m.image_size;
+  out.kind = m.kind;
+  return out;
+}
 
+SamplerSettings sampler_settings(const SampleOptions& o, const std::set<std::string>& given,
+                                 diffusion::Prediction prediction) {
   SamplerSettings settings;
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
-  settings.eta = o.eta;
+  if (given.count("eta")) settings.eta = o.eta;
   settings.clip_x0 = o.clip_x0;
-  settings.prediction = m.prediction;
-  const Index C = m.config.channels, S = m.image_size;
+  settings.prediction = prediction;
+  return settings;
+}
+
+int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  const LoadedModel m = load_model(o, given);
+  const diffusion::NoiseSchedule schedule(m.betas);
+  const int T = schedule.num_timesteps();
+  auto& net = *m.net;
+  const SamplerSettings settings = sampler_settings(o, given, m.prediction);
+  const Index C = m.channels, S = m.image_size;
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   Images x;  // (N, C, S, S)
   if (!o.x_T.empty()) {
@@ -265,7 +282,8 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   write_grid_png(o.out, x);
   std::printf("fashion_mnist sample: %lld images from '%s' (%s), %s", static_cast<long long>(n), o.checkpoint.c_str(),
               m.kind.c_str(), o.sampler.c_str());
-  if (o.sampler == "ddim") std::printf(" %d steps, eta %g", o.steps, o.eta);
+  if (o.sampler != "ddpm") std::printf(" %d steps", o.steps);
+  if (settings.eta) std::printf(", eta %g", *settings.eta);
   std::printf("\n  grid:   %s\n", o.out.c_str());
   if (!o.tensor_out.empty()) {
     diffusion::io::SafetensorsWriter w;
@@ -274,7 +292,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     info["checkpoint"] = o.checkpoint;
     info["sampler"] = o.sampler;
     info["steps"] = settings.steps(T);
-    info["eta"] = o.eta;
+    info["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
     info["clip_x0"] = o.clip_x0;
     info["seed"] = o.seed;
     info["x_T"] = o.x_T;

@@ -3,6 +3,8 @@
 // record the denoising of a few of them as an animated GIF; and the `sample` subcommand.
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,9 +28,9 @@ inline constexpr std::uint64_t kSampleStream = 0x53414d504c45ull;    // "SAMPLE"
 inline constexpr std::uint64_t kPreviewStream = 0x50524556494557ull;  // "PREVIEW"
 
 struct SamplerSettings {
-  std::string sampler = "ddim";  // ddpm | ddim
-  int ddim_steps = 50;
-  double eta = 0.0;
+  std::string sampler = "ddim";  // any name of diffusion::parse_sampler
+  int ddim_steps = 50;           // steps of every sampler but ddpm
+  std::optional<double> eta;     // unset: the sampler's default (0 for ddim, 1 for euler_ancestral and dpmpp_2m_sde)
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (the pixel range) at every step
   diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
 
@@ -66,6 +68,23 @@ Images first_images(const Images& x, Index k);
 
 // A torchvision-style grid (2 px black padding), ceil(sqrt(N)) images per row, written atomically.
 void write_grid_png(const std::string& path, const Images& images);
+
+// A trained model read from a checkpoint or weights file, as `sample` and `eval` use it.
+struct LoadedModel {
+  std::unique_ptr<diffusion::Unet<float>> net;
+  std::vector<double> betas;  // the schedule it was trained with
+  diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
+  Index channels = 1, image_size = 28;
+  std::string kind;  // "training checkpoint, step 2345, EMA weights", ... (for the summary)
+};
+
+// Reads o.checkpoint (a checkpoint's EMA weights when it has them); the flags in `given` must agree with what the
+// file defines. Checks the file against the network's plan before building it. Throws diffusion::Error.
+LoadedModel load_model(const SampleOptions& o, const std::set<std::string>& given);
+
+// The sampler settings of the flags (--eta only when given).
+SamplerSettings sampler_settings(const SampleOptions& o, const std::set<std::string>& given,
+                                 diffusion::Prediction prediction);
 
 // `fashion_mnist sample`: returns the exit status; throws diffusion::Error on failure.
 int run_sample(const SampleOptions& options, const std::set<std::string>& given);

@@ -590,3 +590,67 @@ TEST_CASE("train stops a diverging run with the step named and keeps the last go
   CHECK_FALSE(fs::exists(out + "/model.safetensors"));
   CHECK_FALSE(fs::exists(out + "/samples.png"));
 }
+
+TEST_CASE("eval measures samples against the reference images reproducibly and names what is missing") {
+  // A tiny model, the synthetic images as the "test set" (t10k), the committed classifier (the program's default).
+  const std::string dir = scratch("eval");
+  const std::string data = make_data(dir + "/data");
+  fs::copy_file(data + "/train-images-idx3-ubyte.gz", data + "/t10k-images-idx3-ubyte.gz",
+                fs::copy_options::overwrite_existing);
+  const std::string t = dir + "/trained";
+  Result r = run(dir, tiny(data, t) + std::vector<std::string>{"--steps", "2", "--final-samples", "1"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  const std::string ckpt = t + "/checkpoint.safetensors";
+  auto eval = [&](const std::string& json, const std::string& threads, std::vector<std::string> extra = {}) {
+    // 13 images in batches of 5: the last batch is short.
+    return run(dir, std::vector<std::string>{"eval", "--checkpoint", ckpt, "--data", data, "--n", "13", "--batch", "5",
+                                             "--sampler", "dpmpp_2m", "--steps", "3", "--threads", threads, "--json",
+                                             json} + extra);
+  };
+  auto read_json = [](const std::string& path) { return nlohmann::json::parse(slurp(path)); };
+
+  r = eval(dir + "/a.json", "2");
+  INFO("stdout: " << r.out);
+  REQUIRE(r.status == 0);
+  REQUIRE(r.out.find("statistics created") != std::string::npos);  // the first run computes the reference
+  for (const char* needle : {"FID", "KID", "precision", "recall", "classes:", "T-shirt/top", "Ankle boot", "time:"})
+    REQUIRE(r.out.find(needle) != std::string::npos);
+  const nlohmann::json a = read_json(dir + "/a.json");
+  REQUIRE(a.at("count") == 13);
+  REQUIRE(a.at("reference_count") == 64);
+  REQUIRE(a.at("sampler") == "dpmpp_2m");
+  Index classified = 0;
+  for (const auto& c : a.at("class_histogram")) classified += c.get<Index>();
+  REQUIRE(classified == 13);
+  for (const char* key : {"fid", "kid_mean", "kid_std", "precision", "recall"}) {
+    INFO(key);
+    REQUIRE(std::isfinite(a.at(key).get<double>()));
+  }
+  REQUIRE(a.at("fid").get<double>() > 0.0);
+  REQUIRE(a.at("precision").get<double>() >= 0.0);
+  REQUIRE(a.at("precision").get<double>() <= 1.0);
+  REQUIRE(fs::exists(t + "/reference_test.safetensors"));
+
+  // Again with 1 thread: the reference comes from the cache and every number is the same.
+  r = eval(dir + "/b.json", "1");
+  REQUIRE(r.status == 0);
+  REQUIRE(r.out.find("statistics loaded") != std::string::npos);
+  const nlohmann::json b = read_json(dir + "/b.json");
+  for (const char* key : {"fid", "kid_mean", "kid_std", "precision", "recall", "class_histogram"}) {
+    INFO(key);
+    REQUIRE(a.at(key) == b.at(key));
+  }
+  // Another seed gives other samples.
+  r = eval(dir + "/c.json", "2", {"--seed", "9"});
+  REQUIRE(r.status == 0);
+  REQUIRE(read_json(dir + "/c.json").at("fid") != a.at("fid"));
+
+  // What is missing is named.
+  require_clean_failure(eval(dir + "/d.json", "2", {"--classifier", dir + "/no_classifier.safetensors"}),
+                        "no_classifier.safetensors' does not exist", dir + "/none");
+  require_clean_failure(run(dir, {"eval", "--checkpoint", ckpt, "--data", dir + "/no_data", "--reference", "train", "--steps", "3",
+                                 "--json", dir + "/d.json"}),
+                        "holds no train-images-idx3-ubyte.gz", dir + "/none");
+  REQUIRE_FALSE(fs::exists(dir + "/d.json"));
+}
