@@ -3,10 +3,13 @@
 // the library's metrics (diffusion/metrics/fashion_mnist.hpp): FID, KID, precision and recall in the feature space of
 // the committed classifier (examples/fashion_classifier), and the histogram of the classes it predicts.
 
+#include <memory>
 #include <set>
 #include <string>
 
+#include "diffusion/metrics/fashion_mnist.hpp"
 #include "options.hpp"
+#include "sampling.hpp"
 
 namespace fashion_mnist {
 
@@ -14,7 +17,22 @@ namespace fashion_mnist {
 // function of the seed, n and the batch size, whatever the thread count).
 inline constexpr std::uint64_t kEvalStream = 0x4556414cull;  // "EVAL"
 
-// Returns the exit status; throws diffusion::Error on failure.
+// The metrics of Fashion-MNIST samples against the images `data`/<reference file> ("test": t10k, "train"), in the
+// feature space of `classifier`; the reference statistics cached in `cache`. Throws diffusion::Error naming a missing
+// file.
+std::unique_ptr<diffusion::metrics::FashionMnistMetrics> make_metrics(const std::string& data, const std::string& reference,
+                                                                      const std::string& classifier,
+                                                                      const std::string& cache);
+
+// Samples n images of 1 x 28 x 28 from `net` in batches of `batch` (batch b from Rng(seed).fork(kEvalStream).fork(b))
+// and measures them. sampling_seconds receives the time spent sampling; progress lines go to stderr when asked.
+diffusion::metrics::SampleReport evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule,
+                                                  const SamplerSettings& settings,
+                                                  diffusion::metrics::FashionMnistMetrics& metrics, Index n,
+                                                  Index batch, std::uint64_t seed, double& sampling_seconds,
+                                                  bool progress);
+
+// `fashion_mnist eval`. Returns the exit status; throws diffusion::Error on failure.
 int run_eval(const EvalOptions& options, const std::set<std::string>& given);
 
 }  // namespace fashion_mnist

@@ -38,8 +38,8 @@ CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<in
 const std::vector<std::string> kConfigKeys = {"schedule", "timesteps", "loss",  "prediction", "block",
                                               "dim",      "dim-mults", "batch", "seed",       "ema-decay"};
 const std::vector<std::string> kOptimizerKeys = {"lr", "grad-clip"};
-const std::vector<std::string> kRunKeys = {"data",          "threads",        "sample-every", "checkpoint-every",
-                                           "final-samples", "final-sampler"};
+const std::vector<std::string> kRunKeys = {"data",          "threads",       "sample-every", "checkpoint-every",
+                                           "final-samples", "final-sampler", "eval-every",   "eval-n"};
 
 std::string value_text(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -109,6 +109,11 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--resume", o.resume, "continue the run of this checkpoint exactly");
   app.add_option("--final-samples", o.final_samples, "number of images in the final grid")->check(CLI::Range(1, 4096));
   app.add_option("--final-sampler", o.final_sampler, "sampler of the final grid and GIF")->check(CLI::IsMember(kSamplers));
+  app.add_option("--eval-every", o.eval_every,
+                 "every N steps, measure --eval-n EMA samples (DDIM 50) against the test set in --data: FID, KID, "
+                 "precision, recall, appended to eval_log.csv (0: never)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-n", o.eval_n, "samples per evaluation during training")->check(CLI::Range(1, 1000000));
 }
 
 namespace {
@@ -199,6 +204,8 @@ nlohmann::json to_json(const TrainOptions& o) {
   j["checkpoint-every"] = o.checkpoint_every;
   j["final-samples"] = o.final_samples;
   j["final-sampler"] = o.final_sampler;
+  j["eval-every"] = o.eval_every;
+  j["eval-n"] = o.eval_n;
   return j;
 }
 
@@ -226,6 +233,8 @@ TrainOptions train_options_from_json(const nlohmann::json& j, const std::string&
     o.checkpoint_every = j.at("checkpoint-every").get<std::int64_t>();
     o.final_samples = j.at("final-samples").get<int>();
     o.final_sampler = j.at("final-sampler").get<std::string>();
+    o.eval_every = j.value("eval-every", std::int64_t{0});  // absent in checkpoints of earlier versions
+    o.eval_n = j.value("eval-n", o.eval_n);
   } catch (const nlohmann::json::exception& e) {
     throw diffusion::Error(source + ": the stored '" + kOptionsKey + "' metadata is incomplete or malformed (" +
                            e.what() + ")");

@@ -52,6 +52,9 @@ struct TrainOptions {
   std::int64_t checkpoint_every = 200;
   int final_samples = 64;
   std::string final_sampler = "ddpm";
+  // Measured quality while training (`eval`'s metrics against the test set in --data): every N steps, M samples.
+  std::int64_t eval_every = 0;
+  int eval_n = 1000;
 };
 
 struct SampleOptions {

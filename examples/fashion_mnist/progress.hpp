@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "diffusion/metrics/sample_evaluator.hpp"
+
 namespace fashion_mnist {
 
 // "1:02:03" / "2:03".
@@ -57,6 +59,18 @@ class TrainLog {
  public:
   explicit TrainLog(std::string path);
   void add(std::int64_t step, double epoch, double loss, double images_per_s, double elapsed_s) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// eval_log.csv: the metrics measured during training (train --eval-every), one line per evaluation, appended (a
+// resumed run continues the file).
+class EvalLog {
+ public:
+  explicit EvalLog(std::string path);
+  void add(std::int64_t step, double epoch, const diffusion::metrics::SampleReport& report, double seconds) const;
   const std::string& path() const { return path_; }
 
  private:

@@ -20,6 +20,7 @@
 #include "diffusion/train/checkpoint.hpp"
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/trainer.hpp"
+#include "evaluation.hpp"
 #include "progress.hpp"
 
 namespace fashion_mnist {
@@ -225,6 +226,25 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     return s;
   };
 
+  // Measured quality every --eval-every steps: the EMA network, DDIM 50, --eval-n samples from the same x_T each time.
+  std::unique_ptr<diffusion::metrics::FashionMnistMetrics> metrics;
+  std::unique_ptr<EvalLog> eval_log;
+  if (o.eval_every > 0) {
+    DIFFUSION_CHECK(H == 28 && W == 28, "--eval-every: the Fashion-MNIST classifier measures 28x28 images, the data are "
+                                            << H << "x" << W);
+    metrics = make_metrics(o.data, "test", kDefaultClassifier, join(out, "reference_test.safetensors"));
+    eval_log = std::make_unique<EvalLog>(join(out, "eval_log.csv"));
+  }
+  auto evaluate = [&](std::int64_t s) {
+    double sampling_seconds = 0.0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const diffusion::metrics::SampleReport r = evaluate_samples(
+        sampling_net(), trainer.schedule(), settings_for("ddim"), *metrics, o.eval_n, 250, o.seed, sampling_seconds, false);
+    const double seconds = seconds_since(t0);
+    eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r, seconds);
+    std::fprintf(stderr, "\nfashion_mnist: step %lld: %s\n", static_cast<long long>(s), r.summary().c_str());
+  };
+
   Images batch;  // (B, 1, H, W)
   double epoch_loss = 0.0;
   std::int64_t epoch_steps = 0;
@@ -263,6 +283,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
       generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, rng, x, nullptr);
       write_grid_png(join(out, name), x);
     }
+    if (metrics && s % o.eval_every == 0) evaluate(s);
   }
   progress.finish();
 
@@ -293,6 +314,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   std::printf("  samples:    %s\n", samples_path.c_str());
   std::printf("  denoising:  %s\n", gif_path.c_str());
   std::printf("  log:        %s\n", log.path().c_str());
+  if (eval_log) std::printf("  metrics:    %s\n", eval_log->path().c_str());
   return 0;
 }
 

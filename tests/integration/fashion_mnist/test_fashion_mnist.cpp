@@ -598,10 +598,30 @@ TEST_CASE("eval measures samples against the reference images reproducibly and n
   fs::copy_file(data + "/train-images-idx3-ubyte.gz", data + "/t10k-images-idx3-ubyte.gz",
                 fs::copy_options::overwrite_existing);
   const std::string t = dir + "/trained";
-  Result r = run(dir, tiny(data, t) + std::vector<std::string>{"--steps", "2", "--final-samples", "1"});
+  // train --eval-every: a line of metrics in eval_log.csv at steps 2 and 4.
+  Result r = run(dir, tiny(data, t) + std::vector<std::string>{"--steps", "4", "--final-samples", "1", "--eval-every",
+                                                               "2", "--eval-n", "6"});
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
+  {
+    const auto lines = lines_of(slurp(t + "/eval_log.csv"));
+    REQUIRE(lines.size() == 3);
+    REQUIRE(lines[0] == "step,epoch,n,fid,kid_mean,kid_std,precision,recall,eval_s");
+    for (std::size_t i = 1; i < lines.size(); ++i) {
+      INFO(lines[i]);
+      REQUIRE(lines[i].rfind(std::to_string(2 * i) + ",", 0) == 0);
+      std::vector<std::string> fields;
+      std::stringstream ss(lines[i]);
+      for (std::string f; std::getline(ss, f, ',');) fields.push_back(f);
+      REQUIRE(fields.size() == 9);
+      REQUIRE(fields[2] == "6");
+      for (std::size_t k = 3; k < 8; ++k) REQUIRE(std::isfinite(std::stod(fields[k])));
+      REQUIRE(std::stod(fields[3]) > 0.0);  // FID
+    }
+    REQUIRE(r.err.find("step 2: n 6  FID") != std::string::npos);
+  }
   const std::string ckpt = t + "/checkpoint.safetensors";
+  fs::remove(t + "/reference_test.safetensors");  // eval below creates it again
   auto eval = [&](const std::string& json, const std::string& threads, std::vector<std::string> extra = {}) {
     // 13 images in batches of 5: the last batch is short.
     return run(dir, std::vector<std::string>{"eval", "--checkpoint", ckpt, "--data", data, "--n", "13", "--batch", "5",
