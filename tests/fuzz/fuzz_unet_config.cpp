@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,12 +74,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     FUZZ_REQUIRE(threw);
   }
-  UnetPlan plan;
-  try {
-    plan = plan_unet(config, kMaxParameters);
-  } catch (const Error&) {
-    return 0;  // too large to build here (or beyond UnetConfig::kMaxParameters)
-  }
+  const std::optional<UnetPlan> planned = [&]() -> std::optional<UnetPlan> {
+    try {
+      return plan_unet(config, kMaxParameters);
+    } catch (const Error&) {
+      return std::nullopt;  // too large to build here (or beyond UnetConfig::kMaxParameters)
+    }
+  }();
+  if (!planned) return 0;
+  const UnetPlan& plan = *planned;
 
   Unet<float> net(config, 7);
   const auto& entries = net.params().entries();
