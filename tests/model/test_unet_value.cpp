@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "diffusion/diffusion.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace diffusion;
 
@@ -21,20 +22,9 @@ static_assert(detail::is_model_v<Unet<float>, float>, "a Unet is the model calla
 static_assert(!std::is_invocable_v<Unet<float>&, Tensor<float>, const std::vector<std::int64_t>&, Tensor<float>&>,
               "net(x, t, out) keeps x until backward: a temporary must not compile");
 
-UnetConfig small() {
-  UnetConfig c;
-  c.dim = 8;
-  c.channels = 2;
-  c.dim_mults = {1, 2};
-  return c;
-}
+UnetConfig small() { return testing::tiny_unet_config(2); }
 
-bool bits_equal(const TensorView<float>& a, const TensorView<float>& b) {
-  if (a.shape() != b.shape()) return false;
-  for (Index i = 0; i < a.numel(); ++i)
-    if (!(a[i] == b[i])) return false;
-  return true;
-}
+using testing::bits_equal;
 
 struct Probe {
   Tensor<float> x = Tensor<float>::normal(Shape{2, 2, 8, 8}, Rng(5));
@@ -50,6 +40,8 @@ struct Probe {
 
 TEST_CASE("a copied Unet is deep and independent of the original") {
   Unet<float> original(small(), 7);
+  float* w = original.params().values();  // weights no longer those the seed draws: a copy must take them over
+  for (std::size_t i = 0; i < original.params().size(); ++i) w[i] *= 1.25f;
   const Probe probe;
   const Tensor<float> before = probe.run(original);
 
@@ -60,7 +52,6 @@ TEST_CASE("a copied Unet is deep and independent of the original") {
   REQUIRE(bits_equal(probe.run(copy), before));
 
   // Change the original's weights: the copy's forward must not move.
-  float* w = original.params().values();
   for (std::size_t i = 0; i < original.params().size(); ++i) w[i] *= 1.5f;
   const Tensor<float> changed = probe.run(original);
   REQUIRE_FALSE(bits_equal(changed, before));

@@ -9,18 +9,13 @@
 #include <vector>
 
 #include "diffusion/diffusion.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace diffusion;
 
 namespace {
 
-UnetConfig tiny() {
-  UnetConfig c;
-  c.dim = 8;
-  c.channels = 1;
-  c.dim_mults = {1, 2};
-  return c;
-}
+UnetConfig tiny() { return testing::tiny_unet_config(1); }
 
 GaussianDiffusionOptions small_options() {
   GaussianDiffusionOptions o;
@@ -31,12 +26,7 @@ GaussianDiffusionOptions small_options() {
   return o;
 }
 
-bool bits_equal(const TensorView<float>& a, const TensorView<float>& b) {
-  if (a.shape() != b.shape()) return false;
-  for (Index i = 0; i < a.numel(); ++i)
-    if (!(a[i] == b[i])) return false;
-  return true;
-}
+using testing::bits_equal;
 
 Tensor<float> images() { return Tensor<float>::uniform(Shape{4, 1, 8, 8}, Rng(9), -1.0, 1.0); }
 

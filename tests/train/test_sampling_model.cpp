@@ -7,18 +7,13 @@
 #include <vector>
 
 #include "diffusion/diffusion.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace diffusion;
 
 namespace {
 
-UnetConfig tiny() {
-  UnetConfig c;
-  c.dim = 8;
-  c.channels = 1;
-  c.dim_mults = {1, 2};
-  return c;
-}
+UnetConfig tiny() { return testing::tiny_unet_config(1); }
 
 bool same_values(const ParameterStore<float>& p, const float* values) {
   return std::equal(p.values(), p.values() + p.size(), values);
