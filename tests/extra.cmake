@@ -10,11 +10,22 @@ foreach(mode find_package add_subdirectory)
   set_tests_properties(consumer.${mode} PROPERTIES TIMEOUT ${DIFFUSION_TEST_TIMEOUT})
 endforeach()
 
-# The README's API tour must stay valid code: tests/readme_tour.sh cuts the first ```cpp block out of README.md
-# (its #include / using lines at file scope, the rest as the body of a function that is never called, since it
-# reads Fashion-MNIST) and the build compiles it. A README edit that breaks the tour breaks the build.
+# The README's API tour. Its first ```cpp block is examples/tour/tour.cpp verbatim (readme.tour_is_the_file checks),
+# which the suite builds and runs at tiny sizes (readme.tour_runs: 16 synthetic images, 2 steps, 2 samples; it prints
+# the sample grid's path). Its second block, the parts underneath, is cut out by tests/readme_tour.sh (its #include /
+# using lines at file scope, the rest as the body of a function that is never called, since it reads Fashion-MNIST)
+# and compiled: a README edit that breaks the tour breaks the build or a test.
+add_executable(tour ${PROJECT_SOURCE_DIR}/examples/tour/tour.cpp)
+target_link_libraries(tour PRIVATE diffusion::diffusion diffusion_project_options)
+add_test(NAME readme.tour_is_the_file
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh check ${PROJECT_SOURCE_DIR}/README.md
+          ${PROJECT_SOURCE_DIR}/examples/tour/tour.cpp)
+add_test(NAME readme.tour_runs
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tour/run_tour.sh $<TARGET_FILE:tour> ${CMAKE_CURRENT_BINARY_DIR}/tour_run)
+set_tests_properties(readme.tour_is_the_file readme.tour_runs PROPERTIES TIMEOUT ${DIFFUSION_TEST_TIMEOUT}
+  ENVIRONMENT "${DIFFUSION_TEST_ENVIRONMENT}")
 add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp
-  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh ${PROJECT_SOURCE_DIR}/README.md
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh extract ${PROJECT_SOURCE_DIR}/README.md
           ${CMAKE_CURRENT_BINARY_DIR}/readme_tour.cpp
   DEPENDS ${PROJECT_SOURCE_DIR}/README.md ${CMAKE_CURRENT_SOURCE_DIR}/readme_tour.sh
   COMMENT "Extracting the API tour from README.md")

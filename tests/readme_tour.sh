@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Writes the README's API tour (its first ```cpp block) as a compilable C++ file.
-# usage: readme_tour.sh README.md OUT.cpp
+# The README's API tour is two ```cpp blocks:
+#   readme_tour.sh check README.md FILE      the first block must be FILE verbatim (examples/tour/tour.cpp, which the
+#                                            suite builds and runs): prints the difference and fails otherwise
+#   readme_tour.sh extract README.md OUT.cpp writes the second block (the parts underneath) as a compilable C++ file
 set -euo pipefail
-readme=$1 out=$2
-block=$(awk '/^```cpp$/ { inside = 1; next } inside && /^```$/ { exit } inside { print }' "$readme")
+mode=$1 readme=$2 out=$3
+# The n-th ```cpp block of the README.
+cpp_block() {
+  awk -v want="$1" '/^```cpp$/ { n++; inside = (n == want); next } inside && /^```$/ { exit } inside { print }' "$readme"
+}
+if [ "$mode" = check ]; then
+  if ! diff -u <(cpp_block 1) "$out"; then
+    echo "readme_tour.sh: the first \`\`\`cpp block of $readme differs from $out (copy the file into the README)" >&2
+    exit 1
+  fi
+  echo "ok: the README's first tour is $out"
+  exit 0
+fi
+block=$(cpp_block 2)
 if [ -z "$block" ]; then
-  echo "readme_tour.sh: $readme has no \`\`\`cpp block (the API tour)" >&2
+  echo "readme_tour.sh: $readme has no second \`\`\`cpp block (the API tour's parts)" >&2
   exit 1
 fi
 {

@@ -2,6 +2,7 @@
 // Umbrella header: the public API of the diffusion library. Includes the other headers and nothing else.
 // (io/image.hpp and io/gif.hpp are left out: they need stb and giflib; include them where you write pictures.)
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/parameters.hpp"
@@ -51,6 +52,8 @@
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
 #include "diffusion/train/trainer.hpp"
+
+#include "diffusion/gaussian_diffusion.hpp"
 
 #include "diffusion/metrics/fashion_mnist.hpp"
 #include "diffusion/metrics/feature_statistics.hpp"

@@ -43,6 +43,27 @@ inline std::uint64_t stable_hash(const std::string& s) {
   return h;
 }
 
+// Checks that `actual` lists the parameters of `expected`: the same count, and entry by entry the same name and
+// shape (so the same offsets: the layout is a function of the list). Throws "<what>: ..." naming the first
+// difference. Used wherever flat values move between stores or averages (copies, EMA, checkpoints).
+template <class Entry>
+void check_same_parameters(const std::vector<Entry>& expected, const std::vector<Entry>& actual,
+                           const std::string& what) {
+  const std::size_t n = std::min(expected.size(), actual.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    DIFFUSION_CHECK(expected[i].name == actual[i].name,
+                    what << ": parameter " << i << " is '" << actual[i].name << "' here but '" << expected[i].name
+                         << "' in the source");
+    DIFFUSION_CHECK(expected[i].shape == actual[i].shape,
+                    what << ": parameter '" << actual[i].name << "' has shape " << actual[i].shape << " here but "
+                         << expected[i].shape << " in the source");
+  }
+  DIFFUSION_CHECK(expected.size() == actual.size(),
+                  what << ": the source has " << expected.size() << " parameters, here there are " << actual.size()
+                       << (expected.size() > actual.size() ? " (first missing: '" + expected[n].name + "')"
+                                                           : " (first extra: '" + actual[n].name + "')"));
+}
+
 template <class T>
 class ParameterStore {
  public:
@@ -96,6 +117,13 @@ class ParameterStore {
   const T* values() const { return values_.data(); }
   T* grads() { return grads_.data(); }
   const T* grads() const { return grads_.data(); }
+  // Copies every value and gradient of `other`, a store with the same parameters (names and shapes, in the same
+  // order: e.g. the store of another network built from the same config); throws naming the first difference.
+  void copy_from(const ParameterStore& other) {
+    check_same_parameters(other.entries(), entries_, "ParameterStore::copy_from");
+    std::copy(other.values_.data(), other.values_.data() + size_, values_.data());
+    std::copy(other.grads_.data(), other.grads_.data() + size_, grads_.data());
+  }
   // Number of trainable scalars (without padding).
   std::size_t count() const {
     std::size_t n = 0;

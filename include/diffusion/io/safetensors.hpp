@@ -42,6 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/shape.hpp"
 #include "diffusion/core/tensor.hpp"
@@ -55,21 +56,13 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 enum class DType { F16, BF16, F32, F64, I8, I16, I32, I64, U8, BOOL };
 
-inline const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::I8: return "I8";
-    case DType::I16: return "I16";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
-  }
-  return "?";
-}
+namespace detail {
+inline constexpr diffusion::detail::NameEntry<DType> kDTypeNames[] = {
+    {DType::F16, "F16"}, {DType::BF16, "BF16"}, {DType::F32, "F32"}, {DType::F64, "F64"}, {DType::I8, "I8"},
+    {DType::I16, "I16"}, {DType::I32, "I32"},   {DType::I64, "I64"}, {DType::U8, "U8"},   {DType::BOOL, "BOOL"}};
+}  // namespace detail
+
+inline const char* dtype_name(DType d) { return diffusion::detail::enum_name(detail::kDTypeNames, d); }
 
 // Bytes per element.
 inline std::size_t dtype_size(DType d) {
@@ -90,16 +83,7 @@ inline std::size_t dtype_size(DType d) {
 
 // Parses a dtype name ("F32", ...); false when it is not one this library supports.
 inline bool parse_dtype(const std::string& name, DType* out) {
-  static const std::pair<const char*, DType> table[] = {
-      {"F16", DType::F16}, {"BF16", DType::BF16}, {"F32", DType::F32}, {"F64", DType::F64},  {"I8", DType::I8},
-      {"I16", DType::I16}, {"I32", DType::I32},   {"I64", DType::I64}, {"U8", DType::U8}, {"BOOL", DType::BOOL}};
-  for (const auto& entry : table) {
-    if (name == entry.first) {
-      *out = entry.second;
-      return true;
-    }
-  }
-  return false;
+  return diffusion::detail::find_enum(detail::kDTypeNames, name, out);
 }
 
 // The dtype a C++ scalar is stored as.

@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #include "diffusion/core/aligned_buffer.hpp"
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 
 namespace diffusion::kernels {
@@ -29,21 +30,16 @@ enum class Scratch : int {
   LinearPadding,   // linear: a zero-padded copy of the last, partial block of images, per worker thread
 };
 
-inline const char* scratch_name(Scratch s) {
-  switch (s) {
-    case Scratch::Im2col: return "Im2col";
-    case Scratch::ConvWeights: return "ConvWeights";
-    case Scratch::ConvOutput: return "ConvOutput";
-    case Scratch::NormPartials: return "NormPartials";
-    case Scratch::AttentionHead: return "AttentionHead";
-    case Scratch::SoftmaxWork: return "SoftmaxWork";
-    case Scratch::DepthwisePlane: return "DepthwisePlane";
-    case Scratch::GemmPacking: return "GemmPacking";
-    case Scratch::ChunkSums: return "ChunkSums";
-    case Scratch::LinearPadding: return "LinearPadding";
-  }
-  return "?";
-}
+namespace detail {
+inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
+    {Scratch::Im2col, "Im2col"},           {Scratch::ConvWeights, "ConvWeights"},
+    {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
+    {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
+    {Scratch::DepthwisePlane, "DepthwisePlane"}, {Scratch::GemmPacking, "GemmPacking"},
+    {Scratch::ChunkSums, "ChunkSums"},     {Scratch::LinearPadding, "LinearPadding"}};
+}  // namespace detail
+
+inline const char* scratch_name(Scratch s) { return diffusion::detail::enum_name(detail::kScratchNames, s); }
 
 // At least n elements of T from this thread's `Slot` buffer, held until destruction. Contents are unspecified.
 template <class T, Scratch Slot>

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/hash.hpp"
 #include "diffusion/core/parameters.hpp"
@@ -161,14 +162,12 @@ inline ReferenceStats load_reference_stats(const std::string& path) {
 
 enum class CacheStatus { Loaded, Created, Recomputed };
 
-inline const char* cache_status_name(CacheStatus s) {
-  switch (s) {
-    case CacheStatus::Loaded: return "loaded";
-    case CacheStatus::Created: return "created";
-    case CacheStatus::Recomputed: return "recomputed";
-  }
-  return "?";
-}
+namespace detail {
+inline constexpr diffusion::detail::NameEntry<CacheStatus> kCacheStatusNames[] = {
+    {CacheStatus::Loaded, "loaded"}, {CacheStatus::Created, "created"}, {CacheStatus::Recomputed, "recomputed"}};
+}  // namespace detail
+
+inline const char* cache_status_name(CacheStatus s) { return diffusion::detail::enum_name(detail::kCacheStatusNames, s); }
 
 struct CachedReference {
   ReferenceStats stats;

@@ -42,23 +42,41 @@ template <class T>
 class Unet {
  public:
   // Builds the network; parameters drawn from `seed` with PyTorch's default initialisation.
-  explicit Unet(const UnetConfig& config, std::uint64_t seed = 0) : config_(config), params_(seed) {
+  explicit Unet(const UnetConfig& config, std::uint64_t seed = 0)
+      : config_(config), params_(std::make_unique<ParameterStore<T>>(seed)) {
     config_.validate();
     build();
   }
-  Unet(const Unet&) = delete;
-  Unet& operator=(const Unet&) = delete;
+
+  // A Unet is a value. A copy is a deep, independent network: the same config, its own layers registered in its own
+  // store, the values and gradients of `other` copied in. A move hands over the layers and their store (the layers
+  // refer to the store, which lives on the heap, so they stay valid); the moved-from network may only be assigned
+  // to or destroyed. Neither carries the last forward pass: run forward again before backward.
+  Unet(const Unet& other) : config_(other.config_), params_(std::make_unique<ParameterStore<T>>(other.params().seed())) {
+    build();
+    params_->copy_from(*other.params_);
+  }
+  Unet& operator=(const Unet& other) {
+    if (this != &other) *this = Unet(other);
+    return *this;
+  }
+  Unet(Unet&&) = default;
+  Unet& operator=(Unet&&) = default;
 
   const UnetConfig& config() const { return config_; }
-  ParameterStore<T>& params() { return params_; }
-  const ParameterStore<T>& params() const { return params_; }
+  ParameterStore<T>& params() { return *params_; }
+  const ParameterStore<T>& params() const { return *params_; }
+
+  // The model callable the samplers take (samplers/sample.hpp): out (N, out_dim, H, W) = eps_theta(x, t).
+  void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& out) { forward(x, t, out); }
+  void operator()(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& out) = delete;  // x would dangle
 
   // y (N, out_dim, H, W) = eps_theta(x (N, channels, H, W), t). Keeps what backward needs. x is read through a
   // view (a Tensor, or the caller's own buffer: no copy) and is kept until backward: it must stay alive and
   // unchanged until then, so a temporary does not compile.
   void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) {
     check_input(x, t);
-    input_ = x;
+    input_.view = x;
     t_ = t;
     init_conv_->forward(x, x0_);
     const Tensor<T>* temb = time_forward(t);
@@ -73,7 +91,7 @@ class Unet {
   // Accumulates d(loss)/d(parameters) into params().grads() given dy = d(loss)/d(y) for the last forward.
   // dx (optional) accumulates d(loss)/d(x). The forward pass reversed, stage by stage.
   void backward(const Tensor<T>& dy, Tensor<T>* dx = nullptr) {
-    DIFFUSION_CHECK(input_.data() != nullptr, "Unet::backward called before forward");
+    DIFFUSION_CHECK(input_.view.data() != nullptr, "Unet::backward called before forward (since built, copied or moved)");
     const Tensor<T>* temb = config_.with_time_emb ? &temb_ : nullptr;
     Tensor<T>* dtemb = temb ? &dtemb_ : nullptr;
     // The gradients that several stages add to, zeroed once: the time embedding's and every skip connection's.
@@ -92,7 +110,7 @@ class Unet {
       downs_[l].backward(temb, g.dy(), g.dx_for(*downs_[l].input), dtemb, ws_);
       g.pass();
     }
-    init_conv_->backward(input_, g.dy(), dx);
+    init_conv_->backward(input_.view, g.dy(), dx);
     if (dtemb) time_backward();
   }
 
@@ -190,21 +208,22 @@ class Unet {
   void build() {
     const UnetPlan plan = plan_unet(config_);
     const UnetConfig& c = config_;
-    const auto conv = [this](const ConvPlan& p) {
-      return std::make_unique<nn::Conv2d<T>>(params_, p.name, p.in, p.out, p.kernel, p.stride, p.padding);
+    ParameterStore<T>& params = *params_;
+    const auto conv = [&params](const ConvPlan& p) {
+      return std::make_unique<nn::Conv2d<T>>(params, p.name, p.in, p.out, p.kernel, p.stride, p.padding);
     };
     const auto block = [&](const BlockPlan& b) {
-      return std::make_unique<UnetBlock<T>>(params_, b.name, c, b.in, b.out, b.time_dim);
+      return std::make_unique<UnetBlock<T>>(params, b.name, c, b.in, b.out, b.time_dim);
     };
-    const auto attention = [this](const AttentionPlan& a) {
-      return std::make_unique<UnetAttention<T>>(params_, a.name, a.kind, a.channels, a.heads, a.dim_head);
+    const auto attention = [&params](const AttentionPlan& a) {
+      return std::make_unique<UnetAttention<T>>(params, a.name, a.kind, a.channels, a.heads, a.dim_head);
     };
     init_conv_ = conv(plan.init_conv);
     if (plan.time_dim > 0) {
       time_embedding_ = std::make_unique<nn::SinusoidalTimeEmbedding<T>>(plan.time_embedding_dim);
-      time_linear1_ = std::make_unique<nn::Linear<T>>(params_, plan.time_linear1.name, plan.time_linear1.in,
+      time_linear1_ = std::make_unique<nn::Linear<T>>(params, plan.time_linear1.name, plan.time_linear1.in,
                                                       plan.time_linear1.out);
-      time_linear2_ = std::make_unique<nn::Linear<T>>(params_, plan.time_linear2.name, plan.time_linear2.in,
+      time_linear2_ = std::make_unique<nn::Linear<T>>(params, plan.time_linear2.name, plan.time_linear2.in,
                                                       plan.time_linear2.out);
     }
     downs_.resize(plan.downs.size());
@@ -223,7 +242,7 @@ class Unet {
       s.block1 = block(p.block1);
       s.block2 = block(p.block2);
       s.attn = attention(p.attn);
-      s.upsample = std::make_unique<nn::ConvTranspose2d<T>>(params_, p.upsample.name, p.upsample.in, p.upsample.out,
+      s.upsample = std::make_unique<nn::ConvTranspose2d<T>>(params, p.upsample.name, p.upsample.in, p.upsample.out,
                                                             p.upsample.kernel, p.upsample.stride, p.upsample.padding);
     }
     mid_block1_ = block(plan.mid.block1);
@@ -231,7 +250,7 @@ class Unet {
     mid_block2_ = block(plan.mid.block2);
     final_block_ = block(plan.final_block);
     final_conv_ = conv(plan.final_conv);
-    check_parameters_match(params_, plan);  // the layers registered what the plan (and so the weight loaders) expect
+    check_parameters_match(params, plan);  // the layers registered what the plan (and so the weight loaders) expect
   }
 
   void check_input(const TensorView<T>& x, const std::vector<std::int64_t>& t) const {
@@ -246,7 +265,7 @@ class Unet {
   }
 
   UnetConfig config_;
-  ParameterStore<T> params_;
+  std::unique_ptr<ParameterStore<T>> params_;  // on the heap: the layers hold a reference, which a move keeps valid
   std::unique_ptr<nn::Conv2d<T>> init_conv_;
   std::unique_ptr<nn::SinusoidalTimeEmbedding<T>> time_embedding_;
   std::unique_ptr<nn::Linear<T>> time_linear1_, time_linear2_;
@@ -308,7 +327,18 @@ class Unet {
 
   // Activations of the last forward (the stages keep theirs). Shapes: x0_ (N, init_dim, H, W); t_sin_ (N, dim);
   // t_h1_, t_g_, temb_ (N, 4 dim); m1_, m_attn_, m2_ (N, mid, H', W'); final_h_ (N, dim, H, W).
-  TensorView<T> input_;
+  // The input of the last forward, the mark that backward may run. A copy or a move does not carry it: the stages'
+  // saved inputs point at activations of the network they were saved in (x0_, m2_ are members).
+  struct LastInput {
+    TensorView<T> view;
+    LastInput() = default;
+    LastInput(const LastInput&) {}
+    LastInput& operator=(const LastInput&) {
+      view = TensorView<T>();
+      return *this;
+    }
+  };
+  LastInput input_;
   const Tensor<T>* mid_input_ = nullptr;
   const Tensor<T>* final_input_ = nullptr;
   std::vector<std::int64_t> t_;

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/shape.hpp"
 
@@ -22,20 +23,15 @@ namespace diffusion {
 
 enum class AttentionKind { None, Linear, Full };
 
-inline const char* attention_kind_name(AttentionKind k) {
-  switch (k) {
-    case AttentionKind::None: return "none";
-    case AttentionKind::Linear: return "linear";
-    case AttentionKind::Full: return "full";
-  }
-  return "?";
-}
+namespace detail {
+inline constexpr NameEntry<AttentionKind> kAttentionKindNames[] = {
+    {AttentionKind::None, "none"}, {AttentionKind::Linear, "linear"}, {AttentionKind::Full, "full"}};
+}  // namespace detail
 
+inline const char* attention_kind_name(AttentionKind k) { return detail::enum_name(detail::kAttentionKindNames, k); }
+// "none" | "linear" | "full".
 inline AttentionKind parse_attention_kind(const std::string& s) {
-  if (s == "none") return AttentionKind::None;
-  if (s == "linear") return AttentionKind::Linear;
-  if (s == "full") return AttentionKind::Full;
-  throw Error("attention kind '" + s + "' is not one of none, linear, full");
+  return detail::parse_enum(detail::kAttentionKindNames, s, "attention kind");
 }
 
 struct UnetConfig {

@@ -12,8 +12,9 @@
 //   load_unet_weights(net, path [, options])             checks every name, shape and dtype first, then loads
 //   read_unet_config(path)                               the config stored in a file (every field validated;
 //                                                        plan_unet checks the total parameter count)
-//   load_unet<T>(path [, options])                       plans the network a file describes, checks the file against
+//   read_unet<T>(path [, options])                       plans the network a file describes, checks the file against
 //                                                        the plan, and only then builds the network and loads it
+//   load_unet<T>(path [, options])                       the same network in a unique_ptr
 // A file therefore never makes the loader allocate more than it holds: the network built has exactly the
 // parameters the file's tensors hold (each at least 2 bytes in the file), and a configuration beyond
 // UnetConfig::kMaxParameters is refused from its plan alone. Loading converts F16, BF16, F32 and F64 to T.
@@ -143,7 +144,7 @@ void load_unet_weights(Unet<T>& net, const std::string& path, const WeightLoadOp
 // file's tensors compared with the plan before the network is built: a small (or hostile) file whose metadata
 // describes a large network is refused without allocating it.
 template <class T>
-std::unique_ptr<Unet<T>> load_unet(const std::string& path, const WeightLoadOptions& options = {}) {
+Unet<T> read_unet(const std::string& path, const WeightLoadOptions& options = {}) {
   const io::SafetensorsReader reader(path);
   const UnetConfig config = unet_config_from_metadata(reader.metadata(), path);
   UnetPlan plan;
@@ -153,10 +154,16 @@ std::unique_ptr<Unet<T>> load_unet(const std::string& path, const WeightLoadOpti
     throw Error("weights file '" + path + "': " + e.what());
   }
   check_unet_tensors(reader, plan, options);
-  auto net = std::make_unique<Unet<T>>(config);
-  for (const auto& e : net->params().entries())
-    reader.read_into(options.prefix + e.name, e.shape, net->params().values() + e.offset);
+  Unet<T> net(config);
+  for (const auto& e : net.params().entries())
+    reader.read_into(options.prefix + e.name, e.shape, net.params().values() + e.offset);
   return net;
+}
+
+// read_unet on the heap (the form from before Unet was movable).
+template <class T>
+std::unique_ptr<Unet<T>> load_unet(const std::string& path, const WeightLoadOptions& options = {}) {
+  return std::make_unique<Unet<T>>(read_unet<T>(path, options));
 }
 
 }  // namespace diffusion

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/tensor.hpp"
 
@@ -15,22 +16,16 @@ namespace diffusion {
 
 enum class LossType { L2, L1, Huber };
 
-inline const char* loss_type_name(LossType t) {
-  switch (t) {
-    case LossType::L2: return "l2";
-    case LossType::L1: return "l1";
-    case LossType::Huber: return "huber";
-  }
-  return "?";
-}
+namespace detail {
+// The primer's loss_type strings.
+inline constexpr NameEntry<LossType> kLossTypeNames[] = {
+    {LossType::L2, "l2"}, {LossType::L1, "l1"}, {LossType::Huber, "huber"}};
+}  // namespace detail
 
-// "l2" | "l1" | "huber" (the primer's loss_type strings).
+inline const char* loss_type_name(LossType t) { return detail::enum_name(detail::kLossTypeNames, t); }
+// "l2" | "l1" | "huber".
 inline LossType parse_loss_type(const std::string& name) {
-  if (name == "l2") return LossType::L2;
-  if (name == "l1") return LossType::L1;
-  if (name == "huber") return LossType::Huber;
-  DIFFUSION_CHECK(false, "parse_loss_type: unknown loss type '" << name << "' (valid: l2, l1, huber)");
-  return LossType::L2;
+  return detail::parse_enum(detail::kLossTypeNames, name, "loss type");
 }
 
 namespace detail {

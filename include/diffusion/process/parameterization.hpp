@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/process/forward_process.hpp"
@@ -21,22 +22,16 @@ namespace diffusion {
 
 enum class Prediction { Epsilon, X0, V };
 
-inline const char* prediction_name(Prediction p) {
-  switch (p) {
-    case Prediction::Epsilon: return "eps";
-    case Prediction::X0: return "x0";
-    case Prediction::V: return "v";
-  }
-  return "?";
-}
+namespace detail {
+// "epsilon" is an alias (last, so that the list reads "eps, x0, v, epsilon"): printed as "eps", parsed either way.
+inline constexpr NameEntry<Prediction> kPredictionNames[] = {
+    {Prediction::Epsilon, "eps"}, {Prediction::X0, "x0"}, {Prediction::V, "v"}, {Prediction::Epsilon, "epsilon"}};
+}  // namespace detail
 
+inline const char* prediction_name(Prediction p) { return detail::enum_name(detail::kPredictionNames, p); }
 // "eps" (or "epsilon") | "x0" | "v".
 inline Prediction parse_prediction(const std::string& name) {
-  if (name == "eps" || name == "epsilon") return Prediction::Epsilon;
-  if (name == "x0") return Prediction::X0;
-  if (name == "v") return Prediction::V;
-  DIFFUSION_CHECK(false, "parse_prediction: unknown prediction type '" << name << "' (valid: eps, x0, v)");
-  return Prediction::Epsilon;
+  return detail::parse_enum(detail::kPredictionNames, name, "prediction type");
 }
 
 // The coefficients a = sqrt(abar), b = sqrt(1 - abar) of one timestep, and the scalar conversions. Samplers call

@@ -19,29 +19,25 @@
 #include <utility>
 #include <vector>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 
 namespace diffusion {
 
 enum class BetaSchedule { Linear, Cosine, Quadratic, Sigmoid };
 
-inline const char* beta_schedule_name(BetaSchedule s) {
-  switch (s) {
-    case BetaSchedule::Linear: return "linear";
-    case BetaSchedule::Cosine: return "cosine";
-    case BetaSchedule::Quadratic: return "quadratic";
-    case BetaSchedule::Sigmoid: return "sigmoid";
-  }
-  return "?";
-}
+namespace detail {
+// The primer's function names without "_beta_schedule".
+inline constexpr NameEntry<BetaSchedule> kBetaScheduleNames[] = {{BetaSchedule::Linear, "linear"},
+                                                                 {BetaSchedule::Cosine, "cosine"},
+                                                                 {BetaSchedule::Quadratic, "quadratic"},
+                                                                 {BetaSchedule::Sigmoid, "sigmoid"}};
+}  // namespace detail
 
-// "linear" | "cosine" | "quadratic" | "sigmoid" (the primer's function names without "_beta_schedule").
+inline const char* beta_schedule_name(BetaSchedule s) { return detail::enum_name(detail::kBetaScheduleNames, s); }
+// "linear" | "cosine" | "quadratic" | "sigmoid".
 inline BetaSchedule parse_beta_schedule(const std::string& name) {
-  for (BetaSchedule s : {BetaSchedule::Linear, BetaSchedule::Cosine, BetaSchedule::Quadratic, BetaSchedule::Sigmoid})
-    if (name == beta_schedule_name(s)) return s;
-  DIFFUSION_CHECK(false, "parse_beta_schedule: unknown beta schedule '" << name
-                                                                        << "' (valid: linear, cosine, quadratic, sigmoid)");
-  return BetaSchedule::Linear;
+  return detail::parse_enum(detail::kBetaScheduleNames, name, "beta schedule");
 }
 
 namespace detail {

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/tensor.hpp"
@@ -39,37 +40,6 @@ struct NonDeduced {
 };
 template <class U>
 using non_deduced_t = typename NonDeduced<U>::type;
-
-// One row of an enum's name table: the table is the only place a name is spelled, for printing and parsing.
-template <class E>
-struct NameEntry {
-  E value;
-  const char* name;
-};
-
-template <class E, std::size_t N>
-const char* enum_name(const NameEntry<E> (&table)[N], E value) {
-  for (const NameEntry<E>& e : table)
-    if (e.value == value) return e.name;
-  return "?";
-}
-
-// "a, b, c": every name of the table, for error messages and help texts.
-template <class E, std::size_t N>
-std::string enum_names(const NameEntry<E> (&table)[N]) {
-  std::string s;
-  for (const NameEntry<E>& e : table) s += (s.empty() ? "" : ", ") + std::string(e.name);
-  return s;
-}
-
-// The value named `name`; throws naming `what` and listing the valid names otherwise.
-template <class E, std::size_t N>
-E parse_enum(const NameEntry<E> (&table)[N], const std::string& name, const char* what) {
-  for (const NameEntry<E>& e : table)
-    if (name == e.name) return e.value;
-  DIFFUSION_CHECK(false, "unknown " << what << " '" << name << "' (valid: " << enum_names(table) << ")");
-  return table[0].value;
-}
 
 // Whether Model can be called as the samplers call it.
 template <class Model, class T>

@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "diffusion/core/aligned_buffer.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"
+#include "diffusion/core/parameters.hpp"
 
 namespace diffusion {
 
@@ -30,6 +33,11 @@ class Ema {
   }
   // Starts the average at values[0..n).
   Ema(const T* values, std::size_t n, const EmaOptions& options = {}) : Ema(options) { reset(values, n); }
+  // Starts the average at a store's values and remembers its parameters (names and shapes), which apply_to checks.
+  explicit Ema(const ParameterStore<T>& params, const EmaOptions& options = {})
+      : Ema(params.values(), params.size(), options) {
+    parameters_ = params.entries();
+  }
 
   // shadow = values, update count 0.
   void reset(const T* values, std::size_t n) {
@@ -68,6 +76,18 @@ class Ema {
     for (std::size_t i = 0; i < shadow_.size(); ++i) out[i] = shadow_[i];
   }
 
+  // Writes the average into a network's parameters: `model` is a Unet (anything with params()) or a ParameterStore
+  // with the parameters the average was taken over. Checked by size and, when the average was started from a store,
+  // by every parameter's name and shape; the error names the first difference.
+  template <class Model>
+  void apply_to(Model& model) const {
+    if constexpr (std::is_same_v<Model, ParameterStore<T>>) {
+      apply_to_store(model);
+    } else {
+      apply_to_store(model.params());
+    }
+  }
+
   const EmaOptions& options() const { return options_; }
   // State for checkpoints.
   const T* shadow() const { return shadow_.data(); }
@@ -80,7 +100,16 @@ class Ema {
   }
 
  private:
+  void apply_to_store(ParameterStore<T>& params) const {
+    DIFFUSION_CHECK(initialized_, "Ema::apply_to: the average was never initialised (construct with values or reset)");
+    if (!parameters_.empty()) check_same_parameters(parameters_, params.entries(), "Ema::apply_to");
+    DIFFUSION_CHECK(params.size() == shadow_.size(), "Ema::apply_to: the average holds " << shadow_.size()
+                                                         << " values, the network's parameters take " << params.size());
+    copy_to(params.values());
+  }
+
   EmaOptions options_;
+  std::vector<typename ParameterStore<T>::Entry> parameters_;  // of the store it started from; empty: unknown
   AlignedBuffer<T> shadow_;  // (n,) the averaged values
   std::int64_t step_ = 0;    // updates done
   bool initialized_ = false;

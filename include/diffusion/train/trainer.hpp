@@ -80,7 +80,7 @@ class Trainer {
                     "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
                                                             << " channels but reads channels = " << model.config().channels
                                                             << "; the training target needs them equal");
-    if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params().values(), model.params().size(), options.ema);
+    if (options_.use_ema) ema_ = std::make_unique<Ema<T>>(model.params(), options.ema);
   }
   Trainer(Unet<T>&& model, NoiseSchedule schedule, const TrainerOptions& options) = delete;  // would dangle
 
@@ -118,6 +118,16 @@ class Trainer {
 
   // The weights to sample with: the EMA when enabled, the raw weights otherwise. Same layout as params().values().
   const T* sampling_weights() const { return ema_ ? ema_->shadow() : model_.params().values(); }
+
+  // The network to sample with: with EMA on, a copy of the model holding the current EMA weights (built on the first
+  // call, its weights refreshed from the average on every call); without, the model itself. A callable the samplers
+  // take: sample(trainer.sampling_model(), trainer.schedule(), x, rng).
+  Unet<T>& sampling_model() {
+    if (!ema_) return model_;
+    if (!ema_model_) ema_model_ = std::make_unique<Unet<T>>(model_);
+    ema_->apply_to(*ema_model_);
+    return *ema_model_;
+  }
 
   // Restores the step counter (checkpoint.hpp restores the rest).
   void set_step_count(std::int64_t step) {
@@ -174,6 +184,7 @@ class Trainer {
   TrainerOptions options_;
   Adam<T> optimizer_;
   std::unique_ptr<Ema<T>> ema_;
+  std::unique_ptr<Unet<T>> ema_model_;  // sampling_model()'s network with EMA on
   std::int64_t step_ = 0;
   double last_loss_ = 0.0;
   // Per-step buffers, reused: (N, C, H, W) each, t_ (N); out_ and dout_ of one micro-batch; micro_t_ its timesteps.
