@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <utility>
@@ -35,11 +36,18 @@ inline AttentionKind parse_attention_kind(const std::string& s) {
 }
 
 struct UnetConfig {
+  // {1, 2, 4, 8}, copied from a static array: a braced default here makes GCC 12 warn (-Wmaybe-uninitialized, a
+  // false positive on the initializer_list's backing array) wherever a default UnetConfig is inlined.
+  static std::vector<Index> default_dim_mults() {
+    static constexpr Index kMults[] = {1, 2, 4, 8};
+    return std::vector<Index>(std::begin(kMults), std::end(kMults));
+  }
+
   // --- the reference's arguments ---
   Index dim = 28;                          // base channel count
   Index init_dim = 0;                      // 0: dim / 3 * 2, as the reference
   Index out_dim = 0;                       // 0: channels
-  std::vector<Index> dim_mults = {1, 2, 4, 8};
+  std::vector<Index> dim_mults = default_dim_mults();
   Index channels = 3;                      // image channels
   bool with_time_emb = true;
   Index resnet_block_groups = 8;           // GroupNorm groups in ResNet blocks
