@@ -1,5 +1,8 @@
 #include "options.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -17,6 +20,36 @@ const std::vector<std::string> kBlocks = {"convnext", "resnet"};
 const std::vector<std::string> kSamplers = {"ddpm",     "ddim",         "euler",  "euler_ancestral",
                                             "heun",     "dpmpp_2m",     "dpmpp_2m_sde", "uni_pc",
                                             "reverse_diffusion", "euler_maruyama", "pc"};
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The ranges of the numeric options (train and sample).
+const NumberRange kTimestepsRange{1, 100000};
+const NumberRange kDimRange{4, 4096};
+const NumberRange kEpochsRange{1, 1000000};
+const NumberRange kStepsRange{1, 1099511627776.0};  // 2^40
+const NumberRange kStoredStepsRange{0, 1099511627776.0};  // 0: the length is --epochs
+constexpr auto kMaxDimMults = static_cast<std::size_t>(diffusion::UnetConfig::kMaxLevels);
+const NumberRange kLrRange{0, kInf, true};
+const NumberRange kBatchRange{1, 1 << 20};
+const NumberRange kThreadsRange{0, 4096};
+const NumberRange kEmaDecayRange{0, 1};
+const NumberRange kNonNegative{0, kInf};  // --grad-clip, --sample-every, --checkpoint-every, --eta
+const NumberRange kFinalSamplesRange{1, 4096};
+const NumberRange kSampleStepsRange{1, 100000};
+const NumberRange kImagesRange{1, 4096};  // sample --n
+const NumberRange kEvalImagesRange{1, 1000000};  // eval --n, train --eval-n
+const NumberRange kEvalBatchRange{1, 4096};      // eval --batch
+const NumberRange kChannelsRange{1, 4};
+const NumberRange kImageSizeRange{1, 4096};
+
+std::string number_text(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (v == std::floor(v) && std::fabs(v) < 9.0e15) return std::to_string(static_cast<std::int64_t>(v));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 // Binds a comma-separated integer list flag to `target`.
 CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<int>& target, const std::string& help) {
@@ -41,17 +74,39 @@ const std::vector<std::string> kOptimizerKeys = {"lr", "grad-clip"};
 const std::vector<std::string> kRunKeys = {"data",          "threads",       "sample-every", "checkpoint-every",
                                            "final-samples", "final-sampler", "eval-every",   "eval-n"};
 
+// An option's value for a message ("linear", "1,2,4", "0.001"); a stored one may be anything: at most 40 characters.
 std::string value_text(const nlohmann::json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_array()) {
-    std::string s;
-    for (const auto& e : v) s += (s.empty() ? "" : ",") + e.dump();
-    return s;
+  std::string s;
+  if (v.is_string()) {
+    s = v.get<std::string>();
+  } else if (v.is_array()) {
+    for (const auto& e : v) s += (s.empty() ? "" : ",") + e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  } else {
+    s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  return v.dump();
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
 }
 
 }  // namespace
+
+bool NumberRange::contains(double v) const {
+  return (min_open ? v > min : v >= min) && v <= max;  // false for NaN
+}
+
+std::string NumberRange::text() const {
+  if (std::isinf(max)) return (min_open ? "> " : ">= ") + number_text(min);
+  return std::string("in ") + (min_open ? "(" : "[") + number_text(min) + ", " + number_text(max) + "]";
+}
+
+CLI::Validator in_range(const NumberRange& range) {
+  return CLI::Validator(
+      [range](std::string& input) {
+        double v = 0.0;
+        if (CLI::detail::lexical_cast(input, v) && std::isfinite(v) && range.contains(v)) return std::string();
+        return "must be " + range.text() + ", got " + input;
+      },
+      range.text());
+}
 
 std::vector<int> parse_int_list(const std::string& text, const std::string& flag) {
   std::vector<int> out;
@@ -84,36 +139,38 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--data", o.data, "folder holding " + std::string(kTrainImagesFile) +
                                        " (Debian package dataset-fashion-mnist)");
   app.add_option("--schedule", o.schedule, "beta schedule")->check(CLI::IsMember(kSchedules));
-  app.add_option("--timesteps", o.timesteps, "number of diffusion steps T")->check(CLI::Range(1, 100000));
+  app.add_option("--timesteps", o.timesteps, "number of diffusion steps T")->check(in_range(kTimestepsRange));
   app.add_option("--loss", o.loss, "denoising loss")->check(CLI::IsMember(kLosses));
   app.add_option("--prediction", o.prediction, "what the network predicts")->check(CLI::IsMember(kPredictions));
   app.add_option("--block", o.block, "U-Net block type")->check(CLI::IsMember(kBlocks));
-  app.add_option("--dim", o.dim, "U-Net base channel count")->check(CLI::Range(4, 4096));
+  app.add_option("--dim", o.dim, "U-Net base channel count")->check(in_range(kDimRange));
   add_int_list(app, "--dim-mults", o.dim_mults, "channel multipliers per resolution level, e.g. 1,2,4");
   app.add_option("--epochs", o.epochs, "training length in epochs (ignored when --steps is given)")
-      ->check(CLI::Range(1, 1000000));
+      ->check(in_range(kEpochsRange));
   app.add_option("--steps", o.steps, "training length in optimisation steps (wins over --epochs)")
-      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
-  app.add_option("--lr", o.lr, "Adam learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--batch", o.batch, "images per step")->check(CLI::Range(1, 1 << 20));
+      ->check(in_range(kStepsRange));
+  app.add_option("--lr", o.lr, "Adam learning rate")->check(in_range(kLrRange));
+  app.add_option("--batch", o.batch, "images per step")->check(in_range(kBatchRange));
   app.add_option("--seed", o.seed, "seed of the initial weights, the data order and the noise");
-  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(CLI::Range(0, 4096));
+  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
   app.add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0 disables the EMA)")
-      ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: no clipping)")->check(CLI::NonNegativeNumber);
+      ->check(in_range(kEmaDecayRange));
+  app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: no clipping)")
+      ->check(in_range(kNonNegative));
   app.add_option("--out", o.out, "output folder (default with --resume: the checkpoint's folder)");
   app.add_option("--sample-every", o.sample_every, "write a 4x4 grid of EMA samples every N steps (0: never)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range(kNonNegative));
   app.add_option("--checkpoint-every", o.checkpoint_every, "write the checkpoint every N steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range(kNonNegative));
   app.add_option("--resume", o.resume, "continue the run of this checkpoint exactly");
-  app.add_option("--final-samples", o.final_samples, "number of images in the final grid")->check(CLI::Range(1, 4096));
+  app.add_option("--final-samples", o.final_samples, "number of images in the final grid")
+      ->check(in_range(kFinalSamplesRange));
   app.add_option("--final-sampler", o.final_sampler, "sampler of the final grid and GIF")->check(CLI::IsMember(kSamplers));
   app.add_option("--eval-every", o.eval_every,
                  "every N steps, measure --eval-n EMA samples (DDIM 50) against the test set in --data: FID, KID, "
                  "precision, recall, appended to eval_log.csv (0: never)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--eval-n", o.eval_n, "samples per evaluation during training")->check(CLI::Range(1, 1000000));
+      ->check(in_range(kNonNegative));
+  app.add_option("--eval-n", o.eval_n, "samples per evaluation during training")->check(in_range(kEvalImagesRange));
 }
 
 namespace {
@@ -126,24 +183,26 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
       ->required();
   app.add_option("--sampler", o.sampler, "sampler")->check(CLI::IsMember(kSamplers));
   app.add_option("--steps", o.steps, "sampling steps (every sampler but ddpm, which takes all T)")
-      ->check(CLI::Range(1, 100000));
+      ->check(in_range(kSampleStepsRange));
   app.add_option("--eta", o.eta,
-                 "noise of ddim / euler_ancestral / dpmpp_2m_sde (default: 0 for ddim, 1 for the others); must be >= 0")
-      ->check(CLI::NonNegativeNumber);
+                 "noise of ddim / euler_ancestral / dpmpp_2m_sde (default: 0 for ddim, 1 for the others)")
+      ->check(in_range(kNonNegative));
   app.add_option("--clip-x0", o.clip_x0,
                  "clip the predicted x0 to [-1, 1] at every step (true/false; keeps large-T DDIM from saturating)");
   app.add_option("--seed", o.seed, "seed of x_T and of the sampler's noise");
-  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(CLI::Range(0, 4096));
+  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
   // Only for a weights file that does not carry its configuration.
   app.add_option("--block", o.block, "U-Net block type (weights without metadata)")->check(CLI::IsMember(kBlocks));
-  app.add_option("--dim", o.dim, "U-Net base channel count (weights without metadata)")->check(CLI::Range(4, 4096));
+  app.add_option("--dim", o.dim, "U-Net base channel count (weights without metadata)")
+      ->check(in_range(kDimRange));
   add_int_list(app, "--dim-mults", o.dim_mults, "channel multipliers (weights without metadata)");
-  app.add_option("--channels", o.channels, "image channels (weights without metadata)")->check(CLI::Range(1, 4));
+  app.add_option("--channels", o.channels, "image channels (weights without metadata)")
+      ->check(in_range(kChannelsRange));
   app.add_option("--image-size", o.image_size, "image height and width (weights without metadata)")
-      ->check(CLI::Range(1, 4096));
+      ->check(in_range(kImageSizeRange));
   app.add_option("--schedule", o.schedule, "beta schedule (weights without metadata)")->check(CLI::IsMember(kSchedules));
   app.add_option("--timesteps", o.timesteps, "number of diffusion steps T (weights without metadata)")
-      ->check(CLI::Range(1, 100000));
+      ->check(in_range(kTimestepsRange));
   app.add_option("--prediction", o.prediction, "what the network predicts (weights without metadata)")
       ->check(CLI::IsMember(kPredictions));
 }
@@ -152,7 +211,7 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
 
 void add_sample_flags(CLI::App& app, SampleOptions& o) {
   add_model_and_sampler_flags(app, o);
-  app.add_option("--n", o.n, "number of images")->check(CLI::Range(1, 4096));
+  app.add_option("--n", o.n, "number of images")->check(in_range(kImagesRange));
   app.add_option("--x-T", o.x_T, "start from the tensor 'x_T' (N, C, H, W) of this safetensors file");
   app.add_option("--out", o.out, "PNG grid of the samples");
   app.add_option("--tensor-out", o.tensor_out, "also write the samples as tensor 'x_0' (F32) to this safetensors file");
@@ -161,9 +220,9 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
 
 void add_eval_flags(CLI::App& app, EvalOptions& o) {
   add_model_and_sampler_flags(app, o.sample);
-  app.add_option("--n", o.n, "number of generated images to evaluate")->check(CLI::Range(1, 1000000));
+  app.add_option("--n", o.n, "number of generated images to evaluate")->check(in_range(kEvalImagesRange));
   app.add_option("--batch", o.batch, "images sampled at a time (memory: about 10 MB per image at 28x28)")
-      ->check(CLI::Range(1, 4096));
+      ->check(in_range(kEvalBatchRange));
   app.add_option("--data", o.data, "folder of the Fashion-MNIST IDX files (the reference images)");
   app.add_option("--reference", o.reference, "reference images: the test set (t10k) or the training set")
       ->check(CLI::IsMember({"test", "train"}));
@@ -209,36 +268,109 @@ nlohmann::json to_json(const TrainOptions& o) {
   return j;
 }
 
-TrainOptions train_options_from_json(const nlohmann::json& j, const std::string& source) {
-  TrainOptions o;
-  try {
-    o.schedule = j.at("schedule").get<std::string>();
-    o.timesteps = j.at("timesteps").get<int>();
-    o.loss = j.at("loss").get<std::string>();
-    o.prediction = j.at("prediction").get<std::string>();
-    o.block = j.at("block").get<std::string>();
-    o.dim = j.at("dim").get<int>();
-    o.dim_mults = j.at("dim-mults").get<std::vector<int>>();
-    o.batch = j.at("batch").get<int>();
-    o.seed = j.at("seed").get<std::uint64_t>();
-    o.ema_decay = j.at("ema-decay").get<double>();
-    o.lr = j.at("lr").get<double>();
-    o.grad_clip = j.at("grad-clip").get<double>();
-    o.epochs = j.at("epochs").get<int>();
-    o.steps = j.at("steps").get<std::int64_t>();
-    o.data = j.at("data").get<std::string>();
-    o.out = j.at("out").get<std::string>();
-    o.threads = j.at("threads").get<int>();
-    o.sample_every = j.at("sample-every").get<std::int64_t>();
-    o.checkpoint_every = j.at("checkpoint-every").get<std::int64_t>();
-    o.final_samples = j.at("final-samples").get<int>();
-    o.final_sampler = j.at("final-sampler").get<std::string>();
-    o.eval_every = j.value("eval-every", std::int64_t{0});  // absent in checkpoints of earlier versions
-    o.eval_n = j.value("eval-n", o.eval_n);
-  } catch (const nlohmann::json::exception& e) {
-    throw diffusion::Error(source + ": the stored '" + kOptionsKey + "' metadata is incomplete or malformed (" +
-                           e.what() + ")");
+std::string json_brief(const nlohmann::json& v) {
+  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
+}
+
+namespace {
+
+const nlohmann::json& stored_field(const nlohmann::json& object, const std::string& key, const std::string& where) {
+  const auto it = object.find(key);
+  DIFFUSION_CHECK(it != object.end(), where << "metadata has no key '" << key << "'");
+  return *it;
+}
+
+}  // namespace
+
+std::int64_t stored_integer(const nlohmann::json& object, const std::string& key, const NumberRange& range,
+                            const std::string& where) {
+  const nlohmann::json& v = stored_field(object, key, where);
+  bool ok = false;
+  std::int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const std::uint64_t u = v.get<std::uint64_t>();
+    ok = u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    x = ok ? static_cast<std::int64_t>(u) : 0;
+  } else if (v.is_number_integer()) {
+    x = v.get<std::int64_t>();
+    ok = true;
   }
+  DIFFUSION_CHECK(ok && range.contains(static_cast<double>(x)),
+                  where << "key '" << key << "' is " << json_brief(v) << ", expected an integer " << range.text());
+  return x;
+}
+
+double stored_number(const nlohmann::json& object, const std::string& key, const NumberRange& range,
+                     const std::string& where) {
+  const nlohmann::json& v = stored_field(object, key, where);
+  const double x = v.is_number() ? v.get<double>() : 0.0;
+  DIFFUSION_CHECK(v.is_number() && std::isfinite(x) && range.contains(x),
+                  where << "key '" << key << "' is " << json_brief(v) << ", expected a number " << range.text());
+  return x;
+}
+
+TrainOptions train_options_from_json(const nlohmann::json& j, const std::string& source) {
+  const std::string where = "'" + source + "': the stored '" + kOptionsKey + "' ";
+  DIFFUSION_CHECK(j.is_object(), where << "metadata is " << json_brief(j) << ", not a JSON object");
+  const auto integer = [&](const char* key, const NumberRange& range) { return stored_integer(j, key, range, where); };
+  const auto number = [&](const char* key, const NumberRange& range) { return stored_number(j, key, range, where); };
+  const auto text = [&](const char* key) {
+    const nlohmann::json& v = stored_field(j, key, where);
+    DIFFUSION_CHECK(v.is_string(), where << "key '" << key << "' is " << json_brief(v) << ", expected a string");
+    return v.get<std::string>();
+  };
+  const auto one_of = [&](const char* key, const std::vector<std::string>& allowed) {
+    const nlohmann::json& v = stored_field(j, key, where);
+    const bool ok = v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end();
+    if (!ok) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      throw diffusion::Error(where + "key '" + key + "' is " + json_brief(v) + ", expected one of " + list);
+    }
+    return v.get<std::string>();
+  };
+  TrainOptions o;
+  o.schedule = one_of("schedule", kSchedules);
+  o.timesteps = static_cast<int>(integer("timesteps", kTimestepsRange));
+  o.loss = one_of("loss", kLosses);
+  o.prediction = one_of("prediction", kPredictions);
+  o.block = one_of("block", kBlocks);
+  o.dim = static_cast<int>(integer("dim", kDimRange));
+  {
+    const nlohmann::json& v = stored_field(j, "dim-mults", where);
+    bool ok = v.is_array() && !v.empty() && v.size() <= kMaxDimMults;
+    for (std::size_t i = 0; ok && i < v.size(); ++i)
+      ok = (v[i].is_number_unsigned() || v[i].is_number_integer()) && v[i].get<std::int64_t>() >= 1 &&
+           v[i].get<std::int64_t>() <= std::numeric_limits<int>::max();
+    DIFFUSION_CHECK(ok, where << "key 'dim-mults' is " << json_brief(v) << ", expected a list of 1 to " << kMaxDimMults
+                              << " positive integers");
+    o.dim_mults.clear();
+    for (const auto& m : v) o.dim_mults.push_back(static_cast<int>(m.get<std::int64_t>()));
+  }
+  o.batch = static_cast<int>(integer("batch", kBatchRange));
+  {
+    const nlohmann::json& v = stored_field(j, "seed", where);
+    DIFFUSION_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0),
+                    where << "key 'seed' is " << json_brief(v) << ", expected an integer in [0, 2^64)");
+    o.seed = v.get<std::uint64_t>();
+  }
+  o.ema_decay = number("ema-decay", kEmaDecayRange);
+  o.lr = number("lr", kLrRange);
+  o.grad_clip = number("grad-clip", kNonNegative);
+  o.epochs = static_cast<int>(integer("epochs", kEpochsRange));
+  o.steps = integer("steps", kStoredStepsRange);
+  o.data = text("data");
+  o.out = text("out");
+  o.threads = static_cast<int>(integer("threads", kThreadsRange));
+  o.sample_every = integer("sample-every", kNonNegative);
+  o.checkpoint_every = integer("checkpoint-every", kNonNegative);
+  o.final_samples = static_cast<int>(integer("final-samples", kFinalSamplesRange));
+  o.final_sampler = one_of("final-sampler", kSamplers);
+  // Absent in checkpoints written before `train --eval-every` existed: the defaults.
+  if (j.contains("eval-every")) o.eval_every = integer("eval-every", kNonNegative);
+  if (j.contains("eval-n")) o.eval_n = static_cast<int>(integer("eval-n", kEvalImagesRange));
   return o;
 }
 
@@ -293,6 +425,14 @@ diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::
   c.channels = channels;
   c.use_convnext = block == "convnext";
   return c;
+}
+
+diffusion::UnetPlan plan_model(const diffusion::UnetConfig& config) {
+  try {
+    return diffusion::plan_unet(config);
+  } catch (const diffusion::Error& e) {
+    throw diffusion::Error(std::string("invalid model flags (--dim, --dim-mults, --block): ") + e.what());
+  }
 }
 
 }  // namespace fashion_mnist

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include "diffusion/train/trainer.hpp"
 #include "evaluation.hpp"
 #include "progress.hpp"
+#include "resume.hpp"
 
 namespace fashion_mnist {
 
@@ -38,34 +40,6 @@ std::string join(const fs::path& dir, const std::string& name) { return (dir / n
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// The stored options of a checkpoint being resumed, with what else it says about the run.
-struct ResumeInfo {
-  nlohmann::json options;
-  double elapsed = 0.0;
-  std::int64_t step = 0;
-};
-
-ResumeInfo read_resume_info(const std::string& path) {
-  DIFFUSION_CHECK(fs::exists(path), "--resume '" << path << "' does not exist. Pass the checkpoint.safetensors of the "
-                                                 << "run to continue (results/fashion_mnist/checkpoint.safetensors by default)");
-  const diffusion::io::SafetensorsReader reader(path);
-  ResumeInfo info;
-  const nlohmann::json state = diffusion::read_train_state(reader);
-  info.step = state.value("step", std::int64_t(0));
-  const auto it = reader.metadata().find(kOptionsKey);
-  DIFFUSION_CHECK(it != reader.metadata().end(),
-                  "'" << path << "' was not written by `fashion_mnist train` (no '" << kOptionsKey
-                      << "' metadata), so its options are unknown; resume from an out/checkpoint.safetensors of this program");
-  try {
-    info.options = nlohmann::json::parse(it->second);
-    const auto run = reader.metadata().find(kRunKey);
-    if (run != reader.metadata().end()) info.elapsed = nlohmann::json::parse(run->second).value("elapsed_s", 0.0);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("'" + path + "': malformed '" + kOptionsKey + "' metadata (" + e.what() + ")");
-  }
-  return info;
 }
 
 }  // namespace
@@ -111,38 +85,26 @@ void check_output_folder(const std::string& out) {
 }
 
 int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
-  TrainOptions o = flags;
-  std::vector<std::string> notes;
-  ResumeInfo resumed;
+  // A resumed run: options, network and tensors checked against the checkpoint before anything is allocated.
+  std::unique_ptr<diffusion::io::SafetensorsReader> resume_reader;
+  std::optional<ResumedRun> resumed;
   if (!flags.resume.empty()) {
-    resumed = read_resume_info(flags.resume);
-    o = merge_resume_options(flags, given, resumed.options, flags.resume, notes);
+    DIFFUSION_CHECK(fs::exists(flags.resume),
+                    "--resume '" << flags.resume << "' does not exist. Pass the checkpoint.safetensors of the run to "
+                                 << "continue (results/fashion_mnist/checkpoint.safetensors by default)");
+    resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(flags.resume);
+    resumed = prepare_resume(*resume_reader, flags, given);
   }
+  const TrainOptions o = resumed ? resumed->options : flags;
+  const std::vector<std::string> notes = resumed ? resumed->notes : std::vector<std::string>{};
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
 
   // Everything that can be wrong with the inputs is found before the first step.
   const Images images = load_training_images(o.data);  // (N, 1, H, W)
   const Index N = images.dim(0), H = images.dim(2), W = images.dim(3);
-  if (!o.resume.empty() && resumed.options.contains("images")) {
-    const Index trained_on = resumed.options.at("images").get<Index>();
-    DIFFUSION_CHECK(trained_on == N, "cannot resume from '" << o.resume << "': it was trained on " << trained_on
-                                                            << " images but the data in '" << o.data << "' has " << N
-                                                            << "; resume with the same --data");
-  }
-  const diffusion::UnetConfig config = unet_config(o.block, o.dim, o.dim_mults, 1);
-  diffusion::UnetPlan plan;  // the network's parameters, known before anything is allocated
-  try {
-    plan = diffusion::plan_unet(config);
-  } catch (const Error& e) {
-    throw Error(std::string("invalid model flags (--dim, --dim-mults, --block): ") + e.what());
-  }
-  // A resumed run's network comes from options stored in the checkpoint: the checkpoint must hold exactly that
-  // network's tensors before the network is built (a small file cannot make us allocate a large one).
-  std::unique_ptr<diffusion::io::SafetensorsReader> resume_reader;
-  if (!o.resume.empty()) {
-    resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(o.resume);
-    diffusion::check_checkpoint(*resume_reader, config);
-  }
+  if (resumed) check_resume_images(*resumed, N, o.data);
+  const diffusion::UnetConfig config = resumed ? resumed->config : unet_config(o.block, o.dim, o.dim_mults, 1);
+  const diffusion::UnetPlan plan = resumed ? resumed->plan : plan_model(config);
   const Index divisor = Index(1) << (config.levels() - 1);
   DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
                   "--dim-mults " << int_list_text(o.dim_mults) << " gives " << config.levels() << " resolution levels, "
@@ -157,15 +119,8 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const std::string gif_path = join(out, "denoising.gif");
 
   diffusion::Unet<float> net(config, o.seed);
-  diffusion::TrainerOptions to;
-  to.loss = diffusion::parse_loss_type(o.loss);
-  to.prediction = diffusion::parse_prediction(o.prediction);
-  to.adam.lr = o.lr;
-  to.grad_clip = o.grad_clip;
-  to.use_ema = o.ema_decay > 0.0;
-  to.ema = diffusion::EmaOptions{o.ema_decay, true};
-  to.seed = o.seed;
-  diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
+  const diffusion::TrainerOptions to = trainer_options(o);
+  diffusion::Trainer<float> trainer(net, noise_schedule(o), to);
   if (resume_reader) {
     diffusion::load_checkpoint(*resume_reader, trainer);
     resume_reader.reset();  // the file's bytes are not needed any more
@@ -179,10 +134,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
 
-  nlohmann::json stored = to_json(o);  // what `sample` and `--resume` read back
-  stored["images"] = N;
-  stored["image-size"] = H;
-  stored["total-steps"] = total;
+  const nlohmann::json stored = stored_options(o, N, H, total);  // what `sample` and `--resume` read back
 
   const auto parameters = static_cast<std::size_t>(plan.parameter_count);  // params().size() has padding too
   std::fprintf(stderr, "fashion_mnist: training a %s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
@@ -197,15 +149,14 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
                          "to train, writing the final outputs\n",
                  static_cast<long long>(first), static_cast<long long>(total));
 
-  ProgressDisplay progress(first, total, per_epoch, resumed.elapsed, stderr);
+  ProgressDisplay progress(first, total, per_epoch, resumed ? resumed->info.elapsed : 0.0, stderr);
   const TrainLog log(join(out, "train_log.csv"));
   std::string last_checkpoint = o.resume;  // the last good one, for the divergence message
   std::int64_t last_checkpoint_step = o.resume.empty() ? -1 : first;
 
   auto save = [&] {
-    nlohmann::json run;
-    run["elapsed_s"] = progress.elapsed();
-    diffusion::save_checkpoint(checkpoint_path, trainer, {{kOptionsKey, stored.dump()}, {kRunKey, run.dump()}});
+    diffusion::save_checkpoint(checkpoint_path, trainer,
+                               {{kOptionsKey, stored.dump()}, {kRunKey, run_info(progress.elapsed()).dump()}});
     last_checkpoint = checkpoint_path;
     last_checkpoint_step = trainer.step_count();
   };

@@ -1,13 +1,15 @@
-// Writes the seed corpora of the fuzzers into <out>/{safetensors,idx,unet_config}: valid files of every kind the
-// readers accept (each safetensors dtype, metadata, a tiny U-Net's weights, a training checkpoint, small golden
-// fixtures; IDX images and labels, plain and gzip, empty dimensions; U-Net configurations with and without
-// extensions; the image files of tests/golden/image_folder*). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
+// Writes the seed corpora of the fuzzers into <out>/{safetensors,idx,unet_config,image,checkpoint_resume}: valid
+// files of every kind the readers accept (each safetensors dtype, metadata, a tiny U-Net's weights, a training
+// checkpoint, small golden fixtures; IDX images and labels, plain and gzip, empty dimensions; U-Net configurations
+// with and without extensions; the image files of tests/golden/image_folder*; the metadata of a fashion_mnist
+// checkpoint, when built with DIFFUSION_FUZZ_CHECKPOINT_RESUME). Usage: fuzz_make_seeds OUT_DIR GOLDEN_DIR
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,9 @@
 #include "diffusion/io/safetensors.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "diffusion/train/checkpoint.hpp"
+#if DIFFUSION_FUZZ_CHECKPOINT_RESUME
+#include "checkpoint_resume_seed.hpp"
+#endif
 
 namespace fs = std::filesystem;
 using namespace diffusion;
@@ -166,6 +171,21 @@ void image_seeds(const fs::path& dir, const fs::path& golden) {
   }
 }
 
+#if DIFFUSION_FUZZ_CHECKPOINT_RESUME
+// The metadata of a checkpoint written by the fashion_mnist example's code (checkpoint_resume_seed.hpp), as the
+// NUL-separated sections fuzz_checkpoint_resume reads; and the same without the run info and with extensions.
+void checkpoint_resume_seeds(const fs::path& dir) {
+  const io::SafetensorsReader seed = fuzz::resume_seed_checkpoint();
+  std::map<std::string, std::string> metadata = seed.metadata();
+  spit(dir / "train_one_step", fuzz::resume_input(metadata));
+  metadata.erase(fashion_mnist::kRunKey);
+  UnetConfig config = unet_config_from_metadata(metadata, "seed");
+  config.mid_attention = AttentionKind::Linear;
+  metadata[kUnetExtensionsKey] = config.extensions_to_json().dump();
+  spit(dir / "no_run_info_extensions", fuzz::resume_input(metadata));
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -175,11 +195,15 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path out = argv[1];
-    for (const char* sub : {"safetensors", "idx", "unet_config", "image"}) fs::create_directories(out / sub);
+    for (const char* sub : {"safetensors", "idx", "unet_config", "image", "checkpoint_resume"})
+      fs::create_directories(out / sub);
     safetensors_seeds(out / "safetensors", argv[2]);
     idx_seeds(out / "idx");
     unet_config_seeds(out / "unet_config");
     image_seeds(out / "image", argv[2]);
+#if DIFFUSION_FUZZ_CHECKPOINT_RESUME
+    checkpoint_resume_seeds(out / "checkpoint_resume");
+#endif
     std::printf("fuzz seeds written to %s\n", out.string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());

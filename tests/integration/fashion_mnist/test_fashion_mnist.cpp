@@ -673,4 +673,51 @@ TEST_CASE("eval measures samples against the reference images reproducibly and n
                                  "--json", dir + "/d.json"}),
                         "holds no train-images-idx3-ubyte.gz", dir + "/none");
   REQUIRE_FALSE(fs::exists(dir + "/d.json"));
+TEST_CASE("numeric flags out of range name the bound in words and exit with status 2") {
+  const std::string dir = scratch("flag_ranges");
+  const std::string none = dir + "/none.safetensors";
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;  // CLI11 prints "<flag>: <validator message>"
+  };
+  const std::vector<Case> cases = {
+      {{"sample", "--checkpoint", none, "--eta", "-1"}, "--eta: must be >= 0, got -1"},
+      {{"sample", "--checkpoint", none, "--eta", "nan"}, "--eta: must be >= 0, got nan"},
+      {{"sample", "--checkpoint", none, "--eta", "inf"}, "--eta: must be >= 0, got inf"},
+      {{"sample", "--checkpoint", none, "--n", "0"}, "--n: must be in [1, 4096], got 0"},
+      {{"train", "--lr", "0"}, "--lr: must be > 0, got 0"},
+      {{"train", "--lr", "-1e-3"}, "--lr: must be > 0, got -1e-3"},
+      {{"train", "--grad-clip", "-0.5"}, "--grad-clip: must be >= 0, got -0.5"},
+      {{"train", "--sample-every", "-1"}, "--sample-every: must be >= 0, got -1"},
+      {{"train", "--checkpoint-every", "-2"}, "--checkpoint-every: must be >= 0, got -2"},
+      {{"train", "--ema-decay", "1.5"}, "--ema-decay: must be in [0, 1], got 1.5"},
+      {{"train", "--steps", "0"}, "--steps: must be in [1, 1099511627776], got 0"},
+      {{"train", "--dim", "2"}, "--dim: must be in [4, 4096], got 2"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(dir, c.args);
+    INFO("args: " << c.args[0] << " ... " << c.args.back() << "\nstderr: " << r.err);
+    REQUIRE(r.status == 2);
+    REQUIRE(r.err.find(c.message) != std::string::npos);
+    // No bound printed as DBL_MAX's 309 digits (CLI11's NonNegativeNumber / PositiveNumber did).
+    std::size_t run_of_digits = 0, longest = 0;
+    for (char ch : r.err) {
+      run_of_digits = (ch >= '0' && ch <= '9') ? run_of_digits + 1 : 0;
+      longest = std::max(longest, run_of_digits);
+    }
+    REQUIRE(longest <= 13);
+  }
+  // Values inside the ranges pass the flags and fail later, on the missing files (status 1).
+  Result r = run(dir, {"sample", "--checkpoint", none, "--eta", "0.5", "--n", "4096"});
+  INFO("stderr: " << r.err);
+  CHECK(r.status == 1);
+  CHECK(r.err.find(none) != std::string::npos);
+  r = run(dir, {"train", "--data", dir + "/no/data", "--out", dir + "/out", "--lr", "1e-4", "--grad-clip", "0",
+                "--ema-decay", "1", "--steps", "1099511627776", "--dim", "4"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find(dir + "/no/data") != std::string::npos);
+  // The help shows the ranges in the same words.
+  r = run(dir, {"sample", "--help"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find(">= 0") != std::string::npos);
 }
