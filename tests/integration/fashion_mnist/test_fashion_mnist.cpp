@@ -673,6 +673,8 @@ TEST_CASE("eval measures samples against the reference images reproducibly and n
                                  "--json", dir + "/d.json"}),
                         "holds no train-images-idx3-ubyte.gz", dir + "/none");
   REQUIRE_FALSE(fs::exists(dir + "/d.json"));
+}
+
 TEST_CASE("numeric flags out of range name the bound in words and exit with status 2") {
   const std::string dir = scratch("flag_ranges");
   const std::string none = dir + "/none.safetensors";
