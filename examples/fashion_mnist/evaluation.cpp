@@ -58,7 +58,7 @@ diffusion::metrics::SampleReport evaluate_samples(diffusion::Unet<float>& net, c
     const Index k = std::min<Index>(batch, n - done);
     diffusion::Rng rng = stream.fork(static_cast<std::uint64_t>(b));
     const auto t0 = std::chrono::steady_clock::now();
-    generate(net, schedule, settings, k, 1, 28, rng, x, nullptr);
+    generate(net, schedule, settings, k, 1, 28, 28, rng, x, nullptr);
     sampling_seconds += seconds_since(t0);
     evaluator.add(x);
     done += k;

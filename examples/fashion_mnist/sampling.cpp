@@ -23,29 +23,6 @@ using diffusion::Shape;
 
 namespace {
 
-constexpr int kFrameDelayCs = 5;    // 20 frames a second, as the primer's animation (interval=50 ms)
-constexpr int kFinalDelayCs = 200;  // hold the result for 2 s
-
-diffusion::io::Image8 upscale(const diffusion::io::Image8& in, int s) {
-  if (s == 1) return in;
-  diffusion::io::Image8 out;
-  out.width = in.width * s;
-  out.height = in.height * s;
-  out.channels = in.channels;
-  out.pixels.resize(static_cast<std::size_t>(out.width) * static_cast<std::size_t>(out.height) *
-                    static_cast<std::size_t>(out.channels));
-  for (int y = 0; y < out.height; ++y)
-    for (int x = 0; x < out.width; ++x)
-      for (int c = 0; c < out.channels; ++c) out.at(y, x, c) = in.at(y / s, x / s, c);
-  return out;
-}
-
-int grid_columns(Index n) {
-  int c = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
-  while (static_cast<Index>(c - 1) * (c - 1) >= n && c > 1) --c;  // guard against sqrt rounding up
-  return std::max(1, c);
-}
-
 // What a weights or checkpoint file says about the model it holds.
 struct ModelSource {
   diffusion::UnetConfig config;
@@ -167,58 +144,6 @@ void load_weights(diffusion::Unet<float>& net, const diffusion::io::SafetensorsR
 }
 
 }  // namespace
-
-DenoisingRecorder::DenoisingRecorder(Index images, int sampler_steps, int frames, int scale)
-    : images_(images),
-      steps_(sampler_steps),
-      every_(std::max(1, (sampler_steps + frames - 1) / std::max(1, frames))),
-      scale_(scale) {}
-
-void DenoisingRecorder::add(const Images& x) {
-  const Images row = first_images(x, std::min(images_, x.dim(0)));
-  frames_.push_back(upscale(diffusion::io::image_grid(row, static_cast<int>(row.dim(0))), scale_));
-}
-
-void DenoisingRecorder::start(const Images& x_T) { add(x_T); }
-
-void DenoisingRecorder::after_step(int step_index, const Images& x) {
-  if ((step_index + 1) % every_ == 0 || step_index == steps_ - 1) add(x);
-}
-
-void DenoisingRecorder::write(const std::string& path) const {
-  diffusion::io::write_gif(path, frames_, kFrameDelayCs, true, kFinalDelayCs);
-}
-
-void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
-             Images& x, diffusion::Rng& rng, DenoisingRecorder* gif) {
-  auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.forward(x_t, t, out); };
-  auto callback = [gif](int step, std::int64_t, const Images& xt) {
-    if (gif) gif->after_step(step, xt);
-  };
-  if (gif) gif->start(x);
-  diffusion::SamplerOptions o;
-  o.sampler = diffusion::parse_sampler(settings.sampler);
-  o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps
-  if (settings.eta) o.eta = *settings.eta;
-  o.prediction = settings.prediction;
-  o.clip = settings.clip_x0 ? diffusion::ClipX0::RederiveEps : diffusion::ClipX0::None;
-  diffusion::sample(model, schedule, x, rng, o, callback);
-}
-
-void generate(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
-              Index n, Index channels, Index size, diffusion::Rng& rng, Images& x, DenoisingRecorder* gif) {
-  x = Images::normal(Shape{n, channels, size, size}, rng);  // x_T (N, C, H, W)
-  denoise(net, schedule, settings, x, rng, gif);
-}
-
-Images first_images(const Images& x, Index k) {
-  DIFFUSION_CHECK(k >= 1 && k <= x.dim(0), "first_images: " << k << " of " << x.shape());
-  return Images::copy_of(diffusion::TensorView<float>(x.data(), Shape{k, x.dim(1), x.dim(2), x.dim(3)}));
-}
-
-void write_grid_png(const std::string& path, const Images& images) {
-  diffusion::io::write_png(path, diffusion::io::image_grid(images, grid_columns(images.dim(0))));
-}
 
 LoadedModel load_model(const SampleOptions& o, const std::set<std::string>& given) {
   DIFFUSION_CHECK(std::filesystem::exists(o.checkpoint),

@@ -231,7 +231,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(kPreviewStream);
-      generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, rng, x, nullptr);
+      generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, W, rng, x, nullptr);
       write_grid_png(join(out, name), x);
     }
     if (metrics && s % o.eval_every == 0) evaluate(s);
@@ -248,7 +248,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   std::fprintf(stderr, "fashion_mnist: sampling %d images (%s, %d steps)\n", o.final_samples, o.final_sampler.c_str(),
                final_settings.steps(o.timesteps));
-  generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, 1, H, rng, x, &gif);
+  generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, 1, H, W, rng, x, &gif);
   write_grid_png(samples_path, x);
   gif.write(gif_path);
 

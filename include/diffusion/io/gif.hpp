@@ -2,10 +2,11 @@
 // Animated GIF output through giflib 5 (Debian libgif-dev): e.g. the denoising trajectory of a sample.
 //
 // write_gif(path, frames, delay_cs, loop, final_delay_cs)
-//   requires: frames non-empty, all 8-bit grayscale Image8 (channels == 1, e.g. from image_grid on C = 1 images)
-//             of one size; 0 <= delay_cs <= 65535 (hundredths of a second).
-//   ensures:  a GIF89a with a 256-level gray global palette (index v is gray level v, so pixel bytes are stored
-//             unchanged), one full-size frame per image with a graphics control block carrying the delay
+//   requires: frames non-empty, all 8-bit Image8 of one size and one channel count, 1 (gray) or 3 (RGB) (e.g.
+//             from image_grid); 0 <= delay_cs <= 65535 (hundredths of a second).
+//   ensures:  a GIF89a with one global palette: gray frames: 256 gray levels (index v is gray level v, so pixel
+//             bytes are stored unchanged); RGB frames: a fixed 6 x 7 x 6 colour cube, each channel rounded to its
+//             nearest level (error at most 26 levels in R and B, 22 in G); one full-size frame per image with a graphics control block carrying the delay
 //             (final_delay_cs for the last frame when >= 0, to hold the end result), and a NETSCAPE2.0
 //             application block for endless looping when loop is true. Encoded in memory, then written
 //             atomically; errors are diffusion::Error naming the path and giflib's GifErrorString.
@@ -82,12 +83,15 @@ inline void write_gif(const std::string& path, const std::vector<Image8>& frames
                   "write_gif '" << path << "': frame size " << width << " x " << height << " (1 to 65535 each)");
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const Image8& f = frames[i];
-    DIFFUSION_CHECK(f.channels == 1, "write_gif '" << path << "': frame " << i << " has " << f.channels
-                                                   << " channels; only grayscale (1) is supported");
+    DIFFUSION_CHECK(f.channels == 1 || f.channels == 3, "write_gif '" << path << "': frame " << i << " has "
+                                                                      << f.channels << " channels; 1 (gray) or 3 (RGB)");
+    DIFFUSION_CHECK(f.channels == frames[0].channels, "write_gif '" << path << "': frame " << i << " has " << f.channels
+                                                                    << " channels but frame 0 has " << frames[0].channels);
     DIFFUSION_CHECK(f.width == width && f.height == height,
                     "write_gif '" << path << "': frame " << i << " is " << f.width << " x " << f.height
                                   << " but frame 0 is " << width << " x " << height);
-    DIFFUSION_CHECK(f.pixels.size() == static_cast<std::size_t>(width) * static_cast<std::size_t>(height),
+    DIFFUSION_CHECK(f.pixels.size() == static_cast<std::size_t>(width) * static_cast<std::size_t>(height) *
+                                           static_cast<std::size_t>(f.channels),
                     "write_gif '" << path << "': frame " << i << " has " << f.pixels.size() << " pixel bytes");
   }
 
@@ -96,10 +100,21 @@ inline void write_gif(const std::string& path, const std::vector<Image8>& frames
     detail::GifEncoder gif(path, &bytes);
     EGifSetGifVersion(gif.get(), true);  // GIF89a: needed for the extension blocks
 
-    GifColorType gray[256];
-    for (int v = 0; v < 256; ++v) gray[v] = GifColorType{static_cast<GifByteType>(v), static_cast<GifByteType>(v),
-                                                         static_cast<GifByteType>(v)};
-    ColorMapObject* palette = GifMakeMapObject(256, gray);
+    // Gray: the 256 gray levels. RGB: a fixed 6 x 7 x 6 colour cube (252 colours; green, to which the eye is most
+    // sensitive, gets 7 levels), each channel rounded to its nearest level: no per-frame palette to flicker.
+    const bool rgb = frames[0].channels == 3;
+    GifColorType colours[256];
+    for (int v = 0; v < 256; ++v) {
+      if (!rgb) {
+        colours[v] = GifColorType{static_cast<GifByteType>(v), static_cast<GifByteType>(v), static_cast<GifByteType>(v)};
+      } else {
+        const int r = v / 42 % 6, g = v / 6 % 7, b = v % 6;  // v >= 252: black
+        colours[v] = v < 252 ? GifColorType{static_cast<GifByteType>(r * 51), static_cast<GifByteType>(g * 255 / 6 + (g * 255 % 6 >= 3)),
+                                            static_cast<GifByteType>(b * 51)}
+                             : GifColorType{0, 0, 0};
+      }
+    }
+    ColorMapObject* palette = GifMakeMapObject(256, colours);
     DIFFUSION_CHECK(palette != nullptr, "write_gif '" << path << "': GifMakeMapObject failed (out of memory)");
     const int screen = EGifPutScreenDesc(gif.get(), width, height, 8, 0, palette);
     GifFreeMapObject(palette);  // EGifPutScreenDesc keeps its own copy
@@ -127,8 +142,16 @@ inline void write_gif(const std::string& path, const std::vector<Image8>& frames
       gif.check(EGifPutImageDesc(gif.get(), 0, 0, width, height, false, nullptr), "EGifPutImageDesc");
       const std::uint8_t* pixels = frames[i].pixels.data();
       for (int y = 0; y < height; ++y) {
-        std::copy(pixels + static_cast<std::size_t>(y) * static_cast<std::size_t>(width),
-                  pixels + static_cast<std::size_t>(y + 1) * static_cast<std::size_t>(width), row.begin());
+        if (!rgb) {
+          std::copy(pixels + static_cast<std::size_t>(y) * static_cast<std::size_t>(width),
+                    pixels + static_cast<std::size_t>(y + 1) * static_cast<std::size_t>(width), row.begin());
+        } else {
+          const std::uint8_t* p = pixels + static_cast<std::size_t>(y) * static_cast<std::size_t>(width) * 3;
+          for (int x = 0; x < width; ++x, p += 3) {  // nearest level: round(c * (levels - 1) / 255)
+            const int r = (p[0] * 5 + 127) / 255, g = (p[1] * 6 + 127) / 255, b = (p[2] * 5 + 127) / 255;
+            row[static_cast<std::size_t>(x)] = static_cast<GifPixelType>(r * 42 + g * 6 + b);
+          }
+        }
         gif.check(EGifPutLine(gif.get(), row.data(), width), "EGifPutLine");
       }
     }

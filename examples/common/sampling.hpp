@@ -1,0 +1,70 @@
+#pragma once
+// Sampling for the example programs: denoise a batch with a trained U-Net and any sampler of the library, write
+// the samples as a PNG grid, record the denoising of a few of them as an animated GIF.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "diffusion/core/random.hpp"
+#include "diffusion/core/tensor.hpp"
+#include "diffusion/io/image.hpp"
+#include "diffusion/model/unet.hpp"
+#include "diffusion/process/parameterization.hpp"
+#include "diffusion/process/schedule.hpp"
+
+namespace examples {
+
+using diffusion::Index;
+using Images = diffusion::Tensor<float>;  // (N, C, H, W), pixel values in [-1, 1]
+
+// Stream ids under the seed (see core/random.hpp): x_T and the sampler's noise of `sample` and of the final grid;
+// the fixed x_T of the previews during training (the same every time, so that previews show the model changing).
+inline constexpr std::uint64_t kSampleStream = 0x53414d504c45ull;    // "SAMPLE"
+inline constexpr std::uint64_t kPreviewStream = 0x50524556494557ull;  // "PREVIEW"
+
+struct SamplerSettings {
+  std::string sampler = "ddim";  // any name of diffusion::parse_sampler
+  int ddim_steps = 50;           // steps of every sampler but ddpm
+  std::optional<double> eta;     // unset: the sampler's default (0 for ddim, 1 for euler_ancestral and dpmpp_2m_sde)
+  bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (the pixel range) at every step
+  diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
+
+  // Steps the sampler takes with a schedule of T timesteps.
+  int steps(int T) const { return sampler == "ddpm" ? T : ddim_steps; }
+};
+
+// Frames of the denoising of the first `images` images, one row, from x_T to x_0: about `frames` frames spread
+// evenly over the steps, the last one held for 2 seconds.
+class DenoisingRecorder {
+ public:
+  DenoisingRecorder(Index images, int sampler_steps, int frames = 50, int scale = 2);
+  void start(const Images& x_T);                   // the first frame
+  void after_step(int step_index, const Images& x);  // called after step 0 .. sampler_steps-1
+  void write(const std::string& path) const;
+  std::size_t frames() const { return frames_.size(); }
+
+ private:
+  void add(const Images& x);
+  Index images_;
+  int steps_, every_, scale_;
+  std::vector<diffusion::io::Image8> frames_;
+};
+
+// Denoises x in place (x_T in, x_0 out) with `net`; rng supplies the sampler's noise; gif may be null.
+void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
+             Images& x, diffusion::Rng& rng, DenoisingRecorder* gif);
+
+// x_T ~ N(0, I) of shape (n, channels, height, width) drawn from rng, then denoise().
+void generate(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
+              Index n, Index channels, Index height, Index width, diffusion::Rng& rng, Images& x,
+              DenoisingRecorder* gif);
+
+// The first k images of a batch.
+Images first_images(const Images& x, Index k);
+
+// A torchvision-style grid (2 px black padding), ceil(sqrt(N)) images per row, written atomically.
+void write_grid_png(const std::string& path, const Images& images);
+
+}  // namespace examples

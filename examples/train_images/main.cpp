@@ -1,0 +1,462 @@
+// train_images: train a diffusion model on any folder of images (any size, 1 or 3 channels), and sample from it.
+//   train_images train --data DIR [--size 32] [--channels 3] [--labels] ... --out results/train_images
+//   train_images sample --checkpoint results/train_images/model.safetensors --n 64 --out samples.png
+// See README.md in this folder. Errors are one line on stderr and exit status 1; usage errors exit with 2.
+// The progress display, the train log, the sampler settings, grids and the denoising GIF are the examples' common
+// code (examples/common), shared with fashion_mnist.
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/progress.hpp"
+#include "common/sampling.hpp"
+#include "diffusion/diffusion.hpp"
+#include "diffusion/io/image_folder.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using diffusion::Error;
+using diffusion::Index;
+using examples::Images;
+
+constexpr const char* kOptionsKey = "train_images.options";  // checkpoint / weights metadata: the flags as JSON
+constexpr const char* kRunKey = "train_images.run";          // checkpoint metadata: elapsed time
+constexpr int kPreviewImages = 16;
+constexpr int kGifImages = 8;
+
+struct TrainOptions {
+  // The data: fixed for a run (a resumed run checks them against the checkpoint).
+  std::string data;
+  int channels = 3;
+  std::vector<int> size = {32};  // H, or H W
+  bool labels = false;
+  std::string background = "255,255,255";
+  bool skip_bad_files = false;
+  bool upscale = false;
+  bool flip = true;
+  // The model and the noise: fixed for a run.
+  std::string block = "convnext";
+  int dim = 32;
+  std::vector<int> dim_mults = {1, 2, 4};
+  int timesteps = 1000;
+  std::string schedule = "linear";
+  std::string loss = "l2";
+  std::string prediction = "eps";
+  double ema_decay = 0.995;
+  int batch = 32;
+  std::uint64_t seed = 0;
+  // Free to change on resume.
+  int accumulate = 1;
+  double lr = 1e-3;
+  double grad_clip = 0.0;
+  std::int64_t steps = 0;
+  int epochs = 10;
+  std::string out = "results/train_images";
+  std::string resume;
+  std::int64_t sample_every = 0;
+  std::int64_t checkpoint_every = 500;
+  int final_samples = 64;
+  std::string final_sampler = "ddim";
+  int sampling_steps = 50;
+  int threads = 0;
+};
+
+// The flags that define the model, the noise and the data: stored in the checkpoint, taken from it on resume.
+const std::vector<std::string> kFixedFlags = {"channels", "size", "labels", "background", "upscale", "flip", "block",
+                                              "dim", "dim-mults", "timesteps", "schedule", "loss", "prediction",
+                                              "ema-decay", "batch", "seed"};
+
+nlohmann::json to_json(const TrainOptions& o) {
+  return {{"channels", o.channels}, {"size", o.size},           {"labels", o.labels},
+          {"background", o.background}, {"upscale", o.upscale}, {"flip", o.flip},
+          {"block", o.block},       {"dim", o.dim},             {"dim-mults", o.dim_mults},
+          {"timesteps", o.timesteps}, {"schedule", o.schedule}, {"loss", o.loss},
+          {"prediction", o.prediction}, {"ema-decay", o.ema_decay}, {"batch", o.batch},
+          {"seed", o.seed}};
+}
+
+void from_json(const nlohmann::json& j, TrainOptions& o) {
+  o.channels = j.at("channels").get<int>();
+  o.size = j.at("size").get<std::vector<int>>();
+  o.labels = j.at("labels").get<bool>();
+  o.background = j.at("background").get<std::string>();
+  o.upscale = j.at("upscale").get<bool>();
+  o.flip = j.at("flip").get<bool>();
+  o.block = j.at("block").get<std::string>();
+  o.dim = j.at("dim").get<int>();
+  o.dim_mults = j.at("dim-mults").get<std::vector<int>>();
+  o.timesteps = j.at("timesteps").get<int>();
+  o.schedule = j.at("schedule").get<std::string>();
+  o.loss = j.at("loss").get<std::string>();
+  o.prediction = j.at("prediction").get<std::string>();
+  o.ema_decay = j.at("ema-decay").get<double>();
+  o.batch = j.at("batch").get<int>();
+  o.seed = j.at("seed").get<std::uint64_t>();
+}
+
+std::set<std::string> given_flags(const CLI::App& app) {
+  std::set<std::string> given;
+  for (const CLI::Option* opt : app.get_options())
+    if (opt->count() > 0) given.insert(opt->get_name().substr(opt->get_name().rfind('-') == std::string::npos ? 0 : 2));
+  return given;
+}
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && (s.back() == ' ' || s.back() == '.')) s.pop_back();
+  return s;
+}
+
+std::array<std::uint8_t, 3> parse_background(const std::string& text) {
+  std::array<std::uint8_t, 3> rgb{};
+  int r = -1, g = -1, b = -1;
+  char tail = 0;
+  DIFFUSION_CHECK(std::sscanf(text.c_str(), "%d,%d,%d%c", &r, &g, &b, &tail) == 3 && r >= 0 && r <= 255 && g >= 0 &&
+                      g <= 255 && b >= 0 && b <= 255,
+                  "--background '" << text << "': expected R,G,B with values 0 to 255, e.g. 255,255,255");
+  rgb = {static_cast<std::uint8_t>(r), static_cast<std::uint8_t>(g), static_cast<std::uint8_t>(b)};
+  return rgb;
+}
+
+diffusion::UnetConfig unet_config(const TrainOptions& o) {
+  diffusion::UnetConfig c;
+  c.dim = o.dim;
+  c.dim_mults.assign(o.dim_mults.begin(), o.dim_mults.end());
+  c.channels = o.channels;
+  c.use_convnext = o.block == "convnext";
+  return c;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+nlohmann::json parse_metadata_json(const diffusion::io::SafetensorsReader& reader, const char* key) {
+  const auto it = reader.metadata().find(key);
+  DIFFUSION_CHECK(it != reader.metadata().end(), "'" << reader.path() << "' was not written by `train_images train` (no '"
+                                                     << key << "' metadata)");
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("'" + reader.path() + "': malformed '" + key + "' metadata (" + e.what() + ")");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+int run_train(TrainOptions o, const std::set<std::string>& given) {
+  // A resumed run takes the model, noise and data settings from the checkpoint; a given flag must agree.
+  std::unique_ptr<diffusion::io::SafetensorsReader> resume_reader;
+  double elapsed_before = 0.0;
+  std::optional<diffusion::io::DatasetInfo> stored_info;
+  if (!o.resume.empty()) {
+    DIFFUSION_CHECK(fs::exists(o.resume), "--resume '" << o.resume << "' does not exist");
+    resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(o.resume);
+    const nlohmann::json stored = parse_metadata_json(*resume_reader, kOptionsKey);
+    const nlohmann::json flags = to_json(o);
+    std::string differ;
+    for (const std::string& f : kFixedFlags)
+      if (given.count(f) && stored.contains(f) && stored.at(f) != flags.at(f))
+        differ += (differ.empty() ? "--" : ", --") + f + " " + flags.at(f).dump() + " (the checkpoint has " +
+                  stored.at(f).dump() + ")";
+    DIFFUSION_CHECK(differ.empty(), "cannot resume from '" << o.resume << "': " << differ << ". Drop these flags");
+    from_json(stored, o);
+    if (const auto it = resume_reader->metadata().find(kRunKey); it != resume_reader->metadata().end())
+      elapsed_before = nlohmann::json::parse(it->second).value("elapsed_s", 0.0);
+    diffusion::io::DatasetInfo info;
+    if (diffusion::io::dataset_info_from_metadata(resume_reader->metadata(), o.resume, info)) stored_info = info;
+  }
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  DIFFUSION_CHECK(o.size.size() == 1 || o.size.size() == 2, "--size takes H or H W");
+  const int H = o.size[0], W = o.size.size() == 2 ? o.size[1] : o.size[0];
+
+  // Everything that can be wrong with the inputs is found before the first step.
+  diffusion::io::ImageFolderOptions fo;
+  fo.decode.channels = o.channels;
+  fo.decode.height = H;
+  fo.decode.width = W;
+  fo.decode.background = parse_background(o.background);
+  fo.decode.upscale = o.upscale;
+  fo.labels = o.labels;
+  fo.skip_bad_files = o.skip_bad_files;
+  fo.progress = [](std::size_t done, std::size_t total) {
+    if (total >= 2048) std::fprintf(stderr, "\rtrain_images: decoding %zu/%zu images", done, total);
+    if (total >= 2048 && done == total) std::fprintf(stderr, "\n");
+  };
+  const diffusion::io::ImageFolder data(o.data, fo);
+  if (stored_info) diffusion::io::check_dataset_matches(*stored_info, data.info(), "cannot resume from '" + o.resume + "'");
+  for (const auto& s : data.skipped()) std::fprintf(stderr, "train_images: skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
+
+  const diffusion::UnetConfig config = unet_config(o);
+  const diffusion::UnetPlan plan = [&] {
+    try {
+      return diffusion::plan_unet(config);
+    } catch (const Error& e) {
+      throw Error(std::string("invalid model flags (--dim, --dim-mults, --block): ") + e.what());
+    }
+  }();
+  const int divisor = 1 << (static_cast<int>(config.levels()) - 1);
+  DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
+                  "--dim-mults gives " << config.levels() << " resolution levels, so the image size must be divisible by "
+                                       << divisor << ", but it is " << H << "x" << W);
+  DIFFUSION_CHECK(o.batch >= o.accumulate, "--accumulate " << o.accumulate << " needs --batch >= " << o.accumulate);
+  if (resume_reader) diffusion::check_checkpoint(*resume_reader, config);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  DIFFUSION_CHECK(!ec && fs::is_directory(o.out), "cannot create the output folder '" << o.out << "'");
+  const fs::path out(o.out);
+  const std::string checkpoint_path = (out / "checkpoint.safetensors").string();
+  const std::string model_path = (out / "model.safetensors").string();
+
+  diffusion::Unet<float> net(config, o.seed);
+  diffusion::TrainerOptions to;
+  to.loss = diffusion::parse_loss_type(o.loss);
+  to.prediction = diffusion::parse_prediction(o.prediction);
+  to.adam.lr = o.lr;
+  to.grad_clip = o.grad_clip;
+  to.use_ema = o.ema_decay > 0.0;
+  to.ema = diffusion::EmaOptions{o.ema_decay, true};
+  to.seed = o.seed;
+  to.accumulate = o.accumulate;
+  diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
+  if (resume_reader) {
+    diffusion::load_checkpoint(*resume_reader, trainer);
+    resume_reader.reset();
+  }
+
+  diffusion::BatchOptions bo;
+  bo.batch_size = o.batch;
+  bo.seed = o.seed;
+  bo.horizontal_flip = o.flip;
+  diffusion::BatchSampler<float> sampler(data.images(), bo);
+  const std::int64_t per_epoch = sampler.batches_per_epoch();
+  const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
+  const std::int64_t first = trainer.step_count();
+  const std::map<std::string, std::string> metadata = {{kOptionsKey, to_json(o).dump()},
+                                                       {diffusion::io::kDatasetInfoKey, data.info().to_json().dump()}};
+  std::fprintf(stderr, "train_images: %lld images %dx%d, %d channel(s)%s from %s; %s U-Net (dim %d, %zu parameters), "
+                       "steps %lld to %lld (%lld per epoch), batch %d (%d micro-batches); output in %s\n",
+               static_cast<long long>(data.size()), H, W, o.channels,
+               o.labels ? (", " + std::to_string(data.classes().size()) + " classes").c_str() : "", o.data.c_str(),
+               o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
+               static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate, o.out.c_str());
+
+  examples::ProgressDisplay progress(first, total, per_epoch, elapsed_before, stderr);
+  const examples::TrainLog log((out / "train_log.csv").string());
+  auto save = [&] {
+    nlohmann::json run;
+    run["elapsed_s"] = progress.elapsed();
+    std::map<std::string, std::string> m = metadata;
+    m[kRunKey] = run.dump();
+    diffusion::save_checkpoint(checkpoint_path, trainer, m);
+  };
+  std::unique_ptr<diffusion::Unet<float>> sample_net;  // the EMA weights, so that training keeps its own
+  auto sampling_net = [&]() -> diffusion::Unet<float>& {
+    if (!sample_net) sample_net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
+    const float* w = trainer.sampling_weights();
+    std::copy(w, w + net.params().size(), sample_net->params().values());
+    return *sample_net;
+  };
+  auto settings_for = [&](const std::string& name) {
+    examples::SamplerSettings s;
+    s.sampler = name;
+    s.ddim_steps = std::min(o.sampling_steps, o.timesteps);
+    s.prediction = to.prediction;
+    return s;
+  };
+
+  Images batch;  // (B, C, H, W)
+  double epoch_loss = 0.0;
+  std::int64_t epoch_steps = 0;
+  while (trainer.step_count() < total) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sampler.batch(trainer.step_count(), batch);
+    const diffusion::StepResult r = trainer.step(batch);
+    const std::int64_t s = trainer.step_count();
+    progress.update(s, r.loss, batch.dim(0), seconds_since(t0));
+    epoch_loss += r.loss;
+    ++epoch_steps;
+    if (s % per_epoch == 0 || s == total) {
+      log.add(s, static_cast<double>(s) / static_cast<double>(per_epoch), epoch_loss / static_cast<double>(epoch_steps),
+              progress.images_per_second(), progress.elapsed());
+      epoch_loss = 0.0;
+      epoch_steps = 0;
+    }
+    if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0 && s != total) save();
+    if (o.sample_every > 0 && s % o.sample_every == 0) {
+      char name[64];
+      std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
+      Images x;
+      diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kPreviewStream);
+      examples::generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, o.channels, H, W,
+                         rng, x, nullptr);
+      examples::write_grid_png((out / name).string(), x);
+    }
+  }
+  progress.finish();
+
+  save();
+  diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(), metadata);
+  const examples::SamplerSettings final_settings = settings_for(o.final_sampler);
+  examples::DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
+  Images x;  // (final_samples, C, H, W)
+  diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
+  examples::generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, o.channels, H, W, rng, x, &gif);
+  examples::write_grid_png((out / "samples.png").string(), x);
+  gif.write((out / "denoising.gif").string());
+  std::printf("train_images: trained to step %lld in %s\n  checkpoint: %s\n  weights:    %s\n  samples:    %s\n"
+              "  denoising:  %s\n  log:        %s\n",
+              static_cast<long long>(trainer.step_count()), examples::format_duration(progress.elapsed()).c_str(),
+              checkpoint_path.c_str(), model_path.c_str(), (out / "samples.png").string().c_str(),
+              (out / "denoising.gif").string().c_str(), log.path().c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+struct SampleOptions {
+  std::string checkpoint, out = "samples.png", gif, sampler = "ddim";
+  int n = 64, steps = 50, threads = 0;
+  std::optional<double> eta;
+  std::uint64_t seed = 0;
+};
+
+// Samples from model.safetensors (its weights) or checkpoint.safetensors (its EMA weights when it has them).
+int run_sample(const SampleOptions& o) {
+  DIFFUSION_CHECK(fs::exists(o.checkpoint), "--checkpoint '" << o.checkpoint << "' does not exist");
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  std::unique_ptr<diffusion::Unet<float>> net;
+  nlohmann::json stored;
+  diffusion::io::DatasetInfo info;
+  std::vector<double> betas;
+  {
+    const diffusion::io::SafetensorsReader reader(o.checkpoint);
+    stored = parse_metadata_json(reader, kOptionsKey);
+    DIFFUSION_CHECK(diffusion::io::dataset_info_from_metadata(reader.metadata(), o.checkpoint, info),
+                    "'" << o.checkpoint << "' has no '" << diffusion::io::kDatasetInfoKey << "' metadata");
+    const bool checkpoint = reader.metadata().count(diffusion::kTrainStateKey) != 0;
+    diffusion::WeightLoadOptions wo;
+    if (checkpoint) {
+      betas = diffusion::read_checkpoint_schedule(reader).betas;
+      wo.prefix = reader.contains("ema.init_conv.weight") ? "ema." : "";
+      wo.allow_extra_tensors = true;
+    } else {
+      betas = diffusion::make_betas(diffusion::parse_beta_schedule(stored.at("schedule").get<std::string>()),
+                                    stored.at("timesteps").get<int>());
+    }
+    const diffusion::UnetConfig config = diffusion::unet_config_from_metadata(reader.metadata(), o.checkpoint);
+    diffusion::check_unet_tensors(reader, diffusion::plan_unet(config), wo);
+    net = std::make_unique<diffusion::Unet<float>>(config);
+    diffusion::load_unet_weights(*net, reader, wo);
+  }
+  const diffusion::NoiseSchedule schedule(betas);
+  examples::SamplerSettings settings;
+  settings.sampler = o.sampler;
+  settings.ddim_steps = o.steps;
+  settings.eta = o.eta;
+  settings.prediction = diffusion::parse_prediction(stored.at("prediction").get<std::string>());
+  DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= schedule.num_timesteps(),
+                  "--steps " << o.steps << " is more than the model's T = " << schedule.num_timesteps());
+  examples::DenoisingRecorder gif(std::min(kGifImages, o.n), settings.steps(schedule.num_timesteps()));
+  Images x;
+  diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
+  examples::generate(*net, schedule, settings, o.n, info.channels, info.height, info.width, rng, x,
+                     o.gif.empty() ? nullptr : &gif);
+  examples::write_grid_png(o.out, x);
+  if (!o.gif.empty()) gif.write(o.gif);
+  std::printf("train_images sample: %d images %dx%d from '%s' (%s) in %s\n", o.n, info.height, info.width,
+              o.checkpoint.c_str(), o.sampler.c_str(), o.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Train a denoising diffusion model on a folder of images, and sample from it.", "train_images"};
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+  const CLI::Validator samplers(  // any name of diffusion::parse_sampler
+      [](std::string& name) {
+        try {
+          diffusion::parse_sampler(name);
+          return std::string();
+        } catch (const std::exception&) {
+          return "unknown sampler '" + name + "'; one of " + diffusion::sampler_names();
+        }
+      },
+      "SAMPLER");
+
+  TrainOptions t;
+  CLI::App* train = app.add_subcommand("train", "train a U-Net on a folder of images");
+  train->add_option("--data", t.data, "folder of PNG/JPEG/BMP/TGA/GIF images, searched recursively")->required();
+  train->add_option("--channels", t.channels, "1 (gray) or 3 (RGB)")->check(CLI::IsMember({1, 3}));
+  train->add_option("--size", t.size, "H, or H W: images resized (shorter side) and centre-cropped to it")
+      ->expected(1, 2)->check(CLI::Range(4, 4096));
+  train->add_flag("--labels", t.labels, "classes from the first level of subfolders (stored with the model)");
+  train->add_option("--background", t.background, "R,G,B under transparent pixels");
+  train->add_flag("--skip-bad-files", t.skip_bad_files, "skip files that do not decode (and list them)");
+  train->add_flag("--upscale", t.upscale, "enlarge images smaller than the crop instead of refusing them");
+  train->add_flag("!--no-flip", t.flip, "no random horizontal flips");
+  train->add_option("--block", t.block, "U-Net block")->check(CLI::IsMember({"convnext", "resnet"}));
+  train->add_option("--dim", t.dim, "U-Net base channels")->check(CLI::Range(4, 4096));
+  train->add_option("--dim-mults", t.dim_mults, "channel multipliers per resolution level")->delimiter(',');
+  train->add_option("--timesteps", t.timesteps, "diffusion steps T")->check(CLI::Range(2, 100000));
+  train->add_option("--schedule", t.schedule, "beta schedule")->check(CLI::IsMember({"linear", "cosine", "quadratic", "sigmoid"}));
+  train->add_option("--loss", t.loss, "loss")->check(CLI::IsMember({"l1", "l2", "huber"}));
+  train->add_option("--prediction", t.prediction, "what the network predicts")->check(CLI::IsMember({"eps", "x0", "v"}));
+  train->add_option("--ema-decay", t.ema_decay, "EMA decay of the weights (0: no EMA)")->check(CLI::Range(0.0, 0.99999));
+  train->add_option("--batch", t.batch, "images per optimisation step")->check(CLI::Range(1, 65536));
+  train->add_option("--accumulate", t.accumulate, "micro-batches per step (same result, less memory)")->check(CLI::Range(1, 65536));
+  train->add_option("--lr", t.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+  train->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0: none)")->check(CLI::NonNegativeNumber);
+  train->add_option("--steps", t.steps, "optimisation steps (wins over --epochs)")->check(CLI::NonNegativeNumber);
+  train->add_option("--epochs", t.epochs, "epochs")->check(CLI::Range(1, 1000000));
+  train->add_option("--seed", t.seed, "seed of everything random");
+  train->add_option("--out", t.out, "output folder");
+  train->add_option("--resume", t.resume, "continue from a checkpoint.safetensors of this program");
+  train->add_option("--sample-every", t.sample_every, "a preview grid every N steps (0: none)")->check(CLI::NonNegativeNumber);
+  train->add_option("--checkpoint-every", t.checkpoint_every, "a checkpoint every N steps (0: at the end only)")
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--final-samples", t.final_samples, "images in samples.png")->check(CLI::Range(1, 4096));
+  train->add_option("--final-sampler", t.final_sampler, "sampler of samples.png")->check(samplers);
+  train->add_option("--sampling-steps", t.sampling_steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  train->add_option("--threads", t.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
+
+  SampleOptions s;
+  CLI::App* sample = app.add_subcommand("sample", "sample images from model.safetensors or checkpoint.safetensors");
+  sample->add_option("--checkpoint", s.checkpoint, "weights or checkpoint written by `train_images train`")->required();
+  sample->add_option("--n", s.n, "images")->check(CLI::Range(1, 65536));
+  sample->add_option("--sampler", s.sampler, "sampler")->check(samplers);
+  sample->add_option("--steps", s.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  sample->add_option("--eta", s.eta, "noise scale of ddim / ancestral samplers");
+  sample->add_option("--seed", s.seed, "seed");
+  sample->add_option("--out", s.out, "PNG grid to write");
+  sample->add_option("--gif", s.gif, "also write the denoising of the first 8 images as a GIF");
+  sample->add_option("--threads", s.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    if (*train) return run_train(t, given_flags(*train));
+    return run_sample(s);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "train_images: %s.\n", one_line(e.what()).c_str());
+    return 1;
+  }
+}

@@ -1,0 +1,189 @@
+// Integration test of the general program (examples/train_images): generates a tiny folder of RGB PNGs (two class
+// subfolders, 24x20 images cropped to a non-square 8x16), trains a tiny U-Net a few steps with micro-batches,
+// labels, previews and checkpoints, and checks what it writes (grid sizes, GIF, log, the data set's description in
+// the checkpoint, weights that load back); `sample` from the weights and from the checkpoint; `--resume` continues
+// the step count and refuses a folder whose classes differ; a missing folder is a one-line error.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "diffusion/core/random.hpp"
+#include "diffusion/io/image.hpp"
+#include "diffusion/io/image_folder.hpp"
+#include "diffusion/io/safetensors.hpp"
+#include "diffusion/model/unet_weights.hpp"
+#include "diffusion/train/checkpoint.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string scratch(const std::string& name) {
+  const fs::path dir = fs::path(TRAIN_IMAGES_TEST_DIR) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+Result run(const std::string& dir, const std::vector<std::string>& args) {
+  std::string cmd = quote(TRAIN_IMAGES_EXE);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " > " + quote(dir + "/stdout") + " 2> " + quote(dir + "/stderr");
+  const int w = std::system(cmd.c_str());
+  return {WIFEXITED(w) ? WEXITSTATUS(w) : -1, slurp(dir + "/stdout"), slurp(dir + "/stderr")};
+}
+
+// `per_class` RGB PNGs 24 wide, 20 high in each class folder: a coloured bar on a plain background.
+void make_class(const std::string& root, const std::string& name, int r, int g, int b, int per_class) {
+  const fs::path dir = fs::path(root) / name;
+  fs::create_directories(dir);
+  diffusion::Rng rng(static_cast<std::uint64_t>(r * 65536 + g * 256 + b));
+  for (int i = 0; i < per_class; ++i) {
+    diffusion::io::Image8 im;
+    im.width = 24;
+    im.height = 20;
+    im.channels = 3;
+    im.pixels.assign(24 * 20 * 3, 128);
+    const int top = 4 + static_cast<int>(rng.uniform_int(8));
+    for (int y = top; y < top + 5; ++y)
+      for (int x = 2; x < 22; ++x) {
+        im.at(y, x, 0) = static_cast<std::uint8_t>(r);
+        im.at(y, x, 1) = static_cast<std::uint8_t>(g);
+        im.at(y, x, 2) = static_cast<std::uint8_t>(b);
+      }
+    diffusion::io::write_png((dir / ("im" + std::to_string(i) + ".png")).string(), im);
+  }
+}
+
+int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+
+// The tiny run's flags: 8x16 crops, a 2-level U-Net of dim 8, T = 20, 5 DDIM steps for the pictures.
+std::vector<std::string> tiny(const std::string& data, const std::string& out) {
+  return {"train", "--data", data, "--out", out, "--size", "8", "16", "--labels", "--dim", "8", "--dim-mults", "1,2",
+          "--batch", "6", "--accumulate", "2", "--timesteps", "20", "--sampling-steps", "5", "--threads", "2"};
+}
+
+}  // namespace
+
+TEST_CASE("train_images trains on a class folder and samples from its weights and its checkpoint", "[example]") {
+  const std::string dir = scratch("train");
+  const std::string data = dir + "/data", out = dir + "/out";
+  make_class(data, "red", 220, 30, 20, 6);
+  make_class(data, "blue", 20, 30, 220, 6);
+  std::vector<std::string> args = tiny(data, out);
+  args.insert(args.end(), {"--steps", "3", "--checkpoint-every", "2", "--sample-every", "2", "--final-samples", "4"});
+  Result r = run(dir, args);
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("12 images 8x16, 3 channel(s), 2 classes") != std::string::npos);
+  CHECK(r.out.find("trained to step 3") != std::string::npos);
+
+  // 4 samples: 2 per row, 2 rows, 2 px padding around 8 high, 16 wide images.
+  const diffusion::io::Image8 grid = diffusion::io::read_png(out + "/samples.png");
+  CHECK(grid.channels == 3);
+  CHECK(grid.width == 2 * 16 + 3 * 2);
+  CHECK(grid.height == 2 * 8 + 3 * 2);
+  const diffusion::io::Image8 preview = diffusion::io::read_png(out + "/preview_step_000002.png");
+  CHECK(preview.width == 4 * 16 + 5 * 2);  // 16 previews, 4 x 4
+  CHECK(slurp(out + "/denoising.gif").rfind("GIF89a", 0) == 0);
+  CHECK(lines(slurp(out + "/train_log.csv")) == 3);  // header, epoch 1 (2 steps of 6), the end (step 3)
+
+  // The data set's description travels with the checkpoint and the weights.
+  for (const std::string file : {"/checkpoint.safetensors", "/model.safetensors"}) {
+    const diffusion::io::SafetensorsReader reader(out + file);
+    diffusion::io::DatasetInfo info;
+    REQUIRE(diffusion::io::dataset_info_from_metadata(reader.metadata(), out + file, info));
+    CHECK(info.channels == 3);
+    CHECK(info.height == 8);
+    CHECK(info.width == 16);
+    CHECK(info.classes == std::vector<std::string>{"blue", "red"});
+  }
+  CHECK(diffusion::read_train_state(diffusion::io::SafetensorsReader(out + "/checkpoint.safetensors")).at("step") == 3);
+  const auto net = diffusion::load_unet<float>(out + "/model.safetensors");
+  CHECK(net->config().channels == 3);
+
+  // sample, from the weights and from the checkpoint's EMA weights: the same images (same seed, same weights).
+  r = run(dir, {"sample", "--checkpoint", out + "/model.safetensors", "--n", "3", "--steps", "4", "--out",
+                dir + "/a.png", "--gif", dir + "/a.gif"});
+  REQUIRE(r.status == 0);
+  const diffusion::io::Image8 a = diffusion::io::read_png(dir + "/a.png");
+  CHECK(a.width == 2 * 16 + 3 * 2);
+  CHECK(a.height == 2 * 8 + 3 * 2);
+  CHECK(slurp(dir + "/a.gif").rfind("GIF89a", 0) == 0);
+  r = run(dir, {"sample", "--checkpoint", out + "/checkpoint.safetensors", "--n", "3", "--steps", "4", "--out",
+                dir + "/b.png"});
+  REQUIRE(r.status == 0);
+  CHECK(diffusion::io::read_png(dir + "/b.png").pixels == a.pixels);
+}
+
+TEST_CASE("train_images resumes a run and refuses a folder whose classes differ", "[example]") {
+  const std::string dir = scratch("resume");
+  const std::string data = dir + "/data", out = dir + "/out";
+  make_class(data, "red", 220, 30, 20, 6);
+  make_class(data, "blue", 20, 30, 220, 6);
+  std::vector<std::string> args = tiny(data, out);
+  args.insert(args.end(), {"--steps", "2", "--final-samples", "1"});
+  REQUIRE(run(dir, args).status == 0);
+
+  Result r = run(dir, {"train", "--data", data, "--out", out, "--resume", out + "/checkpoint.safetensors", "--steps",
+                       "3", "--final-samples", "1", "--threads", "2"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("trained to step 3") != std::string::npos);
+  CHECK(diffusion::read_train_state(diffusion::io::SafetensorsReader(out + "/checkpoint.safetensors")).at("step") == 3);
+
+  make_class(data, "green", 20, 220, 30, 6);
+  r = run(dir, {"train", "--data", data, "--out", out, "--resume", out + "/checkpoint.safetensors", "--steps", "4"});
+  CHECK(r.status == 1);
+  CHECK(r.err.rfind("train_images: ", 0) == 0);
+  CHECK(r.err.find("green") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+  CHECK(diffusion::read_train_state(diffusion::io::SafetensorsReader(out + "/checkpoint.safetensors")).at("step") == 3);
+
+  // A model flag that disagrees with the checkpoint is refused, naming the flag.
+  fs::remove_all(data + "/green");
+  r = run(dir, {"train", "--data", data, "--out", out, "--resume", out + "/checkpoint.safetensors", "--dim", "16"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--dim 16") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+}
+
+TEST_CASE("train_images reports a missing or empty folder in one line", "[example]") {
+  const std::string dir = scratch("errors");
+  Result r = run(dir, {"train", "--data", dir + "/missing", "--out", dir + "/out"});
+  CHECK(r.status == 1);
+  CHECK(r.err.rfind("train_images: ", 0) == 0);
+  CHECK(r.err.find(dir + "/missing") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+  fs::create_directories(dir + "/empty");
+  r = run(dir, {"train", "--data", dir + "/empty", "--out", dir + "/out"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find(dir + "/empty") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+  CHECK(!fs::exists(dir + "/out/model.safetensors"));
+}
