@@ -2,6 +2,8 @@
 
 #include <gif_lib.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -124,9 +126,11 @@ TEST_CASE("write_gif takes image_grid frames and rejects what it cannot write") 
   }
 
   REQUIRE_THROWS_WITH(write_gif(path, {}, 10), Catch::Contains(path) && Catch::Contains("no frames"));
+  Image8 rgba{2, 2, 4, std::vector<std::uint8_t>(16)};
+  REQUIRE_THROWS_WITH(write_gif(path, {rgba}, 10), Catch::Contains(path) && Catch::Contains("4 channels"));
   Image8 rgb{2, 2, 3, std::vector<std::uint8_t>(12)};
-  REQUIRE_THROWS_WITH(write_gif(path, {rgb}, 10), Catch::Contains(path) && Catch::Contains("3 channels"));
   Image8 small{2, 2, 1, std::vector<std::uint8_t>(4)};
+  REQUIRE_THROWS_WITH(write_gif(path, {rgb, small}, 10), Catch::Contains(path) && Catch::Contains("frame 1 has 1"));
   Image8 other{3, 2, 1, std::vector<std::uint8_t>(6)};
   REQUIRE_THROWS_WITH(write_gif(path, {small, other}, 10), Catch::Contains("frame 1 is 3 x 2"));
   REQUIRE_THROWS_WITH(write_gif(path, {small}, 70000), Catch::Contains("out of range"));
@@ -136,4 +140,37 @@ TEST_CASE("write_gif takes image_grid frames and rejects what it cannot write") 
   GifReader again(path);
   REQUIRE(DGifSlurp(again.gif) == GIF_OK);
   REQUIRE(again.gif->ImageCount == 3);
+}
+
+TEST_CASE("write_gif writes RGB frames through its fixed colour cube within half a level per channel") {
+  const std::string dir = io_test::scratch_dir("gif_rgb");
+  // Two RGB frames of varied bytes (every channel value appears).
+  std::vector<Image8> frames;
+  for (int f = 0; f < 2; ++f) {
+    Image8 im{37, 11, 3, std::vector<std::uint8_t>(37 * 11 * 3)};
+    for (std::size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<std::uint8_t>((i * 97 + f * 31) % 256);
+    frames.push_back(im);
+  }
+  const std::string path = dir + "/rgb.gif";
+  write_gif(path, frames, 10);
+  GifReader reader(path);
+  REQUIRE(DGifSlurp(reader.gif) == GIF_OK);
+  REQUIRE(reader.gif->ImageCount == 2);
+  const ColorMapObject* map = reader.gif->SColorMap;
+  REQUIRE(map != nullptr);
+  // Levels: 6 red (step 51), 7 green (step 42.5), 6 blue (step 51): at most half a step off.
+  const int half[3] = {26, 22, 26};
+  int worst[3] = {0, 0, 0};
+  for (int f = 0; f < 2; ++f) {
+    const GifByteType* bits = reader.gif->SavedImages[f].RasterBits;
+    const auto& px = frames[static_cast<std::size_t>(f)].pixels;
+    for (int p = 0; p < 37 * 11; ++p) {
+      REQUIRE(bits[p] < map->ColorCount);
+      const GifColorType c = map->Colors[bits[p]];
+      const int got[3] = {c.Red, c.Green, c.Blue};
+      for (int k = 0; k < 3; ++k) worst[k] = std::max(worst[k], std::abs(got[k] - px[static_cast<std::size_t>(p * 3 + k)]));
+    }
+  }
+  INFO("worst error per channel " << worst[0] << " " << worst[1] << " " << worst[2]);
+  for (int k = 0; k < 3; ++k) REQUIRE(worst[k] <= half[k]);
 }
