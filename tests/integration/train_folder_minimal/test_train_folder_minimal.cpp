@@ -4,7 +4,6 @@
 // configuration asked for; a folder without images is a one-line error and exit status 1.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,40 +18,19 @@
 #include "diffusion/core/random.hpp"
 #include "diffusion/io/image.hpp"
 #include "diffusion/model/unet_weights.hpp"
+#include "../program_runner.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string scratch(const std::string& name) {
-  const fs::path dir = fs::path(TRAIN_FOLDER_MINIMAL_TEST_DIR) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+using diffusion::testing::slurp;
+using Result = diffusion::testing::ProgramResult;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+std::string scratch(const std::string& name) { return diffusion::testing::fresh_folder(TRAIN_FOLDER_MINIMAL_TEST_DIR, name); }
 
 Result run(const std::string& dir, const std::vector<std::string>& args) {
-  std::string cmd = quote(TRAIN_FOLDER_MINIMAL_EXE);
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " > " + quote(dir + "/stdout") + " 2> " + quote(dir + "/stderr");
-  const int w = std::system(cmd.c_str());
-  return {WIFEXITED(w) ? WEXITSTATUS(w) : -1, slurp(dir + "/stdout"), slurp(dir + "/stderr")};
+  return diffusion::testing::run_program(TRAIN_FOLDER_MINIMAL_EXE, dir, args);
 }
 
 // 16 RGB PNGs 16x16: class "red" (a red square on white) and class "blue" (a blue disc on black), 8 each.
