@@ -122,7 +122,8 @@ void require_flags_accept(const fm::TrainOptions& o) {
                      number(o.lr) + " --grad-clip " + number(o.grad_clip) + " --epochs " + std::to_string(o.epochs) +
                      " --threads " + std::to_string(o.threads) + " --sample-every " + std::to_string(o.sample_every) +
                      " --checkpoint-every " + std::to_string(o.checkpoint_every) + " --final-samples " +
-                     std::to_string(o.final_samples) + " --final-sampler " + o.final_sampler;
+                     std::to_string(o.final_samples) + " --final-sampler " + o.final_sampler + " --eval-every " +
+                     std::to_string(o.eval_every) + " --eval-n " + std::to_string(o.eval_n);
   if (o.steps != 0) line += " --steps " + std::to_string(o.steps);  // 0 (stored only): the length is --epochs
   CLI::App app;
   fm::TrainOptions parsed;
