@@ -126,3 +126,41 @@ TEST_CASE("GradCheck fails on a NaN or an infinite gradient at a middle element 
   REQUIRE(r.checked == 0);
   REQUIRE_FALSE(r.max_error <= 1e-6);
 }
+
+TEST_CASE("GradCheck with max_per_tensor visits evenly spaced elements of every tensor, first and last included") {
+  testing::GradCheck check;
+  REQUIRE(check.visited(4) == std::vector<Index>{0, 1, 2, 3});  // 0: every element
+  check.max_per_tensor = 3;
+  REQUIRE(check.visited(9) == std::vector<Index>{0, 4, 8});
+  REQUIRE(check.visited(10) == std::vector<Index>{0, 4, 9});
+  REQUIRE(check.visited(2) == std::vector<Index>{0, 1});
+  check.max_per_tensor = 1;
+  REQUIRE(check.visited(5) == std::vector<Index>{0});
+
+  // A wrong gradient at a visited element still fails the check; the count is the visited elements only.
+  ParameterStore<double> store(1);
+  const auto ref = store.add("p", Shape{9}, Init::zeros());
+  double* pv = store.value(ref);
+  double* pg = store.grad(ref);
+  Tensor<double> x(Shape{9});
+  testing::randomize(x, 3);
+  check.max_per_tensor = 3;
+  check.params = &store;
+  check.inputs = {&x};
+  check.forward = [&](Tensor<double>& y) {
+    y.resize(Shape{9});
+    for (Index i = 0; i < 9; ++i) y[i] = 2.0 * x[i] + pv[i];
+  };
+  for (bool wrong : {false, true}) {
+    check.backward = [&](const Tensor<double>& dy, std::vector<Tensor<double>*>& dx) {
+      for (Index i = 0; i < 9; ++i) {
+        (*dx[0])[i] += 2.0 * dy[i];
+        pg[i] += (wrong && i == 8) ? 3.0 * dy[i] : dy[i];
+      }
+    };
+    const auto r = check.run();
+    INFO(r.worst);
+    REQUIRE(r.checked == 6);
+    REQUIRE((r.max_error <= 1e-6) == !wrong);
+  }
+}
