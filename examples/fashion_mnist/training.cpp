@@ -160,15 +160,6 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     last_checkpoint = checkpoint_path;
     last_checkpoint_step = trainer.step_count();
   };
-  // A second network for sampling with the EMA weights, so that the training network keeps its weights.
-  std::unique_ptr<diffusion::Unet<float>> sample_net;
-  auto sampling_net = [&]() -> diffusion::Unet<float>& {
-    if (!sample_net) sample_net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
-    DIFFUSION_CHECK(sample_net->params().size() == net.params().size(), "sampling network layout differs");
-    const float* w = trainer.sampling_weights();
-    std::copy(w, w + net.params().size(), sample_net->params().values());
-    return *sample_net;
-  };
   auto settings_for = [&](const std::string& sampler_name) {
     SamplerSettings s;
     s.sampler = sampler_name;
@@ -190,7 +181,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     double sampling_seconds = 0.0;
     const auto t0 = std::chrono::steady_clock::now();
     const diffusion::metrics::SampleReport r = evaluate_samples(
-        sampling_net(), trainer.schedule(), settings_for("ddim"), *metrics, o.eval_n, 250, o.seed, sampling_seconds, false);
+        trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics, o.eval_n, 250, o.seed, sampling_seconds, false);
     const double seconds = seconds_since(t0);
     eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r, seconds);
     std::fprintf(stderr, "\nfashion_mnist: step %lld: %s\n", static_cast<long long>(s), r.summary().c_str());
@@ -231,7 +222,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(kPreviewStream);
-      generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, W, rng, x, nullptr);
+      generate(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, W, rng, x, nullptr);
       write_grid_png(join(out, name), x);
     }
     if (metrics && s % o.eval_every == 0) evaluate(s);
@@ -248,7 +239,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   std::fprintf(stderr, "fashion_mnist: sampling %d images (%s, %d steps)\n", o.final_samples, o.final_sampler.c_str(),
                final_settings.steps(o.timesteps));
-  generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, 1, H, W, rng, x, &gif);
+  generate(trainer.sampling_model(), trainer.schedule(), final_settings, o.final_samples, 1, H, W, rng, x, &gif);
   write_grid_png(samples_path, x);
   gif.write(gif_path);
 

@@ -263,13 +263,6 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     m[kRunKey] = run.dump();
     diffusion::save_checkpoint(checkpoint_path, trainer, m);
   };
-  std::unique_ptr<diffusion::Unet<float>> sample_net;  // the EMA weights, so that training keeps its own
-  auto sampling_net = [&]() -> diffusion::Unet<float>& {
-    if (!sample_net) sample_net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
-    const float* w = trainer.sampling_weights();
-    std::copy(w, w + net.params().size(), sample_net->params().values());
-    return *sample_net;
-  };
   auto settings_for = [&](const std::string& name) {
     examples::SamplerSettings s;
     s.sampler = name;
@@ -301,7 +294,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kPreviewStream);
-      examples::generate(sampling_net(), trainer.schedule(), settings_for("ddim"), kPreviewImages, o.channels, H, W,
+      examples::generate(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), kPreviewImages, o.channels, H, W,
                          rng, x, nullptr);
       examples::write_grid_png((out / name).string(), x);
     }
@@ -314,7 +307,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   examples::DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
   Images x;  // (final_samples, C, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
-  examples::generate(sampling_net(), trainer.schedule(), final_settings, o.final_samples, o.channels, H, W, rng, x, &gif);
+  examples::generate(trainer.sampling_model(), trainer.schedule(), final_settings, o.final_samples, o.channels, H, W, rng, x, &gif);
   examples::write_grid_png((out / "samples.png").string(), x);
   gif.write((out / "denoising.gif").string());
   std::printf("train_images: trained to step %lld in %s\n  checkpoint: %s\n  weights:    %s\n  samples:    %s\n"
