@@ -22,6 +22,7 @@
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/trainer.hpp"
 #include "evaluation.hpp"
+#include "common/training_loop.hpp"
 #include "progress.hpp"
 #include "resume.hpp"
 
@@ -151,14 +152,9 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
 
   ProgressDisplay progress(first, total, per_epoch, resumed ? resumed->info.elapsed : 0.0, stderr);
   const TrainLog log(join(out, "train_log.csv"));
-  std::string last_checkpoint = o.resume;  // the last good one, for the divergence message
-  std::int64_t last_checkpoint_step = o.resume.empty() ? -1 : first;
-
   auto save = [&] {
     diffusion::save_checkpoint(checkpoint_path, trainer,
                                {{kOptionsKey, stored.dump()}, {kRunKey, run_info(progress.elapsed()).dump()}});
-    last_checkpoint = checkpoint_path;
-    last_checkpoint_step = trainer.step_count();
   };
   auto settings_for = [&](const std::string& sampler_name) {
     SamplerSettings s;
@@ -187,36 +183,16 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     std::fprintf(stderr, "\nfashion_mnist: step %lld: %s\n", static_cast<long long>(s), r.summary().c_str());
   };
 
-  Images batch;  // (B, 1, H, W)
-  double epoch_loss = 0.0;
-  std::int64_t epoch_steps = 0;
-  while (trainer.step_count() < total) {
-    const auto t0 = std::chrono::steady_clock::now();
-    sampler.batch(trainer.step_count(), batch);
-    diffusion::StepResult r;
-    try {
-      r = trainer.step(batch);
-    } catch (const diffusion::TrainingDiverged& e) {
-      progress.finish();
-      const std::string kept =
-          last_checkpoint.empty()
-              ? std::string(" No checkpoint was written.")
-              : " The last good checkpoint is '" + last_checkpoint + "' (step " + std::to_string(last_checkpoint_step) +
-                    "); nothing later was saved.";
-      throw Error(std::string(e.what()) + "." + kept + " Try a lower --lr or --grad-clip 1" +
-                  (last_checkpoint.empty() ? "" : " (both may be changed with --resume)"));
-    }
-    const std::int64_t s = trainer.step_count();
-    progress.update(s, r.loss, batch.dim(0), seconds_since(t0));
-    epoch_loss += r.loss;
-    ++epoch_steps;
-    if (s % per_epoch == 0 || s == total) {
-      log.add(s, static_cast<double>(s) / static_cast<double>(per_epoch), epoch_loss / static_cast<double>(epoch_steps),
-              progress.images_per_second(), progress.elapsed());
-      epoch_loss = 0.0;
-      epoch_steps = 0;
-    }
-    if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0 && s != total) save();
+  examples::TrainingLoop loop;
+  loop.total_steps = total;
+  loop.steps_per_epoch = per_epoch;
+  loop.checkpoint_every = o.checkpoint_every;
+  loop.checkpoint_path = checkpoint_path;
+  loop.resumed_from = o.resume;
+  loop.divergence_advice = "Try a lower --lr or --grad-clip 1";
+  loop.resume_advice = "(both may be changed with --resume)";
+  loop.save = save;
+  loop.after_step = [&](std::int64_t s) {
     if (o.sample_every > 0 && s % o.sample_every == 0) {
       char name[64];
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
@@ -226,8 +202,8 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
       write_grid_png(join(out, name), x);
     }
     if (metrics && s % o.eval_every == 0) evaluate(s);
-  }
-  progress.finish();
+  };
+  loop.run(trainer, sampler, progress, log);
 
   // The final outputs.
   save();

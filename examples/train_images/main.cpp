@@ -6,7 +6,6 @@
 // code (examples/common), shared with fashion_mnist.
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -22,6 +21,7 @@
 
 #include "common/progress.hpp"
 #include "common/sampling.hpp"
+#include "common/training_loop.hpp"
 #include "diffusion/diffusion.hpp"
 #include "diffusion/io/image_folder.hpp"
 
@@ -139,10 +139,6 @@ diffusion::UnetConfig unet_config(const TrainOptions& o) {
   c.channels = o.channels;
   c.use_convnext = o.block == "convnext";
   return c;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 nlohmann::json parse_metadata_json(const diffusion::io::SafetensorsReader& reader, const char* key) {
@@ -271,24 +267,15 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     return s;
   };
 
-  Images batch;  // (B, C, H, W)
-  double epoch_loss = 0.0;
-  std::int64_t epoch_steps = 0;
-  while (trainer.step_count() < total) {
-    const auto t0 = std::chrono::steady_clock::now();
-    sampler.batch(trainer.step_count(), batch);
-    const diffusion::StepResult r = trainer.step(batch);
-    const std::int64_t s = trainer.step_count();
-    progress.update(s, r.loss, batch.dim(0), seconds_since(t0));
-    epoch_loss += r.loss;
-    ++epoch_steps;
-    if (s % per_epoch == 0 || s == total) {
-      log.add(s, static_cast<double>(s) / static_cast<double>(per_epoch), epoch_loss / static_cast<double>(epoch_steps),
-              progress.images_per_second(), progress.elapsed());
-      epoch_loss = 0.0;
-      epoch_steps = 0;
-    }
-    if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0 && s != total) save();
+  examples::TrainingLoop loop;
+  loop.total_steps = total;
+  loop.steps_per_epoch = per_epoch;
+  loop.checkpoint_every = o.checkpoint_every;
+  loop.checkpoint_path = checkpoint_path;
+  loop.resumed_from = o.resume;
+  loop.divergence_advice = "Try a new run with a lower --lr or --grad-clip 1";
+  loop.save = save;
+  loop.after_step = [&](std::int64_t s) {
     if (o.sample_every > 0 && s % o.sample_every == 0) {
       char name[64];
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
@@ -298,8 +285,8 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                          rng, x, nullptr);
       examples::write_grid_png((out / name).string(), x);
     }
-  }
-  progress.finish();
+  };
+  loop.run(trainer, sampler, progress, log);
 
   save();
   diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(), metadata);

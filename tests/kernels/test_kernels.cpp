@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "diffusion/core/parallel.hpp"
@@ -282,4 +284,41 @@ TEST_CASE("convolution weight gradients are bitwise identical with 1 2 3 and 7 t
     INFO(n << " threads");
     REQUIRE(std::memcmp(one.data(), other.data(), one.size() * sizeof(float)) == 0);
   }
+}
+
+TEST_CASE("convolution dispatch picks the documented method per direction and ends each table with the reference") {
+  struct Case {
+    const char* what;
+    Conv2dGeometry g;
+    const char *forward, *backward_data, *backward_weight;
+  };
+  const Case cases[] = {
+      {"ConvNeXt 7x7 depthwise", Conv2dGeometry::make(2, 8, 7, 7, 8, 7, 1, 3, 8), "depthwise_simd", "depthwise_simd",
+       "depthwise_simd"},
+      {"3x3 padding 1", Conv2dGeometry::make(2, 4, 6, 6, 8, 3, 1, 1, 1), "im2col_gemm", "flipped_kernel_gemm",
+       "gemm_weight_blocks"},
+      {"4x4 stride 2 (Downsample)", Conv2dGeometry::make(2, 4, 8, 8, 4, 4, 2, 1, 1), "im2col_gemm", "gemm_col2im",
+       "gemm_weight_blocks"},
+      {"1x1", Conv2dGeometry::make(2, 4, 5, 5, 6, 1, 1, 0, 1), "im2col_gemm", "gemm_col2im", "gemm_weight_blocks"},
+      {"strided depthwise", Conv2dGeometry::make(2, 3, 6, 6, 3, 3, 2, 1, 3), "reference", "reference", "reference"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    CHECK(std::string(select_implementation(conv2d_forward_implementations<float>, c.g).name) == c.forward);
+    CHECK(std::string(select_implementation(conv2d_backward_data_implementations<float>, c.g).name) == c.backward_data);
+    CHECK(std::string(select_implementation(conv2d_backward_weight_implementations<float>, c.g).name) ==
+          c.backward_weight);
+    ReferenceKernelsScope reference(true);
+    CHECK(std::string(select_implementation(conv2d_forward_implementations<float>, c.g).name) == "reference");
+    CHECK(std::string(select_implementation(conv2d_backward_data_implementations<float>, c.g).name) == "reference");
+    CHECK(std::string(select_implementation(conv2d_backward_weight_implementations<float>, c.g).name) == "reference");
+  }
+  // The reference closes every table and takes every geometry.
+  const auto g = Conv2dGeometry::make(1, 2, 3, 5, 2, 2, 3, 0, 1);
+  REQUIRE(std::string(std::end(conv2d_forward_implementations<double>)[-1].name) == "reference");
+  REQUIRE(std::end(conv2d_forward_implementations<double>)[-1].applies(g));
+  REQUIRE(std::string(std::end(conv2d_backward_data_implementations<double>)[-1].name) == "reference");
+  REQUIRE(std::end(conv2d_backward_data_implementations<double>)[-1].applies(g));
+  REQUIRE(std::string(std::end(conv2d_backward_weight_implementations<double>)[-1].name) == "reference");
+  REQUIRE(std::end(conv2d_backward_weight_implementations<double>)[-1].applies(g));
 }

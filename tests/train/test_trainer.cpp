@@ -212,3 +212,33 @@ TEST_CASE("BatchSampler visits every image once per epoch and reproducibly") {
   const Tensor<float> empty(Shape{0, 1, 2, 2});
   REQUIRE_THROWS_AS(BatchSampler<float>(empty, o), Error);
 }
+
+TEST_CASE("trainer.step(batches) trains on the sampler's batch of the trainer's own step count") {
+  const Tensor<float> images = squares(64);
+  BatchOptions b;
+  b.batch_size = 16;
+  b.seed = 5;
+  const auto weights_after = [&](bool with_sampler, std::int64_t first_step, int steps) {
+    Unet<float> net(tiny(), 5);
+    TrainerOptions o;
+    o.seed = 5;
+    Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), o);
+    trainer.set_step_count(first_step);
+    BatchSampler<float> sampler(images, b);
+    Tensor<float> batch;
+    for (int s = 0; s < steps; ++s) {
+      if (with_sampler) {
+        trainer.step(sampler);
+      } else {
+        sampler.batch(trainer.step_count(), batch);
+        trainer.step(batch);
+      }
+    }
+    return std::vector<float>(net.params().values(), net.params().values() + net.params().size());
+  };
+  REQUIRE(weights_after(true, 0, 3) == weights_after(false, 0, 3));
+  // From a later step (as after a resume): the batches of steps 7 and 8, not 0 and 1.
+  const auto later = weights_after(true, 7, 2);
+  REQUIRE(later == weights_after(false, 7, 2));
+  REQUIRE(later != weights_after(false, 0, 2));
+}

@@ -9,7 +9,8 @@
 // Weights are (C_out, C_in / groups, KH, KW). General convolutions go through im2col + GEMM per image and group;
 // 1x1 stride-1 convolutions skip im2col; the input gradient of other stride-1 convolutions is computed as a
 // convolution of dy with the flipped kernel (im2col of dy + one deep GEMM; col2im is left to strided ones);
-// depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use direct loops.
+// stride-1 depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use SIMD
+// planes, other depthwise ones the reference loops. Each direction is a table of implementations (see Dispatch).
 // Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
 // over channels: never by thread count.
 // Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
@@ -18,6 +19,7 @@
 // (train/trainer.hpp) is exact.
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "diffusion/core/parallel.hpp"
@@ -191,70 +193,6 @@ void col2im_add(const Conv2dGeometry& g, Index channels, const T* dcol, T* dx) {
   }
 }
 
-// Depthwise (one channel in, one out): y (OH, OW) = bias + sum_ij w[i][j] x[oh*s-p+i][ow*s-p+j].
-template <class T>
-void depthwise_forward_plane(const Conv2dGeometry& g, const T* x, const T* w, T bias, T* y) {
-  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
-  std::fill(y, y + OH * OW, bias);
-  for (Index i = 0; i < g.kernel_h; ++i) {
-    Index oh_lo, oh_hi;
-    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
-    for (Index oh = oh_lo; oh < oh_hi; ++oh) {
-      const T* in = x + (oh * s - p + i) * W;
-      T* out = y + oh * OW;
-      for (Index j = 0; j < g.kernel_w; ++j) {
-        Index ow_lo, ow_hi;
-        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
-        const T wv = w[i * g.kernel_w + j];
-        for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow] += wv * in[ow * s - p + j];
-      }
-    }
-  }
-}
-
-// Depthwise: dx (H, W) += sum_ij w[i][j] dy shifted back.
-template <class T>
-void depthwise_backward_data_plane(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
-  for (Index i = 0; i < g.kernel_h; ++i) {
-    Index oh_lo, oh_hi;
-    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
-    for (Index oh = oh_lo; oh < oh_hi; ++oh) {
-      T* out = dx + (oh * s - p + i) * W;
-      const T* in = dy + oh * OW;
-      for (Index j = 0; j < g.kernel_w; ++j) {
-        Index ow_lo, ow_hi;
-        valid_range(OW, W, j, s, p, ow_lo, ow_hi);
-        const T wv = w[i * g.kernel_w + j];
-        for (Index ow = ow_lo; ow < ow_hi; ++ow) out[ow * s - p + j] += wv * in[ow];
-      }
-    }
-  }
-}
-
-// Depthwise: acc[i][j] += sum_{oh, ow} dy[oh][ow] x[oh*s-p+i][ow*s-p+j] (acc in double).
-template <class T>
-void depthwise_backward_weight_plane(const Conv2dGeometry& g, const T* x, const T* dy, double* acc) {
-  const Index OH = g.out_height, OW = g.out_width, H = g.in_height, W = g.in_width, s = g.stride, p = g.padding;
-  for (Index i = 0; i < g.kernel_h; ++i) {
-    Index oh_lo, oh_hi;
-    valid_range(OH, H, i, s, p, oh_lo, oh_hi);
-    for (Index j = 0; j < g.kernel_w; ++j) {
-      Index ow_lo, ow_hi;
-      valid_range(OW, W, j, s, p, ow_lo, ow_hi);
-      double sum = 0.0;
-      for (Index oh = oh_lo; oh < oh_hi; ++oh) {
-        const T* in = x + (oh * s - p + i) * W;
-        const T* d = dy + oh * OW;
-        T row = T(0);
-        for (Index ow = ow_lo; ow < ow_hi; ++ow) row += d[ow] * in[ow * s - p + j];
-        sum += static_cast<double>(row);
-      }
-      acc[i * g.kernel_w + j] += sum;
-    }
-  }
-}
-
 }  // namespace detail
 
 namespace reference {
@@ -312,8 +250,8 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
     for (Index ci = 0; ci < cig; ++ci)
       for (Index i = 0; i < g.kernel_h; ++i)
         for (Index j = 0; j < g.kernel_w; ++j) {
-          double sum = 0.0;
-          for (Index n = 0; n < g.batch; ++n)
+          for (Index n = 0; n < g.batch; ++n) {  // a fold over the batch, image by image, as the fast kernels
+            double sum = 0.0;
             for (Index oh = 0; oh < g.out_height; ++oh)
               for (Index ow = 0; ow < g.out_width; ++ow) {
                 const Index ih = oh * g.stride - g.padding + i, iw = ow * g.stride - g.padding + j;
@@ -321,7 +259,8 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
                 sum += static_cast<double>(dy[((n * g.out_channels + co) * g.out_height + oh) * g.out_width + ow]) *
                        static_cast<double>(x[((n * g.in_channels + grp * cig + ci) * g.in_height + ih) * g.in_width + iw]);
               }
-          dw[((co * cig + ci) * g.kernel_h + i) * g.kernel_w + j] += static_cast<T>(sum);
+            dw[((co * cig + ci) * g.kernel_h + i) * g.kernel_w + j] += static_cast<T>(sum);
+          }
         }
   }
 }
@@ -338,26 +277,24 @@ void channel_sum(Index batch, Index channels, Index pixels, const T* dy, T* db) 
 
 }  // namespace reference
 
-// y (N, C_out, OH, OW) = conv(x (N, C_in, H, W), w) + bias (bias may be null). y is assigned.
+// ---- The fast implementations, one function per method and direction ----
+namespace detail {
+
+// Depthwise, stride 1 (is_simd_depthwise): the SIMD plane kernels of depthwise_conv2d.hpp, one plane per task.
 template <class T>
-void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  if (reference_kernels()) return reference::conv2d_forward(g, x, w, bias, y);
+void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const Index P = g.out_pixels(), K = g.col_rows();
+  parallel_for(0, g.batch * g.out_channels, double(K * P), [&](Index nc) {
+    const Index c = nc % g.out_channels;
+    depthwise_plane_forward(g.plane(), x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P, false);
+  });
+}
+
+// Any convolution: im2col (skipped for 1x1) and one GEMM per image and group.
+template <class T>
+void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
-  if (g.is_simd_depthwise()) {
-    parallel_for(0, g.batch * g.out_channels, double(K * P), [&](Index nc) {
-      const Index c = nc % g.out_channels;
-      depthwise_plane_forward(g.plane(), x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P, false);
-    });
-    return;
-  }
-  if (g.is_depthwise()) {
-    parallel_for(0, g.batch * g.out_channels, double(K * P), [&](Index nc) {
-      const Index c = nc % g.out_channels;
-      detail::depthwise_forward_plane(g, x + nc * g.in_pixels(), w + c * K, bias ? bias[c] : T(0), y + nc * P);
-    });
-    return;
-  }
-  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // im2col, one GEMM per group
+  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
     T* col = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
@@ -378,71 +315,52 @@ void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bi
   });
 }
 
-// y (N, C_out, OH, OW) += conv(x (N, C_in, H, W), w), without bias (ACCUMULATED): the input gradient of
-// ConvTranspose2d. Each image's convolution is computed exactly as conv2d_forward computes it, into this thread's
-// ConvOutput scratch (one image), then added.
+// Depthwise, stride 1: dx is dy correlated with the kernel rotated by 180 degrees, through the same SIMD planes.
 template <class T>
-void conv2d_forward_add(const Conv2dGeometry& g, const T* x, const T* w, T* y) {
-  Conv2dGeometry image = g;
-  image.batch = 1;
-  const Index in = g.in_channels * g.in_pixels(), out = g.out_channels * g.out_pixels();
-  parallel_for(0, g.batch, double(g.out_channels * g.col_rows() * g.out_pixels()), [&](Index n) {
-    const ScratchBuffer<T, Scratch::ConvOutput> conv(static_cast<std::size_t>(out));
-    conv2d_forward(image, x + n * in, w, static_cast<const T*>(nullptr), conv.data());
-    T* yn = y + n * out;
-    const T* c = conv.data();
-    for (Index i = 0; i < out; ++i) yn[i] += c[i];
+void backward_data_depthwise_simd(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const Index P = g.out_pixels(), K = g.col_rows();
+  parallel_for(0, g.batch * g.in_channels, double(K * P), [&](Index nc) {
+    const Index c = nc % g.in_channels;
+    T flipped[64];  // K <= 64 (is_simd_depthwise)
+    for (Index k = 0; k < K; ++k) flipped[k] = w[c * K + K - 1 - k];
+    depthwise_plane_forward(g.transposed_plane(), dy + nc * P, flipped, T(0), dx + nc * g.in_pixels(), true);
   });
 }
 
-// dx (N, C_in, H, W) += conv^T(dy (N, C_out, OH, OW), w).
+// Stride 1 (is_stride1_transposable), not 1x1: dx is the convolution of dy with the flipped, transposed kernel
+// (padding k - 1 - p). One im2col of dy and one GEMM of depth C_out/groups * KH * KW accumulating straight into dx,
+// instead of a GEMM of depth C_out/groups into a (C_in/groups * KH * KW, P) buffer plus a scatter-add (col2im).
 template <class T>
-void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  if (reference_kernels()) return reference::conv2d_backward_data(g, dy, w, dx);
+void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels();
+  const Conv2dGeometry gt = g.transposed();
+  const Index Kt = gt.col_rows(), HW = g.in_pixels(), taps = g.kernel_h * g.kernel_w;
+  const ScratchBuffer<T, Scratch::ConvWeights> wt_buffer(static_cast<std::size_t>(g.weight_size()));
+  T* wt = wt_buffer.data();
+  // wt (groups, C_in/groups, C_out/groups, KH, KW): wt[grp][ci][co][tap] = w[grp * cog + co][ci][taps - 1 - tap].
+  for (Index grp = 0; grp < g.groups; ++grp)
+    for (Index ci = 0; ci < cig; ++ci)
+      for (Index co = 0; co < cog; ++co)
+        for (Index tap = 0; tap < taps; ++tap)
+          wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
+  parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
+    const ScratchBuffer<T, Scratch::Im2col> col_buffer(static_cast<std::size_t>(Kt * HW));
+    T* col = col_buffer.data();
+    for (Index grp = 0; grp < g.groups; ++grp) {
+      const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
+      T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
+      detail::im2col(gt, cog, dyg, col);
+      gemm(Op::NoTrans, Op::NoTrans, cig, HW, Kt, T(1), wt + grp * cig * Kt, Kt, col, HW, T(1), dxg, HW);
+    }
+  });
+}
+
+// Any convolution: one GEMM per image and group into an im2col-shaped buffer, scattered back (col2im); 1x1 stride-1
+// convolutions accumulate straight into dx.
+template <class T>
+void backward_data_gemm_col2im(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
-  if (g.is_simd_depthwise()) {
-    parallel_for(0, g.batch * g.in_channels, double(K * P), [&](Index nc) {
-      const Index c = nc % g.in_channels;
-      T flipped[64];  // the kernel rotated by 180 degrees (K <= 64 checked below)
-      for (Index k = 0; k < K; ++k) flipped[k] = w[c * K + K - 1 - k];
-      depthwise_plane_forward(g.transposed_plane(), dy + nc * P, flipped, T(0), dx + nc * g.in_pixels(), true);
-    });
-    return;
-  }
-  if (g.is_depthwise()) {
-    parallel_for(0, g.batch * g.in_channels, double(K * P), [&](Index nc) {
-      const Index c = nc % g.in_channels;
-      detail::depthwise_backward_data_plane(g, dy + nc * P, w + c * K, dx + nc * g.in_pixels());
-    });
-    return;
-  }
-  if (g.is_stride1_transposable() && !g.is_pointwise()) {
-    // Stride 1: dx is the convolution of dy with the flipped, transposed kernel (padding k - 1 - p). One im2col
-    // of dy and one GEMM of depth C_out/groups * KH * KW accumulating straight into dx, instead of a GEMM of depth
-    // C_out/groups into a (C_in/groups * KH * KW, P) buffer plus a scatter-add (col2im) of that buffer.
-    const Conv2dGeometry gt = g.transposed();
-    const Index Kt = gt.col_rows(), HW = g.in_pixels(), taps = g.kernel_h * g.kernel_w;
-    const ScratchBuffer<T, Scratch::ConvWeights> wt_buffer(static_cast<std::size_t>(g.weight_size()));
-    T* wt = wt_buffer.data();
-    // wt (groups, C_in/groups, C_out/groups, KH, KW): wt[grp][ci][co][tap] = w[grp * cog + co][ci][taps - 1 - tap].
-    for (Index grp = 0; grp < g.groups; ++grp)
-      for (Index ci = 0; ci < cig; ++ci)
-        for (Index co = 0; co < cog; ++co)
-          for (Index tap = 0; tap < taps; ++tap)
-            wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
-    parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
-      const ScratchBuffer<T, Scratch::Im2col> col_buffer(static_cast<std::size_t>(Kt * HW));
-      T* col = col_buffer.data();
-      for (Index grp = 0; grp < g.groups; ++grp) {
-        const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
-        T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
-        detail::im2col(gt, cog, dyg, col);
-        gemm(Op::NoTrans, Op::NoTrans, cig, HW, Kt, T(1), wt + grp * cig * Kt, Kt, col, HW, T(1), dxg, HW);
-      }
-    });
-    return;
-  }
-  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {  // one GEMM per group, col2im
+  parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
     T* dcol = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
@@ -458,52 +376,31 @@ void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* d
   });
 }
 
-// dw (C_out, C_in / groups, KH, KW) += corr(x (N, C_in, H, W), dy (N, C_out, OH, OW)), folded image by image:
-// dw = (((dw + g_0) + g_1) + ... + g_{N-1}) in T, g_n computed from image n alone, the same way for any N (see the
-// header: a batch's gradient equals the one accumulated over consecutive sub-batches, bit for bit).
+// Depthwise, stride 1: per channel and image, one SIMD accumulator per tap over the plane, summed across its lanes
+// (xsimd::hadd) and added to dw image by image. (xsimd 8.1's haddp, which would reduce L accumulators at once,
+// returns the sums in the wrong lanes on AVX-512 floats: lanes 2-5 and 10-13 permuted.)
 template <class T>
-void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
-  if (reference_kernels()) return reference::conv2d_backward_weight(g, x, dy, dw);
+void backward_weight_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  const Index P = g.out_pixels(), K = g.col_rows();
+  parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
+    Batch<T> acc[64];  // K <= 64 (is_simd_depthwise)
+    T* dwc = dw + c * K;
+    for (Index n = 0; n < g.batch; ++n) {
+      for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
+      depthwise_plane_backward_weight(g.plane(), x + (n * g.in_channels + c) * g.in_pixels(),
+                                      dy + (n * g.out_channels + c) * P, acc);
+      for (Index k = 0; k < K; ++k) dwc[k] += xsimd::hadd(acc[k]);
+    }
+  });
+}
+
+// Any convolution: parallel over fixed blocks of dw (weight_blocks: a function of the shape alone): per group, a
+// range of dw's columns (rows of the im2col matrix, which each block builds for its own rows only) times a range of
+// output channels. Each block walks through the images in order, accumulating one GEMM per image straight into its
+// part of dw (C = C + dy_n col_n^T).
+template <class T>
+void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
-  if (g.is_simd_depthwise()) {
-    // Per channel and image: one SIMD accumulator per tap over the plane, summed across its lanes (xsimd::hadd)
-    // and added to dw image by image. (xsimd 8.1's haddp, which would reduce L accumulators at once, returns the
-    // sums in the wrong lanes on AVX-512 floats: lanes 2-5 and 10-13 permuted.)
-    parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
-      Batch<T> acc[64];  // K <= 64 (is_simd_depthwise)
-      T* dwc = dw + c * K;
-      for (Index n = 0; n < g.batch; ++n) {
-        for (Index k = 0; k < K; ++k) acc[k] = Batch<T>(T(0));
-        depthwise_plane_backward_weight(g.plane(), x + (n * g.in_channels + c) * g.in_pixels(),
-                                        dy + (n * g.out_channels + c) * P, acc);
-        for (Index k = 0; k < K; ++k) dwc[k] += xsimd::hadd(acc[k]);
-      }
-    });
-    return;
-  }
-  if (g.is_depthwise()) {
-    parallel_for(0, g.out_channels, double(g.batch * K * P), [&](Index c) {
-      double acc[64];
-      double* a = acc;
-      AlignedBuffer<double> big;
-      if (K > 64) {
-        big.resize(static_cast<std::size_t>(K));
-        a = big.data();
-      }
-      for (Index n = 0; n < g.batch; ++n) {
-        std::fill(a, a + K, 0.0);
-        const T* xn = x + (n * g.in_channels + c) * g.in_pixels();
-        const T* dyn = dy + (n * g.out_channels + c) * P;
-        detail::depthwise_backward_weight_plane(g, xn, dyn, a);
-        for (Index k = 0; k < K; ++k) dw[c * K + k] += static_cast<T>(a[k]);
-      }
-    });
-    return;
-  }
-  // Parallel over fixed blocks of dw (weight_blocks: a function of the shape alone): per group, a range of dw's
-  // columns (rows of the im2col matrix, which each block builds for its own rows only) times a range of output
-  // channels. Each block walks through the images in order, accumulating one GEMM per image straight into its part
-  // of dw (C = C + dy_n col_n^T).
   const WeightBlocks wb = weight_blocks(g);
   const Index items = g.groups * wb.row_blocks * wb.co_blocks;
   parallel_for(0, items, double(g.batch * wb.rows * wb.channels * P), [&](Index item) {
@@ -526,6 +423,101 @@ void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T*
            T(1), dwb, K);
     }
   });
+}
+
+// When each implementation applies. The GEMM methods leave depthwise convolutions to the SIMD planes or, where
+// those cannot take them (strided, non-square, over 64 taps: none in the U-Net), to the reference loops: a GEMM
+// per channel would be (1 x K) times (K x P).
+inline bool not_depthwise(const Conv2dGeometry& g) { return !g.is_depthwise(); }
+inline bool simd_depthwise(const Conv2dGeometry& g) { return g.is_simd_depthwise(); }
+inline bool flipped_kernel_applies(const Conv2dGeometry& g) {
+  return !g.is_depthwise() && g.is_stride1_transposable() && !g.is_pointwise();
+}
+inline bool always(const Conv2dGeometry&) { return true; }
+
+}  // namespace detail
+
+// ---- Dispatch (oneDNN's implementation lists): one table per direction, tried in order ----
+// Each entry names a method and says when it applies; the first that applies runs. The reference twin is last and
+// applies to every geometry; reference_kernels() sends every call to it.
+template <class Fn>
+struct ConvImplementation {
+  const char* name;
+  bool (*applies)(const Conv2dGeometry&);
+  Fn run;
+};
+template <class T>
+using ConvForwardFn = void (*)(const Conv2dGeometry&, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+using ConvBackwardDataFn = void (*)(const Conv2dGeometry&, const T* dy, const T* w, T* dx);
+template <class T>
+using ConvBackwardWeightFn = void (*)(const Conv2dGeometry&, const T* x, const T* dy, T* dw);
+
+template <class T>
+inline constexpr ConvImplementation<ConvForwardFn<T>> conv2d_forward_implementations[] = {
+    {"depthwise_simd", detail::simd_depthwise, detail::forward_depthwise_simd<T>},
+    {"im2col_gemm", detail::not_depthwise, detail::forward_im2col_gemm<T>},
+    {"reference", detail::always, reference::conv2d_forward<T>},
+};
+template <class T>
+inline constexpr ConvImplementation<ConvBackwardDataFn<T>> conv2d_backward_data_implementations[] = {
+    {"depthwise_simd", detail::simd_depthwise, detail::backward_data_depthwise_simd<T>},
+    {"flipped_kernel_gemm", detail::flipped_kernel_applies, detail::backward_data_flipped_gemm<T>},
+    {"gemm_col2im", detail::not_depthwise, detail::backward_data_gemm_col2im<T>},
+    {"reference", detail::always, reference::conv2d_backward_data<T>},
+};
+template <class T>
+inline constexpr ConvImplementation<ConvBackwardWeightFn<T>> conv2d_backward_weight_implementations[] = {
+    {"depthwise_simd", detail::simd_depthwise, detail::backward_weight_depthwise_simd<T>},
+    {"gemm_weight_blocks", detail::not_depthwise, detail::backward_weight_gemm_blocks<T>},
+    {"reference", detail::always, reference::conv2d_backward_weight<T>},
+};
+
+// The entry of `table` that runs for g: the first that applies, or the reference (last) under reference_kernels().
+template <class Fn, std::size_t N>
+const ConvImplementation<Fn>& select_implementation(const ConvImplementation<Fn> (&table)[N], const Conv2dGeometry& g) {
+  static_assert(N > 0, "an implementation table ends with its reference");
+  if (reference_kernels()) return table[N - 1];
+  for (const auto& implementation : table)
+    if (implementation.applies(g)) return implementation;
+  return table[N - 1];
+}
+
+// y (N, C_out, OH, OW) = conv(x (N, C_in, H, W), w) + bias (bias may be null). y is assigned.
+template <class T>
+void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  select_implementation(conv2d_forward_implementations<T>, g).run(g, x, w, bias, y);
+}
+
+// y (N, C_out, OH, OW) += conv(x (N, C_in, H, W), w), without bias (ACCUMULATED): the input gradient of
+// ConvTranspose2d. Each image's convolution is computed exactly as conv2d_forward computes it, into this thread's
+// ConvOutput scratch (one image), then added.
+template <class T>
+void conv2d_forward_add(const Conv2dGeometry& g, const T* x, const T* w, T* y) {
+  Conv2dGeometry image = g;
+  image.batch = 1;
+  const Index in = g.in_channels * g.in_pixels(), out = g.out_channels * g.out_pixels();
+  parallel_for(0, g.batch, double(g.out_channels * g.col_rows() * g.out_pixels()), [&](Index n) {
+    const ScratchBuffer<T, Scratch::ConvOutput> conv(static_cast<std::size_t>(out));
+    conv2d_forward(image, x + n * in, w, static_cast<const T*>(nullptr), conv.data());
+    T* yn = y + n * out;
+    const T* c = conv.data();
+    for (Index i = 0; i < out; ++i) yn[i] += c[i];
+  });
+}
+
+// dx (N, C_in, H, W) += conv^T(dy (N, C_out, OH, OW), w).
+template <class T>
+void conv2d_backward_data(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  select_implementation(conv2d_backward_data_implementations<T>, g).run(g, dy, w, dx);
+}
+
+// dw (C_out, C_in / groups, KH, KW) += corr(x (N, C_in, H, W), dy (N, C_out, OH, OW)), folded image by image:
+// dw = (((dw + g_0) + g_1) + ... + g_{N-1}) in T, g_n computed from image n alone, the same way for any N (see the
+// header: a batch's gradient equals the one accumulated over consecutive sub-batches, bit for bit).
+template <class T>
+void conv2d_backward_weight(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  select_implementation(conv2d_backward_weight_implementations<T>, g).run(g, x, dy, dw);
 }
 
 // db (C) += sum over n and pixels of dy (N, C, pixels): each image's sum in double, rounded to T and added in image

@@ -21,7 +21,9 @@ namespace diffusion {
 
 struct EmaOptions {
   double decay = 0.995;
-  bool warmup = false;
+  // On by default, as in the trainer: without it the average starts at the random initial weights and needs
+  // ~1/(1 - decay) updates to forget them, so samples of an early checkpoint are noise.
+  bool warmup = true;
 };
 
 template <class T>

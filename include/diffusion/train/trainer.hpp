@@ -28,6 +28,7 @@
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
 #include "diffusion/train/adam.hpp"
+#include "diffusion/train/dataset.hpp"
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
 
@@ -39,7 +40,7 @@ struct TrainerOptions {
   AdamOptions adam;                             // lr 1e-3 as the primer; decoupled_weight_decay for AdamW
   double grad_clip = 0.0;                       // max global gradient norm; 0 disables clipping
   bool use_ema = true;
-  EmaOptions ema{0.995, true};
+  EmaOptions ema;  // the primer's decay 0.995, with warm-up
   std::uint64_t seed = 0;
   // Micro-batches per optimiser step (the primer's gradient_accumulate_every): step(x0) splits x0's N images into
   // `accumulate` consecutive parts, images [j N / k, (j + 1) N / k) for j < k, and needs N >= accumulate.
@@ -94,6 +95,14 @@ class Trainer {
     noise_.resize(x0.shape());
     rng.normal(noise_.data(), noise_.numel());
     return step_with(x0, t_, noise_);
+  }
+
+  // One optimisation step on the batch `batches` gives for this trainer's step count. The data order is then a
+  // function of the step, as the draws are: a run resumed at step s continues both exactly, and the sampler and the
+  // trainer cannot get out of step.
+  StepResult step(BatchSampler<T>& batches) {
+    batches.batch(step_, batch_);
+    return step(batch_);
   }
 
   // One optimisation step with the caller's timesteps t (N,) in [0, T) and noise (x0's shape) instead of the
@@ -190,6 +199,7 @@ class Trainer {
   // Per-step buffers, reused: (N, C, H, W) each, t_ (N); out_ and dout_ of one micro-batch; micro_t_ its timesteps.
   std::vector<std::int64_t> t_, micro_t_;
   Tensor<T> noise_, x_t_, target_, out_, dout_;
+  Tensor<T> batch_;  // step(batches)'s images
 };
 
 }  // namespace diffusion
