@@ -11,6 +11,7 @@
 
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/attention.hpp"
+#include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/conv_transpose2d.hpp"
 #include "diffusion/nn/convnext_block.hpp"
