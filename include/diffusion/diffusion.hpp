@@ -41,6 +41,7 @@
 
 #include "diffusion/samplers/ddim.hpp"
 #include "diffusion/samplers/ddpm.hpp"
+#include "diffusion/samplers/guidance.hpp"
 #include "diffusion/samplers/sample.hpp"
 #include "diffusion/samplers/sampler.hpp"
 #include "diffusion/samplers/sampler_common.hpp"
