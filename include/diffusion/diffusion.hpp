@@ -11,6 +11,7 @@
 
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/attention.hpp"
+#include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/conv_transpose2d.hpp"
 #include "diffusion/nn/convnext_block.hpp"
@@ -40,6 +41,7 @@
 
 #include "diffusion/samplers/ddim.hpp"
 #include "diffusion/samplers/ddpm.hpp"
+#include "diffusion/samplers/guidance.hpp"
 #include "diffusion/samplers/sample.hpp"
 #include "diffusion/samplers/sampler.hpp"
 #include "diffusion/samplers/sampler_common.hpp"

@@ -123,6 +123,27 @@ TEST_CASE("forward passes and DDIM sampling allocate nothing once buffers are si
   REQUIRE(long_run <= per_run + 2);
 }
 
+TEST_CASE("a guided conditional U-Net call allocates nothing once buffers are sized") {
+#ifndef DIFFUSION_COUNT_ALLOCATIONS
+  testing::skip("allocation counting is unavailable in this build (sanitizers or not glibc)");
+  return;
+#endif
+  UnetConfig c = small();
+  c.num_classes = 10;
+  Unet<float> net(c, 1);
+  ClassifierFreeGuidance guided(net, {3, 7, 0, 9}, GuidanceOptions{3.0, 0.7});
+  Tensor<float> x(Shape{4, 1, 16, 16}), out;
+  Rng(5).normal(x.data(), x.numel());
+  const std::vector<std::int64_t> t = {1, 20, 30, 49};
+  guided(x, t, out);  // sizes the doubled batch, the network's activations and out
+  const long before = allocations();
+  guided(x, t, out);
+  guided(x, t, out);
+  const long delta = allocations() - before;
+  INFO("allocations during 2 guided calls (each one forward of 8 images): " << delta);
+  REQUIRE(delta == 0);
+}
+
 TEST_CASE("every sampler run allocates a fixed number of times whatever its step count") {
 #ifndef DIFFUSION_COUNT_ALLOCATIONS
   testing::skip("allocation counting is unavailable in this build (sanitizers or not glibc)");

@@ -8,6 +8,14 @@ submodule attribute names and nesting are the primer's, so `state_dict()` names 
   * einops.rearrange is written with reshape/permute (einops is not installed);
   * the diffusion functions take the schedule tables explicitly (the primer uses module globals);
   * the DDIM step and timestep sequences are added (written from the DDIM equations, not in the primer).
+`Unet(num_classes=K)` (K > 0) adds the class conditioning of lucidrains' denoising-diffusion-pytorch
+`classifier_free_guidance.py` to the primer's network, with that file's names and shapes: `classes_emb`
+(nn.Embedding(K, dim)), `null_classes_emb` (nn.Parameter(dim)), `classes_mlp` (Linear(dim, 4 dim), GELU,
+Linear(4 dim, 4 dim)), and every block's MLP Linear taking cat(time embedding, class embedding) (4 dim + 4 dim
+inputs). A class id of -1 selects null_classes_emb (that file's cond_drop_prob path). That file concatenates inside
+each block, before the block's elementwise activation; here the Unet concatenates once and passes the result as the
+blocks' `time_emb`: the same function. The primer's final block keeps no embedding. `guided_prediction` is that
+file's `forward_with_cond_scale` with `remove_parallel_component=False` (the plain CFG combination).
 The primer's quirks are kept on purpose: the up path's `is_last` test compares against `num_resolutions - 1`
 although it enumerates only `len(in_out) - 1` stages (so every up stage upsamples), and `final_conv`'s block is
 built as `block_klass(dim, dim)`.
@@ -248,6 +256,7 @@ class Unet(nn.Module):
         mid_attention="full",
         attention_heads=4,
         attention_dim_head=32,
+        num_classes=0,
     ):
         super().__init__()
         # Extensions beyond the primer (the C++ UnetConfig's; the defaults build the primer's network exactly):
@@ -284,6 +293,20 @@ class Unet(nn.Module):
         else:
             time_dim = None
             self.time_mlp = None
+
+        # class embeddings (classifier_free_guidance.py); the blocks' MLPs take cat(time, class) embeddings
+        self.num_classes = num_classes
+        if num_classes > 0:
+            assert with_time_emb, "the class embedding joins the time embedding"
+            self.classes_emb = nn.Embedding(num_classes, dim)
+            self.null_classes_emb = nn.Parameter(torch.randn(dim))
+            classes_dim = dim * 4
+            self.classes_mlp = nn.Sequential(
+                nn.Linear(dim, classes_dim),
+                nn.GELU(),
+                nn.Linear(classes_dim, classes_dim),
+            )
+            time_dim = time_dim + classes_dim
 
         # layers
         self.downs = nn.ModuleList([])
@@ -326,10 +349,18 @@ class Unet(nn.Module):
         out_dim = default(out_dim, channels)
         self.final_conv = nn.Sequential(block_klass(dim, dim), nn.Conv2d(dim, out_dim, 1))
 
-    def forward(self, x, time):
+    def forward(self, x, time, classes=None):
+        assert (classes is not None) == (self.num_classes > 0), "classes iff num_classes > 0"
         x = self.init_conv(x)
 
         t = self.time_mlp(time) if exists(self.time_mlp) else None
+
+        if self.num_classes > 0:
+            null = classes == -1
+            classes_emb = self.classes_emb(classes.masked_fill(null, 0))
+            classes_emb = torch.where(null[:, None], self.null_classes_emb[None, :].expand_as(classes_emb), classes_emb)
+            c = self.classes_mlp(classes_emb)
+            t = torch.cat((t, c), dim=-1)
 
         h = []
 
@@ -369,10 +400,29 @@ def attention_module(kind, dim, heads=4, dim_head=32):
     raise ValueError(f"attention kind '{kind}' is not one of none, linear, full")
 
 
+def guided_prediction(model, x, time, classes, cond_scale=1.0, rescaled_phi=0.0):
+    """classifier_free_guidance.py's Unet.forward_with_cond_scale with remove_parallel_component=False:
+    scaled = null + (cond - null) * cond_scale (cond_scale = 1 + w of eps~ = (1 + w) eps(c) - w eps(null)), and with
+    rescaled_phi > 0 the rescaling of Lin et al. 2023: scaled * std(cond) / std(scaled) per image (torch.std over
+    every non-batch dim, as that file), interpolated with scaled by rescaled_phi."""
+    logits = model(x, time, classes)
+    if cond_scale == 1:
+        return logits
+    null_logits = model(x, time, torch.full_like(classes, -1))
+    scaled_logits = logits + (logits - null_logits) * (cond_scale - 1.0)
+    if rescaled_phi == 0.0:
+        return scaled_logits
+    std_fn = partial(torch.std, dim=tuple(range(1, scaled_logits.ndim)), keepdim=True)
+    rescaled_logits = scaled_logits * (std_fn(logits) / std_fn(scaled_logits))
+    return rescaled_logits * rescaled_phi + scaled_logits * (1.0 - rescaled_phi)
+
+
 def unet_config(dim, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3, with_time_emb=True,
-                resnet_block_groups=8, use_convnext=True, convnext_mult=2):
-    """The Unet kwargs with the defaults resolved exactly as Unet.__init__ resolves them (for metadata)."""
-    return {
+                resnet_block_groups=8, use_convnext=True, convnext_mult=2, num_classes=0):
+    """The Unet kwargs with the defaults resolved exactly as Unet.__init__ resolves them (for metadata);
+    num_classes only when > 0 (as the C++ UnetConfig::to_json)."""
+    extra = {"num_classes": int(num_classes)} if num_classes > 0 else {}
+    return {**extra,
         "dim": int(dim),
         "init_dim": int(default(init_dim, dim // 3 * 2)),
         "out_dim": int(default(out_dim, channels)),

@@ -24,7 +24,7 @@ import reference as R  # noqa: E402
 import safetensors_io  # noqa: E402
 
 UNET_KEYS = ("dim", "init_dim", "out_dim", "dim_mults", "channels", "with_time_emb", "resnet_block_groups",
-             "use_convnext", "convnext_mult")
+             "use_convnext", "convnext_mult", "num_classes")
 REL_TOL = 1e-4
 
 
@@ -52,7 +52,8 @@ def verify(path, io_path=None):
     io, _ = safetensors_io.load(io_path)
     model.eval()
     with torch.no_grad():
-        y = model(io["x"].float(), io["t"].long())
+        classes = io["classes"].long() if "classes" in io else None  # a conditional network's ids
+        y = model(io["x"].float(), io["t"].long(), classes)
     ref = io["y"].float()
     if y.shape != ref.shape:
         raise ValueError(f"{io_path}: output shape {tuple(y.shape)} != fixture y {tuple(ref.shape)}")

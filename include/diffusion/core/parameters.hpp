@@ -21,14 +21,16 @@
 namespace diffusion {
 
 // How a parameter is initialised: PyTorch's defaults are uniform(-bound, bound) for conv/linear weights and biases
-// (bound = 1/sqrt(fan_in)), ones and zeros for normalisation scales and shifts.
+// (bound = 1/sqrt(fan_in)), ones and zeros for normalisation scales and shifts, N(0, 1) for nn.Embedding weights
+// and torch.randn parameters (Normal: bound is the standard deviation).
 struct Init {
-  enum class Kind { Zeros, Ones, Uniform };
+  enum class Kind { Zeros, Ones, Uniform, Normal };
   Kind kind = Kind::Zeros;
   double bound = 0.0;
   static Init zeros() { return {Kind::Zeros, 0.0}; }
   static Init ones() { return {Kind::Ones, 0.0}; }
   static Init uniform(double bound) { return {Kind::Uniform, bound}; }
+  static Init normal(double stddev) { return {Kind::Normal, stddev}; }
 };
 
 // "a" + "b" -> "a.b"; an empty prefix adds nothing.
@@ -169,6 +171,12 @@ class ParameterStore {
       case Init::Kind::Uniform: {
         Rng rng = Rng(seed_).fork(stable_hash(e.name));
         rng.uniform(v, n, -e.init.bound, e.init.bound);
+        break;
+      }
+      case Init::Kind::Normal: {
+        Rng rng = Rng(seed_).fork(stable_hash(e.name));
+        rng.normal(v, n);
+        for (Index i = 0; i < n; ++i) v[i] = static_cast<T>(static_cast<double>(v[i]) * e.init.bound);
         break;
       }
     }

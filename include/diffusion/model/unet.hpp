@@ -11,6 +11,15 @@
 //   for each up stage i:   x = upsample(attn(block2(block1(cat(x, skip[L-1-i]), temb), temb)))
 //   y = final_conv(final_block(x))                     block(dim, dim) without time, then 1x1 conv -> out_dim
 //
+// Class-conditional (config.num_classes > 0; classifier_free_guidance.py's parts on the primer's network): a class
+// id per image c (N), in [0, num_classes) or kNullClass for the learned null embedding, and
+//   cemb = classes_mlp(classes_emb(c))                 Embedding (or null_classes_emb) -> Linear -> GELU -> Linear,
+//                                                      (N, 4 dim)
+//   temb = cat(temb, cemb)                             (N, 8 dim): what every block's MLP takes (the final block
+//                                                      still takes none, as in the primer)
+// That file concatenates the two inside each block before the block's activation + Linear; the activation acts
+// element by element, so concatenating once here is the same function, and backward splits d(cat) once.
+//
 // Like the reference, every up stage upsamples and the first level's skip is never used; H and W must be
 // divisible by 2^(levels - 1). backward(dy) accumulates every parameter gradient into params().
 //
@@ -30,6 +39,7 @@
 #include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_stages.hpp"
 #include "diffusion/nn/activations.hpp"
+#include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/nn/conv2d.hpp"
 #include "diffusion/nn/conv_transpose2d.hpp"
 #include "diffusion/nn/linear.hpp"
@@ -70,32 +80,39 @@ class Unet {
   // The model callable the samplers take (samplers/sample.hpp): out (N, out_dim, H, W) = eps_theta(x, t).
   void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& out) { forward(x, t, out); }
   void operator()(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& out) = delete;  // x would dangle
+  // A conditional network's: out = eps_theta(x, t, classes) (a class id per image, or kNullClass).
+  void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
+                  Tensor<T>& out) {
+    forward(x, t, classes, out);
+  }
+  void operator()(const Tensor<T>&& x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
+                  Tensor<T>& out) = delete;  // x would dangle
 
   // y (N, out_dim, H, W) = eps_theta(x (N, channels, H, W), t). Keeps what backward needs. x is read through a
   // view (a Tensor, or the caller's own buffer: no copy) and is kept until backward: it must stay alive and
   // unchanged until then, so a temporary does not compile.
-  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) {
-    check_input(x, t);
-    input_.view = x;
-    t_ = t;
-    init_conv_->forward(x, x0_);
-    const Tensor<T>* temb = time_forward(t);
-    const Tensor<T>* cur = &x0_;
-    for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_);
-    cur = &mid_forward(*cur, temb);
-    for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_);
-    final_forward(*cur, y);
-  }
+  // Unconditional networks only (a conditional one throws, naming the class ids it needs).
+  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) { forward_impl(x, t, nullptr, y); }
   void forward(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& y) = delete;  // x would dangle
+  // Conditional networks only: classes (N) holds each image's class id in [0, num_classes) or kNullClass.
+  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
+               Tensor<T>& y) {
+    forward_impl(x, t, &classes, y);
+  }
+  void forward(const Tensor<T>&& x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
+               Tensor<T>& y) = delete;  // x would dangle
+
+  bool is_conditional() const { return config_.num_classes > 0; }
 
   // Accumulates d(loss)/d(parameters) into params().grads() given dy = d(loss)/d(y) for the last forward.
   // dx (optional) accumulates d(loss)/d(x). The forward pass reversed, stage by stage.
   void backward(const Tensor<T>& dy, Tensor<T>* dx = nullptr) {
     DIFFUSION_CHECK(input_.view.data() != nullptr, "Unet::backward called before forward (since built, copied or moved)");
-    const Tensor<T>* temb = config_.with_time_emb ? &temb_ : nullptr;
-    Tensor<T>* dtemb = temb ? &dtemb_ : nullptr;
-    // The gradients that several stages add to, zeroed once: the time embedding's and every skip connection's.
-    if (dtemb) nn::zero_like(dtemb_, temb_);
+    // What the blocks took (temb_, or cond_ = cat(temb_, cemb_) when conditional) and the gradient they add to.
+    const Tensor<T>* temb = config_.with_time_emb ? (is_conditional() ? &cond_ : &temb_) : nullptr;
+    Tensor<T>* dtemb = temb ? (is_conditional() ? &dcond_ : &dtemb_) : nullptr;
+    // The gradients that several stages add to, zeroed once: the blocks' embedding's and every skip connection's.
+    if (dtemb) nn::zero_like(*dtemb, *temb);
     for (auto& s : downs_) nn::zero_like(s.dskip, s.skip);
     GradientRelay& g = relay_;
     final_backward(dy, g.dx_for(*final_input_));
@@ -111,10 +128,34 @@ class Unet {
       g.pass();
     }
     init_conv_->backward(input_.view, g.dy(), dx);
-    if (dtemb) time_backward();
+    if (!dtemb) return;
+    if (is_conditional()) {
+      // dcond_ = [dtemb | dcemb]: the time MLP's share and the class MLP's, split once.
+      nn::zero_like(dtemb_, temb_);
+      nn::zero_like(dcemb_, cemb_);
+      split_features_backward(dcond_, dtemb_, dcemb_);
+      classes_backward();
+    }
+    time_backward();
   }
 
  private:
+  void forward_impl(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>* classes,
+                    Tensor<T>& y) {
+    check_input(x, t, classes);
+    input_.view = x;
+    t_ = t;
+    if (classes) classes_ = *classes;
+    init_conv_->forward(x, x0_);
+    const Tensor<T>* temb = time_forward(t);
+    if (classes) temb = classes_forward(*temb);
+    const Tensor<T>* cur = &x0_;
+    for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_);
+    cur = &mid_forward(*cur, temb);
+    for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_);
+    final_forward(*cur, y);
+  }
+
   // Temporaries of one stage's call, shared by every stage: a stage's backward ends before the next one's begins.
   struct StageWorkspace {
     Tensor<T> db1, db2;  // d(loss)/d(block1 output), d(block2 output); the final stage: db1 = d(final block output)
@@ -226,6 +267,14 @@ class Unet {
       time_linear2_ = std::make_unique<nn::Linear<T>>(params, plan.time_linear2.name, plan.time_linear2.in,
                                                       plan.time_linear2.out);
     }
+    if (plan.classes_dim > 0) {
+      classes_embedding_ = std::make_unique<nn::ClassEmbedding<T>>(params, "classes_emb", "null_classes_emb",
+                                                                   c.num_classes, c.dim);
+      classes_linear1_ = std::make_unique<nn::Linear<T>>(params, plan.classes_linear1.name, plan.classes_linear1.in,
+                                                         plan.classes_linear1.out);
+      classes_linear2_ = std::make_unique<nn::Linear<T>>(params, plan.classes_linear2.name, plan.classes_linear2.in,
+                                                         plan.classes_linear2.out);
+    }
     downs_.resize(plan.downs.size());
     for (std::size_t l = 0; l < plan.downs.size(); ++l) {
       const DownStagePlan& p = plan.downs[l];
@@ -253,11 +302,23 @@ class Unet {
     check_parameters_match(params, plan);  // the layers registered what the plan (and so the weight loaders) expect
   }
 
-  void check_input(const TensorView<T>& x, const std::vector<std::int64_t>& t) const {
+  void check_input(const TensorView<T>& x, const std::vector<std::int64_t>& t,
+                   const std::vector<std::int64_t>* classes) const {
     DIFFUSION_CHECK(x.rank() == 4 && x.dim(1) == config_.channels && x.dim(0) > 0,
                     "Unet: input " << x.shape() << " does not match (N > 0, " << config_.channels << ", H, W)");
     DIFFUSION_CHECK(static_cast<Index>(t.size()) == x.dim(0),
                     "Unet: " << t.size() << " timesteps for a batch of " << x.dim(0) << " images");
+    DIFFUSION_CHECK(!is_conditional() || classes,
+                    "Unet: this network is class-conditional (num_classes " << config_.num_classes
+                        << "): call it with a class id per image (kNullClass = " << kNullClass
+                        << " for the unconditional prediction)");
+    DIFFUSION_CHECK(is_conditional() || !classes,
+                    "Unet: class ids given to an unconditional network (num_classes 0); call it without classes");
+    if (classes) {
+      DIFFUSION_CHECK(static_cast<Index>(classes->size()) == x.dim(0),
+                      "Unet: " << classes->size() << " class ids for a batch of " << x.dim(0) << " images");
+      classes_embedding_->check_ids(*classes, "Unet");
+    }
     const Index factor = Index(1) << (config_.levels() - 1);
     DIFFUSION_CHECK(x.dim(2) % factor == 0 && x.dim(3) % factor == 0,
                     "Unet: image size " << x.dim(2) << "x" << x.dim(3) << " must be divisible by " << factor
@@ -269,6 +330,8 @@ class Unet {
   std::unique_ptr<nn::Conv2d<T>> init_conv_;
   std::unique_ptr<nn::SinusoidalTimeEmbedding<T>> time_embedding_;
   std::unique_ptr<nn::Linear<T>> time_linear1_, time_linear2_;
+  std::unique_ptr<nn::ClassEmbedding<T>> classes_embedding_;  // conditional networks only, as the class MLP
+  std::unique_ptr<nn::Linear<T>> classes_linear1_, classes_linear2_;
   nn::GELU<T> gelu_;
   std::vector<DownStage> downs_;
   std::vector<UpStage> ups_;
@@ -295,6 +358,42 @@ class Unet {
     time_linear2_->backward(t_g_, dtemb_, &d_t_g_);
     gelu_.backward(t_h1_, d_t_g_, &d_t_h1_);
     time_linear1_->backward(t_sin_, d_t_h1_, nullptr);
+  }
+
+  // cond_ (N, time_dim + classes_dim) = cat(temb, classes_mlp(classes_emb(classes_))) for the blocks' MLPs.
+  const Tensor<T>* classes_forward(const Tensor<T>& temb) {
+    classes_embedding_->forward(classes_, c_emb_);
+    classes_linear1_->forward(c_emb_, c_h1_);
+    gelu_.forward(c_h1_, c_g_);
+    classes_linear2_->forward(c_g_, cemb_);
+    concat_features(temb, cemb_, cond_);
+    return &cond_;
+  }
+  void classes_backward() {  // from dcemb_; the ids have no gradient
+    nn::zero_like(d_c_g_, c_g_);
+    nn::zero_like(d_c_h1_, c_h1_);
+    nn::zero_like(d_c_emb_, c_emb_);
+    classes_linear2_->backward(c_g_, dcemb_, &d_c_g_);
+    gelu_.backward(c_h1_, d_c_g_, &d_c_h1_);
+    classes_linear1_->backward(c_emb_, d_c_h1_, &d_c_emb_);
+    classes_embedding_->backward(classes_, d_c_emb_);
+  }
+  // out (N, A + B) = cat(a (N, A), b (N, B)) along features (torch.cat(dim=-1)); assigned.
+  static void concat_features(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& out) {
+    const Index N = a.dim(0), A = a.dim(1), B = b.dim(1);
+    out.resize(Shape{N, A + B});
+    for (Index n = 0; n < N; ++n) {
+      for (Index j = 0; j < A; ++j) out[n * (A + B) + j] = a[n * A + j];
+      for (Index j = 0; j < B; ++j) out[n * (A + B) + A + j] = b[n * B + j];
+    }
+  }
+  // da += dout[:, :A], db += dout[:, A:]: concat_features reversed.
+  static void split_features_backward(const Tensor<T>& dout, Tensor<T>& da, Tensor<T>& db) {
+    const Index N = da.dim(0), A = da.dim(1), B = db.dim(1);
+    for (Index n = 0; n < N; ++n) {
+      for (Index j = 0; j < A; ++j) da[n * A + j] += dout[n * (A + B) + j];
+      for (Index j = 0; j < B; ++j) db[n * B + j] += dout[n * (A + B) + A + j];
+    }
   }
 
   // The middle: mid_block2(mid_attn(mid_block1(x, temb)), temb).
@@ -345,6 +444,12 @@ class Unet {
   Tensor<T> x0_, t_sin_, t_h1_, t_g_, temb_, m1_, m_attn_, m2_, final_h_;
   // Gradients of the time MLP (same shapes as their activations); dtemb_ sums every block's share.
   Tensor<T> dtemb_, d_t_g_, d_t_h1_;
+  // Conditional networks: classes_ (N) the ids of the last forward; c_emb_ (N, dim) their embeddings; c_h1_, c_g_,
+  // cemb_ (N, 4 dim) the class MLP; cond_ (N, 8 dim) = cat(temb_, cemb_), what the blocks take. Their gradients
+  // (same shapes); dcond_ sums every block's share, then splits into dtemb_ and dcemb_.
+  std::vector<std::int64_t> classes_;
+  Tensor<T> c_emb_, c_h1_, c_g_, cemb_, cond_;
+  Tensor<T> dcond_, dcemb_, d_c_g_, d_c_h1_, d_c_emb_;
   // Temporaries shared by the stages, and the gradient flowing between them.
   StageWorkspace ws_;
   GradientRelay relay_;

@@ -53,6 +53,11 @@ struct UnetConfig {
   Index resnet_block_groups = 8;           // GroupNorm groups in ResNet blocks
   bool use_convnext = true;                // ConvNeXt blocks (true) or ResNet blocks (false)
   Index convnext_mult = 2;
+  // Class-conditional network (denoising-diffusion-pytorch's classifier_free_guidance.py Unet): 0 builds the
+  // unconditional network. With num_classes > 0 the network takes a class id per image in [0, num_classes), or
+  // kNullClass (-1, nn/class_embedding.hpp) for the learned "no class" embedding. Stored under the reference's
+  // keyword, only when > 0.
+  Index num_classes = 0;
   // --- extensions (defaults reproduce the reference) ---
   std::vector<AttentionKind> level_attention;  // per resolution level; empty: linear everywhere
   AttentionKind mid_attention = AttentionKind::Full;
@@ -79,6 +84,7 @@ struct UnetConfig {
   static constexpr Index kMaxWidth = Index(1) << 16;  // any channel count, incl. dim * mult * convnext_mult
   static constexpr Index kMaxLevels = 16;
   static constexpr Index kMaxParameters = Index(1) << 32;
+  static constexpr Index kMaxClasses = Index(1) << 24;  // classes_emb is num_classes x dim: under 2^40 elements
 
   // Throws an Error naming the first invalid field and its allowed range.
   void validate() const {
@@ -130,6 +136,14 @@ struct UnetConfig {
                             << resnet_block_groups << ", but a block has " << c << " output channels");
     }
     if (with_time_emb) DIFFUSION_CHECK(dim >= 4 && dim % 2 == 0, "UnetConfig: the time embedding needs an even dim >= 4, got " << dim);
+    DIFFUSION_CHECK(num_classes >= 0 && num_classes <= kMaxClasses,
+                    "UnetConfig: num_classes must be in [0, " << kMaxClasses << "] (0: unconditional), got "
+                                                              << num_classes);
+    // The class embedding joins the time embedding at the blocks' MLPs (as in classifier_free_guidance.py, where
+    // the time MLP always exists): without a time embedding there is nothing for it to join.
+    DIFFUSION_CHECK(num_classes == 0 || with_time_emb,
+                    "UnetConfig: num_classes " << num_classes << " needs with_time_emb (the class embedding is "
+                                               << "concatenated to the time embedding)");
   }
 
   // Output channel counts of every block (for the GroupNorm divisibility check).
@@ -152,6 +166,9 @@ struct UnetConfig {
     j["resnet_block_groups"] = resnet_block_groups;
     j["use_convnext"] = use_convnext;
     j["convnext_mult"] = convnext_mult;
+    // Only when conditional: the JSON (and so every file) of an unconditional network is unchanged, and a file
+    // without the key reads as 0.
+    if (num_classes > 0) j["num_classes"] = num_classes;
     return j;
   }
   // The extensions; empty when the architecture is the reference's.
@@ -235,7 +252,8 @@ struct UnetConfig {
                                                        {"out_dim", &c.out_dim},
                                                        {"channels", &c.channels},
                                                        {"resnet_block_groups", &c.resnet_block_groups},
-                                                       {"convnext_mult", &c.convnext_mult}};
+                                                       {"convnext_mult", &c.convnext_mult},
+                                                       {"num_classes", &c.num_classes}};
     for (const auto& [key, target] : integers)
       if (const nlohmann::json* v = field(j, key)) *target = integer_field(*v, name(key));
     if (const nlohmann::json* v = field(j, "with_time_emb")) c.with_time_emb = bool_field(*v, name("with_time_emb"));

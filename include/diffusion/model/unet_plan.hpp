@@ -47,7 +47,8 @@ struct LinearPlan {
 };
 
 // A ResnetBlock or a ConvNextBlock (UnetConfig::use_convnext; groups and mult from the config): module name
-// ("downs.0.0", "mid_block1", "final_conv.0"), channels in -> out, width of the time embedding it takes (0: none).
+// ("downs.0.0", "mid_block1", "final_conv.0"), channels in -> out, width of the time embedding it takes (0: none;
+// a conditional network's blocks take cat(time embedding, class embedding): UnetPlan::cond_dim).
 struct BlockPlan {
   std::string name;
   Index in = 0, out = 0;
@@ -93,6 +94,12 @@ struct UnetPlan {
   Index time_dim = 0;                         // 4 * dim; 0 without time embedding (then the time MLP is absent)
   Index time_embedding_dim = 0;               // the sinusoidal embedding's width (dim); 0 without time embedding
   LinearPlan time_linear1, time_linear2;      // "time_mlp.1" dim -> time_dim, "time_mlp.3" time_dim -> time_dim
+  // Class conditioning (config.num_classes > 0; classifier_free_guidance.py's names): "classes_emb.weight"
+  // (num_classes, dim), "null_classes_emb" (dim), classes_mlp "classes_mlp.0" dim -> classes_dim, GELU,
+  // "classes_mlp.2" classes_dim -> classes_dim. The blocks' MLPs take cat(time embedding, class embedding).
+  Index classes_dim = 0;                      // 4 * dim; 0 when unconditional
+  LinearPlan classes_linear1, classes_linear2;
+  Index cond_dim = 0;                         // time_dim + classes_dim: the width the blocks' MLPs take
   std::vector<DownStagePlan> downs;           // levels stages, level 0 first
   MiddlePlan mid;
   std::vector<UpStagePlan> ups;               // levels - 1 stages, deepest level first
@@ -133,6 +140,9 @@ class PlanWriter {
     add(name, "bias", Shape{out});
   }
   void linear(const LinearPlan& p) { linear(p.name, p.in, p.out); }
+  // nn.Embedding(count, width): weight (count, width). A bare nn.Parameter (width), named `name` itself.
+  void embedding(const std::string& name, Index count, Index width) { add(name, "weight", Shape{count, width}); }
+  void vector(const std::string& name, Index width) { out_.push_back({name, Shape{width}}); }
   // nn::GroupNorm(groups, channels): weight, bias.
   void group_norm(const std::string& name, Index channels) {
     add(name, "weight", Shape{channels});
@@ -208,7 +218,13 @@ inline UnetPlan plan_unet(const UnetConfig& config, Index max_parameters = UnetC
     plan.time_linear1 = {"time_mlp.1", c.dim, plan.time_dim};
     plan.time_linear2 = {"time_mlp.3", plan.time_dim, plan.time_dim};
   }
-  const Index t = plan.time_dim;
+  if (c.num_classes > 0) {
+    plan.classes_dim = 4 * c.dim;
+    plan.classes_linear1 = {"classes_mlp.0", c.dim, plan.classes_dim};
+    plan.classes_linear2 = {"classes_mlp.2", plan.classes_dim, plan.classes_dim};
+  }
+  plan.cond_dim = plan.time_dim + plan.classes_dim;
+  const Index t = plan.cond_dim;  // what every block but the final one takes (validate: classes need time)
   const auto attention = [&c](const std::string& name, AttentionKind kind, Index channels) {
     return AttentionPlan{name, kind, channels, c.attention_heads, c.attention_dim_head};
   };
@@ -244,13 +260,19 @@ inline UnetPlan plan_unet(const UnetConfig& config, Index max_parameters = UnetC
   plan.final_block = {"final_conv.0", c.dim, c.dim, 0};
   plan.final_conv = {"final_conv.1", c.dim, c.resolved_out_dim(), 1, 1, 0};
 
-  // Registration order of Unet::build: init conv, time MLP, downs, ups (the reference creates them before the
-  // middle), middle, final.
+  // Registration order of Unet::build: init conv, time MLP, class embeddings and MLP, downs, ups (the reference
+  // creates them before the middle), middle, final.
   detail::PlanWriter w(c, plan.parameters);
   w.conv(plan.init_conv);
-  if (t > 0) {
+  if (plan.time_dim > 0) {
     w.linear(plan.time_linear1);
     w.linear(plan.time_linear2);
+  }
+  if (plan.classes_dim > 0) {
+    w.embedding("classes_emb", c.num_classes, c.dim);
+    w.vector("null_classes_emb", c.dim);
+    w.linear(plan.classes_linear1);
+    w.linear(plan.classes_linear2);
   }
   for (const DownStagePlan& s : plan.downs) {
     w.block(s.block1);
@@ -271,7 +293,8 @@ inline UnetPlan plan_unet(const UnetConfig& config, Index max_parameters = UnetC
   w.conv(plan.final_conv);
 
   // No overflow: validate() caps every width at kMaxWidth = 2^16 (the widest tensor, a 3x3 conv of 2 * 2^16 inputs
-  // and 2^16 outputs, has under 2^37 elements) and a plan has fewer than 2^11 tensors.
+  // and 2^16 outputs, has under 2^37 elements; classes_emb, at most 2^24 x 2^16, under 2^40) and a plan has fewer
+  // than 2^11 tensors.
   for (const PlannedParameter& p : plan.parameters) plan.parameter_count += p.shape.numel();
   DIFFUSION_CHECK(plan.parameter_count <= max_parameters,
                   "UnetConfig: total parameters must be at most " << max_parameters << ", but this configuration "
