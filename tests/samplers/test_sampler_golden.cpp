@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -220,4 +221,35 @@ TEST_CASE("karras_timesteps gives S distinct timesteps for every S <= T") {
   REQUIRE_THROWS_WITH(karras_timesteps(NoiseSchedule(BetaSchedule::Linear, 10), 11), Catch::Contains("got 11"));
   REQUIRE_THROWS_WITH(ddim_timesteps(10, 3, TimestepSpacing::Karras), Catch::Contains("sampling_timesteps"));
   REQUIRE_THROWS_WITH(karras_sigmas(3, 0.1, 1.0, 0.0), Catch::Contains("rho must be > 0"));
+}
+
+TEST_CASE("a sampler's multistep history starts clean: a NaN left by an earlier run does not reach the next") {
+  // UniPC's and DPM-Solver++(2M)'s first steps weight the previous-step terms by 0; a history buffer holding a NaN
+  // from before would turn 0 x NaN into NaN. Run 1 feeds the sampler a NaN prediction (so its history holds NaNs),
+  // run 2 on the same Sampler must give the bits of a fresh one.
+  io::SafetensorsReader fx(process_test::golden("samplers_analytic.safetensors"));
+  const Tensor<float> x_T = cast<float>(fx.read<double>("x_T"));
+  for (const char* name : {"uni_pc_karras", "dpmpp_2m_linspace"}) {
+    INFO(name);
+    const Case c = read_case(fx, name);
+    const auto run = [&](Sampler<float>& sampler, bool nan_model) {
+      Tensor<float> x, out;
+      x.copy_from(x_T);
+      sampler.begin(x.shape());
+      std::vector<std::int64_t> t(static_cast<std::size_t>(x.dim(0)));
+      while (!sampler.done()) {
+        for (std::int64_t& v : t) v = sampler.model_timestep();
+        AnalyticModel{}(x, t, out);
+        if (nan_model) out.fill(std::numeric_limits<float>::quiet_NaN());
+        sampler.step(x, out, nullptr);
+      }
+      return x;
+    };
+    Sampler<float> fresh(c.schedule, c.options), reused(c.schedule, c.options);
+    const Tensor<float> want = run(fresh, false);
+    REQUIRE(std::isfinite(want[0]));
+    (void)run(reused, true);
+    const Tensor<float> got = run(reused, false);
+    REQUIRE(process_test::bitwise_equal(got, want));
+  }
 }

@@ -194,10 +194,17 @@ class Sampler {
       saved_x_.resize(shape);
       saved_d_.resize(shape);
     }
-    if (k == SamplerKind::DpmPp2M || k == SamplerKind::DpmPp2MSde || k == SamplerKind::UniPc) prev_x0_.resize(shape);
+    // The multistep history starts at zero, not at whatever the buffers held: the first steps multiply it by a
+    // weight of 0, and 0 times a stale NaN or infinity is NaN (a UniPC run failed that way, now and then).
+    if (k == SamplerKind::DpmPp2M || k == SamplerKind::DpmPp2MSde || k == SamplerKind::UniPc) {
+      prev_x0_.resize(shape);
+      prev_x0_.zero();
+    }
     if (k == SamplerKind::UniPc) {
       prev2_x0_.resize(shape);
+      prev2_x0_.zero();
       saved_x_.resize(shape);
+      saved_x_.zero();
       unipc_orders_ = 0;
       unipc_last_order_ = 0;
     }
