@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/random.hpp"
@@ -63,12 +64,15 @@ class GaussianDiffusion {
   // One optimisation step on images (N, channels, image_size, image_size) in [-1, 1]; returns the loss (the mean of
   // L_simple, or of the chosen loss, over the batch). The primer's `loss = diffusion(images)` + backward + step.
   double train_step(const Tensor<T>& images) {
-    DIFFUSION_CHECK(images.rank() == 4 && images.dim(1) == model_->config().channels &&
-                        images.dim(2) == image_size_ && images.dim(3) == image_size_,
-                    "GaussianDiffusion::train_step: images " << images.shape() << " do not match (N, "
-                                                             << model_->config().channels << ", " << image_size_
-                                                             << ", " << image_size_ << ")");
+    check_images(images);
     return trainer_->step(images).loss;
+  }
+
+  // The same for a class-conditional network (config num_classes > 0): labels (N) in [0, num_classes), each dropped
+  // to kNullClass with probability options.trainer.cond_drop_prob (Trainer::step(x0, labels)).
+  double train_step(const Tensor<T>& images, const std::vector<std::int64_t>& labels) {
+    check_images(images);
+    return trainer_->step(images, labels).loss;
   }
 
   // n images (n, channels, image_size, image_size) in [-1, 1], drawn from x_T ~ N(0, I) (from rng, in element order)
@@ -95,6 +99,14 @@ class GaussianDiffusion {
   const SamplerOptions& sampler_options() const { return options_.sampler; }
 
  private:
+  void check_images(const Tensor<T>& images) const {
+    DIFFUSION_CHECK(images.rank() == 4 && images.dim(1) == model_->config().channels &&
+                        images.dim(2) == image_size_ && images.dim(3) == image_size_,
+                    "GaussianDiffusion::train_step: images " << images.shape() << " do not match (N, "
+                                                             << model_->config().channels << ", " << image_size_
+                                                             << ", " << image_size_ << ")");
+  }
+
   std::unique_ptr<Unet<T>> model_;      // on the heap: the trainer keeps a reference, which a move keeps valid
   Index image_size_;
   GaussianDiffusionOptions options_;

@@ -61,6 +61,9 @@ void save_checkpoint(const std::string& path, const Trainer<T>& trainer,
   state["timesteps"] = trainer.schedule().num_timesteps();
   state["ema"] = trainer.ema() != nullptr;
   state["last_loss"] = std::isfinite(trainer.last_loss()) ? trainer.last_loss() : 0.0;
+  // Conditional runs only (an unconditional checkpoint's metadata is as before); informative, not checked on load:
+  // a resumed run may change the drop rate as it may the learning rate.
+  if (model.config().num_classes > 0) state["cond_drop_prob"] = o.cond_drop_prob;
   w.add_metadata(kTrainStateKey, state.dump());
   w.add_metadata(kUnetConfigKey, model.config().to_json().dump());
   const nlohmann::json ext = model.config().extensions_to_json();
