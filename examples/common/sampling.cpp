@@ -5,6 +5,7 @@
 
 #include "diffusion/core/error.hpp"
 #include "diffusion/io/gif.hpp"
+#include "diffusion/samplers/guidance.hpp"
 #include "diffusion/samplers/sample.hpp"
 
 namespace examples {
@@ -61,7 +62,6 @@ void DenoisingRecorder::write(const std::string& path) const {
 
 void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
              Images& x, diffusion::Rng& rng, DenoisingRecorder* gif) {
-  auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.forward(x_t, t, out); };
   auto callback = [gif](int step, std::int64_t, const Images& xt) {
     if (gif) gif->after_step(step, xt);
   };
@@ -72,6 +72,19 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
   if (settings.eta) o.eta = *settings.eta;
   o.prediction = settings.prediction;
   o.clip = settings.clip_x0 ? diffusion::ClipX0::RederiveEps : diffusion::ClipX0::None;
+  if (!net.is_conditional()) {
+    DIFFUSION_CHECK(settings.classes.empty() && settings.guidance == 0.0 && settings.rescaled_phi == 0.0,
+                    "the model is unconditional (trained without classes): class ids and guidance do not apply");
+    auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.forward(x_t, t, out); };
+    diffusion::sample(model, schedule, x, rng, o, callback);
+    return;
+  }
+  DIFFUSION_CHECK(static_cast<Index>(settings.classes.size()) == x.dim(0),
+                  "the model is class-conditional: " << settings.classes.size() << " class ids for " << x.dim(0)
+                                                     << " images");
+  diffusion::ClassifierFreeGuidance<float, diffusion::Unet<float>> guided(
+      net, settings.classes, diffusion::GuidanceOptions{settings.guidance, settings.rescaled_phi});
+  auto model = [&guided](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { guided(x_t, t, out); };
   diffusion::sample(model, schedule, x, rng, o, callback);
 }
 
@@ -88,7 +101,18 @@ Images first_images(const Images& x, Index k) {
 }
 
 void write_grid_png(const std::string& path, const Images& images) {
-  diffusion::io::write_png(path, diffusion::io::image_grid(images, grid_columns(images.dim(0))));
+  write_grid_png(path, images, grid_columns(images.dim(0)));
+}
+
+void write_grid_png(const std::string& path, const Images& images, int columns) {
+  diffusion::io::write_png(path, diffusion::io::image_grid(images, columns));
+}
+
+std::vector<std::int64_t> class_grid_ids(int rows, int per_row) {
+  std::vector<std::int64_t> ids;
+  ids.reserve(static_cast<std::size_t>(rows) * static_cast<std::size_t>(per_row));
+  for (int c = 0; c < rows; ++c) ids.insert(ids.end(), static_cast<std::size_t>(per_row), c);
+  return ids;
 }
 
 }  // namespace examples

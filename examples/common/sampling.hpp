@@ -30,6 +30,11 @@ struct SamplerSettings {
   std::optional<double> eta;     // unset: the sampler's default (0 for ddim, 1 for euler_ancestral and dpmpp_2m_sde)
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (the pixel range) at every step
   diffusion::Prediction prediction = diffusion::Prediction::Epsilon;
+  // Class-conditional networks only: the class id of every image (diffusion::kNullClass: no class), and
+  // classifier-free guidance (samplers/guidance.hpp): scale w (0: the conditional prediction alone) and rescaled_phi.
+  std::vector<std::int64_t> classes;
+  double guidance = 0.0;
+  double rescaled_phi = 0.0;
 
   // Steps the sampler takes with a schedule of T timesteps.
   int steps(int T) const { return sampler == "ddpm" ? T : ddim_steps; }
@@ -52,7 +57,9 @@ class DenoisingRecorder {
   std::vector<diffusion::io::Image8> frames_;
 };
 
-// Denoises x in place (x_T in, x_0 out) with `net`; rng supplies the sampler's noise; gif may be null.
+// Denoises x in place (x_T in, x_0 out) with `net`; rng supplies the sampler's noise; gif may be null. A
+// class-conditional net needs settings.classes (one id per image of x) and is guided by settings.guidance; an
+// unconditional one refuses classes and guidance.
 void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
              Images& x, diffusion::Rng& rng, DenoisingRecorder* gif);
 
@@ -66,5 +73,10 @@ Images first_images(const Images& x, Index k);
 
 // A torchvision-style grid (2 px black padding), ceil(sqrt(N)) images per row, written atomically.
 void write_grid_png(const std::string& path, const Images& images);
+// The same with `columns` images per row (a class grid: one row per class).
+void write_grid_png(const std::string& path, const Images& images, int columns);
+
+// The ids of a class grid: `rows` classes 0 .. rows-1, `per_row` images each, row by row.
+std::vector<std::int64_t> class_grid_ids(int rows, int per_row);
 
 }  // namespace examples

@@ -1,6 +1,8 @@
 #include "common/training_loop.hpp"
 
 #include <chrono>
+#include <cstdint>
+#include <vector>
 
 #include "diffusion/core/error.hpp"
 
@@ -11,14 +13,19 @@ void TrainingLoop::run(diffusion::Trainer<float>& trainer, diffusion::BatchSampl
   std::string last_checkpoint = resumed_from;
   std::int64_t last_checkpoint_step = resumed_from.empty() ? -1 : trainer.step_count();
   diffusion::Tensor<float> batch;  // (B, C, H, W)
+  std::vector<std::int64_t> labels;  // (B): a class-conditional model's labels (dropped to "no class" by the trainer)
+  const bool conditional = trainer.model().is_conditional();
+  DIFFUSION_CHECK(!conditional || sampler.has_labels(),
+                  "the model is class-conditional but the training data have no labels");
   double epoch_loss = 0.0;
   std::int64_t epoch_steps = 0;
   while (trainer.step_count() < total_steps) {
     const auto t0 = std::chrono::steady_clock::now();
-    sampler.batch(trainer.step_count(), batch);
+    if (conditional) sampler.batch(trainer.step_count(), batch, labels);
+    else sampler.batch(trainer.step_count(), batch);
     diffusion::StepResult r;
     try {
-      r = trainer.step(batch);
+      r = conditional ? trainer.step(batch, labels) : trainer.step(batch);
     } catch (const diffusion::TrainingDiverged& e) {
       progress.finish();
       const std::string kept = last_checkpoint.empty()

@@ -24,7 +24,8 @@ struct TrainingLoop {
   std::function<void()> save;                         // writes the checkpoint of the trainer's current step
   std::function<void(std::int64_t step)> after_step;  // previews, evaluations; may be empty
 
-  // Trains from the trainer's step count to total_steps on sampler.batch(step). A diverged step
+  // Trains from the trainer's step count to total_steps on sampler.batch(step) (with the batch's labels for a
+  // class-conditional model: the sampler must have them). A diverged step
   // (diffusion::TrainingDiverged) closes the display and throws diffusion::Error naming the last good checkpoint
   // (nothing later was saved) and the advice.
   void run(diffusion::Trainer<float>& trainer, diffusion::BatchSampler<float>& sampler, ProgressDisplay& progress,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -45,29 +46,88 @@ std::unique_ptr<diffusion::metrics::FashionMnistMetrics> make_metrics(const std:
   return std::make_unique<diffusion::metrics::FashionMnistMetrics>(mo);
 }
 
-diffusion::metrics::SampleReport evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule,
-                                                  const SamplerSettings& settings,
-                                                  diffusion::metrics::FashionMnistMetrics& metrics, Index n,
-                                                  Index batch, std::uint64_t seed, double& sampling_seconds,
-                                                  bool progress) {
+double ClassAccuracy::mean() const {
+  Index a = 0, c = 0;
+  for (std::size_t k = 0; k < asked.size(); ++k) a += asked[k], c += correct[k];
+  return a > 0 ? static_cast<double>(c) / static_cast<double>(a) : std::nan("");
+}
+
+double ClassAccuracy::of(std::size_t c) const {
+  return asked[c] > 0 ? static_cast<double>(correct[c]) / static_cast<double>(asked[c]) : std::nan("");
+}
+
+std::string ClassAccuracy::summary() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f (", mean());
+  std::string s = buf;
+  bool first = true;
+  for (std::size_t c = 0; c < asked.size(); ++c) {
+    if (asked[c] == 0) continue;
+    std::snprintf(buf, sizeof buf, "%s%s %.2f", first ? "" : ", ", diffusion::metrics::kFashionMnistClasses[c], of(c));
+    s += buf;
+    first = false;
+  }
+  return s + ")";
+}
+
+std::vector<std::int64_t> eval_classes(const diffusion::Unet<float>& net, Index n, std::optional<int> class_id) {
+  const Index K = net.config().num_classes;
+  if (K == 0) {
+    DIFFUSION_CHECK(!class_id, "--class " << *class_id << ": the model is unconditional (trained without classes)");
+    return {};
+  }
+  DIFFUSION_CHECK(K == kNumClasses, "the model has " << K << " classes; the Fashion-MNIST classifier knows "
+                                                     << kNumClasses);
+  DIFFUSION_CHECK(!class_id || (*class_id >= 0 && *class_id < K),
+                  "--class " << *class_id << ": a measured class must be one of the model's classes 0-" << K - 1);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = class_id ? *class_id : i % K;
+  return ids;
+}
+
+EvalResult evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule,
+                            const SamplerSettings& settings, diffusion::metrics::FashionMnistMetrics& metrics, Index n,
+                            Index batch, std::uint64_t seed, const std::vector<std::int64_t>& classes,
+                            double& sampling_seconds, bool progress) {
+  DIFFUSION_CHECK(classes.empty() || static_cast<Index>(classes.size()) == n,
+                  "evaluate_samples: " << classes.size() << " class ids for " << n << " samples");
   auto evaluator = metrics.evaluator();
   const diffusion::Rng stream = diffusion::Rng(seed).fork(kEvalStream);
+  EvalResult result;
+  if (!classes.empty()) {
+    result.accuracy.asked.assign(kNumClasses, 0);
+    result.accuracy.correct.assign(kNumClasses, 0);
+  }
+  SamplerSettings s = settings;
   Images x;
+  diffusion::Tensor<float> features;
+  std::vector<std::int64_t> predicted;
   sampling_seconds = 0.0;
   for (Index done = 0, b = 0; done < n; ++b) {
     const Index k = std::min<Index>(batch, n - done);
     diffusion::Rng rng = stream.fork(static_cast<std::uint64_t>(b));
+    if (!classes.empty()) s.classes.assign(classes.begin() + done, classes.begin() + done + k);
     const auto t0 = std::chrono::steady_clock::now();
-    generate(net, schedule, settings, k, 1, 28, 28, rng, x, nullptr);
+    generate(net, schedule, s, k, 1, 28, 28, rng, x, nullptr);
     sampling_seconds += seconds_since(t0);
     evaluator.add(x);
+    if (!classes.empty()) {
+      // A second pass of the (small) classifier for its predictions: the evaluator keeps only their histogram.
+      metrics.extractor().extract(x, features, &predicted);
+      for (Index i = 0; i < k; ++i) {
+        const auto c = static_cast<std::size_t>(s.classes[static_cast<std::size_t>(i)]);
+        ++result.accuracy.asked[c];
+        result.accuracy.correct[c] += predicted[static_cast<std::size_t>(i)] == s.classes[static_cast<std::size_t>(i)];
+      }
+    }
     done += k;
     if (progress)
       std::fprintf(stderr, "\r  sampled %lld / %lld (%.1f s)", static_cast<long long>(done), static_cast<long long>(n),
                    sampling_seconds);
   }
   if (progress) std::fprintf(stderr, "\n");
-  return evaluator.finish();
+  result.report = evaluator.finish();
+  return result;
 }
 
 int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
@@ -88,6 +148,7 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
               settings.sampler.c_str());
   if (settings.sampler != "ddpm") std::printf(" %d steps", settings.ddim_steps);
   if (settings.eta) std::printf(", eta %g", *settings.eta);
+  if (m.net->is_conditional()) std::printf(", guidance %g", settings.guidance);
   std::printf("\n  reference: %s images of %s (%lld), statistics %s in %s\n", o.reference.c_str(), o.data.c_str(),
               static_cast<long long>(metrics.reference().gaussian.count),
               diffusion::metrics::cache_status_name(metrics.reference_status()), cache.c_str());
@@ -95,14 +156,16 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
   std::fflush(stdout);
 
   double sampling_seconds = 0.0;
-  const diffusion::metrics::SampleReport r =
-      evaluate_samples(*m.net, schedule, settings, metrics, o.n, o.batch, o.sample.seed, sampling_seconds, true);
+  const EvalResult result = evaluate_samples(*m.net, schedule, settings, metrics, o.n, o.batch, o.sample.seed,
+                                             eval_classes(*m.net, o.n, o.sample.class_id), sampling_seconds, true);
+  const diffusion::metrics::SampleReport& r = result.report;
 
   std::printf("  %s\n", r.summary().c_str());
   std::printf("  classes:");
   for (std::size_t c = 0; c < r.class_histogram.size(); ++c)
     std::printf("%s %s %lld", c ? "," : "", diffusion::metrics::kFashionMnistClasses[c],
                 static_cast<long long>(r.class_histogram[c]));
+  if (!result.accuracy.asked.empty()) std::printf("\n  class accuracy: %s", result.accuracy.summary().c_str());
   const double total = seconds_since(start);
   std::printf("\n  time: sampling %.1f s, features %.1f s, metrics %.1f s, total %.1f s\n", sampling_seconds,
               r.extract_seconds, r.metric_seconds, total);
@@ -114,6 +177,16 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
     j["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
     j["seed"] = o.sample.seed;
     j["batch"] = o.batch;
+    if (!result.accuracy.asked.empty()) {
+      j["guidance"] = settings.guidance;
+      j["rescaled_phi"] = settings.rescaled_phi;
+      j["class"] = o.sample.class_id ? nlohmann::json(*o.sample.class_id) : nlohmann::json("all in turn");
+      j["class_accuracy"] = result.accuracy.mean();
+      nlohmann::json per = nlohmann::json::object();
+      for (std::size_t c = 0; c < result.accuracy.asked.size(); ++c)
+        if (result.accuracy.asked[c] > 0) per[diffusion::metrics::kFashionMnistClasses[c]] = result.accuracy.of(c);
+      j["class_accuracy_per_class"] = per;
+    }
     j["reference"] = o.reference;
     j["data"] = o.data;
     j["sampling_seconds"] = sampling_seconds;

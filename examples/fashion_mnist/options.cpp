@@ -42,6 +42,9 @@ const NumberRange kEvalImagesRange{1, 1000000};  // eval --n, train --eval-n
 const NumberRange kEvalBatchRange{1, 4096};      // eval --batch
 const NumberRange kChannelsRange{1, 4};
 const NumberRange kImageSizeRange{1, 4096};
+const NumberRange kProbabilityRange{0, 1};
+const NumberRange kGuidanceRange{-1000, 1000};  // w; negative w pushes away from the class (allowed, rarely wanted)
+const NumberRange kClassRange{-1, 65535};       // --class: -1 is kNullClass; the model's num_classes is checked later
 
 std::string number_text(double v) {
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
@@ -68,11 +71,13 @@ CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<in
 }
 
 // Keys of the stored options, by how a resumed run treats them.
-const std::vector<std::string> kConfigKeys = {"schedule", "timesteps", "loss",  "prediction", "block",
-                                              "dim",      "dim-mults", "batch", "seed",       "ema-decay"};
+const std::vector<std::string> kConfigKeys = {"schedule", "timesteps", "loss",      "prediction",
+                                              "block",    "dim",       "dim-mults", "batch",
+                                              "seed",     "ema-decay", "conditional", "cond-drop-prob"};
 const std::vector<std::string> kOptimizerKeys = {"lr", "grad-clip"};
 const std::vector<std::string> kRunKeys = {"data",          "threads",       "sample-every", "checkpoint-every",
-                                           "final-samples", "final-sampler", "eval-every",   "eval-n"};
+                                           "final-samples", "final-sampler", "eval-every",   "eval-n",
+                                           "final-guidance"};
 
 // An option's value for a message ("linear", "1,2,4", "0.001"); a stored one may be anything: at most 40 characters.
 std::string value_text(const nlohmann::json& v) {
@@ -157,6 +162,13 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->check(in_range(kEmaDecayRange));
   app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: no clipping)")
       ->check(in_range(kNonNegative));
+  app.add_flag("--conditional", o.conditional,
+               "train a class-conditional model on the labels in " + std::string(kTrainLabelsFile) +
+                   " (sample a class with `sample --class K --guidance W`)");
+  app.add_option("--cond-drop-prob", o.cond_drop_prob,
+                 "conditional runs: probability that an image's label is dropped (the model then learns the "
+                 "unconditional prediction too, which guidance needs)")
+      ->check(in_range(kProbabilityRange));
   app.add_option("--out", o.out, "output folder (default with --resume: the checkpoint's folder)");
   app.add_option("--sample-every", o.sample_every, "write a 4x4 grid of EMA samples every N steps (0: never)")
       ->check(in_range(kNonNegative));
@@ -166,6 +178,9 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--final-samples", o.final_samples, "number of images in the final grid")
       ->check(in_range(kFinalSamplesRange));
   app.add_option("--final-sampler", o.final_sampler, "sampler of the final grid and GIF")->check(CLI::IsMember(kSamplers));
+  app.add_option("--final-guidance", o.final_guidance,
+                 "conditional runs: guidance scale w of the final class grid, the previews and the evaluations")
+      ->check(in_range(kGuidanceRange));
   app.add_option("--eval-every", o.eval_every,
                  "every N steps, measure --eval-n EMA samples (DDIM 50) against the test set in --data: FID, KID, "
                  "precision, recall, appended to eval_log.csv (0: never)")
@@ -191,6 +206,19 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
                  "clip the predicted x0 to [-1, 1] at every step (true/false; keeps large-T DDIM from saturating)");
   app.add_option("--seed", o.seed, "seed of x_T and of the sampler's noise");
   app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
+  // Class-conditional models only.
+  app.add_option("--class", o.class_id,
+                 "conditional models: the class of every image (0-9 for Fashion-MNIST; -1: no class); default: a "
+                 "class grid (sample) or every class in turn (eval)")
+      ->check(in_range(kClassRange));
+  app.add_option("--guidance", o.guidance,
+                 "conditional models: classifier-free guidance scale w (0: the conditional prediction; larger: more "
+                 "typical of the class, less varied)")
+      ->check(in_range(kGuidanceRange));
+  app.add_option("--rescaled-phi", o.rescaled_phi,
+                 "conditional models: rescale the guided prediction to the conditional one's spread (Lin et al. "
+                 "2023), 0 to 1")
+      ->check(in_range(kProbabilityRange));
   // Only for a weights file that does not carry its configuration.
   app.add_option("--block", o.block, "U-Net block type (weights without metadata)")->check(CLI::IsMember(kBlocks));
   app.add_option("--dim", o.dim, "U-Net base channel count (weights without metadata)")
@@ -265,6 +293,9 @@ nlohmann::json to_json(const TrainOptions& o) {
   j["final-sampler"] = o.final_sampler;
   j["eval-every"] = o.eval_every;
   j["eval-n"] = o.eval_n;
+  j["conditional"] = o.conditional;
+  j["cond-drop-prob"] = o.cond_drop_prob;
+  j["final-guidance"] = o.final_guidance;
   return j;
 }
 
@@ -371,6 +402,14 @@ TrainOptions train_options_from_json(const nlohmann::json& j, const std::string&
   // Absent in checkpoints written before `train --eval-every` existed: the defaults.
   if (j.contains("eval-every")) o.eval_every = integer("eval-every", kNonNegative);
   if (j.contains("eval-n")) o.eval_n = static_cast<int>(integer("eval-n", kEvalImagesRange));
+  // Absent in checkpoints written before `train --conditional` existed: an unconditional run.
+  if (j.contains("conditional")) {
+    const nlohmann::json& v = stored_field(j, "conditional", where);
+    DIFFUSION_CHECK(v.is_boolean(), where << "key 'conditional' is " << json_brief(v) << ", expected true or false");
+    o.conditional = v.get<bool>();
+  }
+  if (j.contains("cond-drop-prob")) o.cond_drop_prob = number("cond-drop-prob", kProbabilityRange);
+  if (j.contains("final-guidance")) o.final_guidance = number("final-guidance", kGuidanceRange);
   return o;
 }
 
@@ -418,8 +457,10 @@ TrainOptions merge_resume_options(const TrainOptions& flags, const std::set<std:
   return o;
 }
 
-diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::vector<int>& dim_mults, int channels) {
+diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::vector<int>& dim_mults, int channels,
+                                  int num_classes) {
   diffusion::UnetConfig c;
+  c.num_classes = num_classes;
   c.dim = dim;
   c.dim_mults.assign(dim_mults.begin(), dim_mults.end());
   c.channels = channels;

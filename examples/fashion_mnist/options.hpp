@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +25,8 @@ inline constexpr int kDefaultEpochs = 5;
 
 inline constexpr const char* kDefaultDataDir = "/usr/share/datasets/fashion-mnist";
 inline constexpr const char* kTrainImagesFile = "train-images-idx3-ubyte.gz";
+inline constexpr const char* kTrainLabelsFile = "train-labels-idx1-ubyte.gz";  // read by `train --conditional`
+inline constexpr int kNumClasses = 10;  // Fashion-MNIST's classes: a conditional model's num_classes
 inline constexpr const char* kOptionsKey = "fashion_mnist.options";  // checkpoint / weights metadata
 inline constexpr const char* kRunKey = "fashion_mnist.run";          // checkpoint metadata: elapsed time
 
@@ -39,6 +42,10 @@ struct TrainOptions {
   int batch = 128;
   std::uint64_t seed = 0;
   double ema_decay = 0.995;  // 0 disables the EMA
+  // Class-conditional training (the labels of train-labels-idx1-ubyte.gz), each label replaced by "no class" with
+  // probability cond_drop_prob so that one network learns both predictions classifier-free guidance combines.
+  bool conditional = false;
+  double cond_drop_prob = 0.1;
   // Optimiser settings: a resumed run may change them (a note is printed), e.g. to get past a divergence.
   double lr = 1e-3;
   double grad_clip = 0.0;  // max global gradient norm; 0 disables clipping
@@ -54,6 +61,7 @@ struct TrainOptions {
   std::int64_t checkpoint_every = 200;
   int final_samples = 64;
   std::string final_sampler = "ddpm";
+  double final_guidance = 3.0;  // guidance scale w of a conditional run's final class grid, previews and evaluations
   // Measured quality while training (`eval`'s metrics against the test set in --data): every N steps, M samples.
   std::int64_t eval_every = 0;
   int eval_n = 1000;
@@ -72,6 +80,11 @@ struct SampleOptions {
   std::string tensor_out;  // safetensors file, tensor "x_0" (N, C, H, W) F32
   std::string gif;
   int threads = 0;
+  // Class-conditional models: every image of class_id (kNullClass = -1: no class, the unconditional prediction), or
+  // when not given a class grid (sample) or the classes in turn (eval); guidance scale w and rescaled_phi.
+  std::optional<int> class_id;
+  double guidance = 0.0;
+  double rescaled_phi = 0.0;
   // For a weights file without our metadata (e.g. a PyTorch state_dict exported to safetensors).
   std::string block = "convnext";
   int dim = 28;
@@ -152,8 +165,9 @@ TrainOptions merge_resume_options(const TrainOptions& flags, const std::set<std:
                                   const nlohmann::json& stored, const std::string& checkpoint,
                                   std::vector<std::string>& notes);
 
-// The U-Net of a configuration.
-diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::vector<int>& dim_mults, int channels);
+// The U-Net of a configuration (num_classes 0: unconditional).
+diffusion::UnetConfig unet_config(const std::string& block, int dim, const std::vector<int>& dim_mults, int channels,
+                                  int num_classes = 0);
 
 // plan_unet(config) (the network's parameters, known before anything is allocated), its errors prefixed with
 // "invalid model flags (--dim, --dim-mults, --block): ".

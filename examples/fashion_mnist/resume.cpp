@@ -67,7 +67,8 @@ ResumedRun prepare_resume(const diffusion::io::SafetensorsReader& reader, const 
   ResumeInfo info = read_resume_info(reader);
   std::vector<std::string> notes;
   TrainOptions options = merge_resume_options(flags, given, info.options, flags.resume, notes);
-  diffusion::UnetConfig config = unet_config(options.block, options.dim, options.dim_mults, 1);
+  diffusion::UnetConfig config =
+      unet_config(options.block, options.dim, options.dim_mults, 1, options.conditional ? kNumClasses : 0);
   // Planned in the initialiser (no default-constructed plan assigned later: GCC 12 then warns, wrongly, that the
   // default UnetConfig's dim_mults may be used uninitialised).
   diffusion::UnetPlan plan = [&] {
@@ -93,6 +94,7 @@ diffusion::TrainerOptions trainer_options(const TrainOptions& o) {
   to.use_ema = o.ema_decay > 0.0;
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
   to.seed = o.seed;
+  to.cond_drop_prob = o.cond_drop_prob;  // used by conditional runs only
   return to;
 }
 

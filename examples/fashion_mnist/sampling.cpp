@@ -23,6 +23,9 @@ using diffusion::Shape;
 
 namespace {
 
+const char* const kClassNames[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
 // What a weights or checkpoint file says about the model it holds.
 struct ModelSource {
   diffusion::UnetConfig config;
@@ -175,6 +178,8 @@ SamplerSettings sampler_settings(const SampleOptions& o, const std::set<std::str
   if (given.count("eta")) settings.eta = o.eta;
   settings.clip_x0 = o.clip_x0;
   settings.prediction = prediction;
+  settings.guidance = o.guidance;
+  settings.rescaled_phi = o.rescaled_phi;
   return settings;
 }
 
@@ -184,8 +189,14 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   const diffusion::NoiseSchedule schedule(m.betas);
   const int T = schedule.num_timesteps();
   auto& net = *m.net;
-  const SamplerSettings settings = sampler_settings(o, given, m.prediction);
+  SamplerSettings settings = sampler_settings(o, given, m.prediction);
   const Index C = m.channels, S = m.image_size;
+  const Index K = net.config().num_classes;
+  DIFFUSION_CHECK(K > 0 || (!o.class_id && !given.count("guidance") && !given.count("rescaled-phi")),
+                  "'" << o.checkpoint << "' holds an unconditional model (trained without classes): --class, "
+                      << "--guidance and --rescaled-phi do not apply");
+  DIFFUSION_CHECK(!o.class_id || *o.class_id == diffusion::kNullClass || *o.class_id < K,
+                  "--class " << *o.class_id << ": the model knows classes 0-" << K - 1 << " (and -1, no class)");
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   Images x;  // (N, C, S, S)
   if (!o.x_T.empty()) {
@@ -197,18 +208,33 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
                               << S << ", " << S << ")");
     DIFFUSION_CHECK(!given.count("n") || x.dim(0) == o.n,
                     "--x-T '" << o.x_T << "' holds " << x.dim(0) << " images but --n is " << o.n);
-  } else {
-    x = Images::normal(Shape{static_cast<Index>(o.n), C, S, S}, rng);
   }
+  // A conditional model without --class draws a class grid: one row per class, ceil(n / K) images each.
+  const bool class_grid = K > 0 && !o.class_id && o.x_T.empty();
+  const int per_row = class_grid ? static_cast<int>((o.n + K - 1) / K) : 0;
+  if (o.x_T.empty()) x = Images::normal(Shape{class_grid ? per_row * K : static_cast<Index>(o.n), C, S, S}, rng);
   const Index n = x.dim(0);
+  if (K > 0) {
+    if (class_grid) settings.classes = examples::class_grid_ids(static_cast<int>(K), per_row);
+    else
+      for (Index i = 0; i < n; ++i) settings.classes.push_back(o.class_id ? *o.class_id : i % K);
+  }
   DenoisingRecorder gif(8, settings.steps(T));
   denoise(net, schedule, settings, x, rng, o.gif.empty() ? nullptr : &gif);
 
-  write_grid_png(o.out, x);
+  if (class_grid) write_grid_png(o.out, x, per_row);
+  else write_grid_png(o.out, x);
   std::printf("fashion_mnist sample: %lld images from '%s' (%s), %s", static_cast<long long>(n), o.checkpoint.c_str(),
               m.kind.c_str(), o.sampler.c_str());
   if (o.sampler != "ddpm") std::printf(" %d steps", o.steps);
   if (settings.eta) std::printf(", eta %g", *settings.eta);
+  if (K > 0) {
+    if (class_grid) std::printf(", one row per class");
+    else if (*o.class_id == diffusion::kNullClass) std::printf(", no class");
+    else std::printf(", class %d (%s)", *o.class_id, *o.class_id < 10 && K == kNumClasses ? kClassNames[*o.class_id] : "");
+    std::printf(", guidance %g", settings.guidance);
+    if (settings.rescaled_phi > 0.0) std::printf(", rescaled_phi %g", settings.rescaled_phi);
+  }
   std::printf("\n  grid:   %s\n", o.out.c_str());
   if (!o.tensor_out.empty()) {
     diffusion::io::SafetensorsWriter w;
@@ -221,6 +247,11 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     info["clip_x0"] = o.clip_x0;
     info["seed"] = o.seed;
     info["x_T"] = o.x_T;
+    if (K > 0) {
+      info["classes"] = settings.classes;
+      info["guidance"] = settings.guidance;
+      info["rescaled_phi"] = settings.rescaled_phi;
+    }
     w.add_metadata("fashion_mnist.sample", info.dump());
     w.write(o.tensor_out);
     std::printf("  tensor: %s (x_0, F32 (%lld, %lld, %lld, %lld))\n", o.tensor_out.c_str(), static_cast<long long>(n),

@@ -69,6 +69,37 @@ Images load_training_images(const std::string& data_dir) {
   }
 }
 
+std::vector<std::int64_t> load_training_labels(const std::string& data_dir, Index images) {
+  const fs::path dir(data_dir);
+  std::error_code ec;
+  std::string path = join(dir, kTrainLabelsFile);
+  if (!fs::exists(path, ec)) {
+    const std::string plain = join(dir, "train-labels-idx1-ubyte");
+    DIFFUSION_CHECK(fs::exists(plain, ec), "--conditional: cannot read " << path << ": file does not exist (the "
+                                                                         << "labels of the training images). Install "
+                                                                         << "dataset-fashion-mnist or pass --data DIR");
+    path = plain;
+  }
+  diffusion::io::IdxArray a;
+  try {
+    a = diffusion::io::read_idx(path);
+  } catch (const Error& e) {
+    throw Error(std::string("--conditional: cannot read the training labels: ") + e.what());
+  }
+  DIFFUSION_CHECK(a.dims.size() == 1, "--conditional: '" << path << "' is not an IDX label file (expected one "
+                                                         << "dimension, the file has " << a.dims.size() << ")");
+  DIFFUSION_CHECK(static_cast<Index>(a.data.size()) == images,
+                  "--conditional: '" << path << "' holds " << a.data.size() << " labels for " << images
+                                     << " training images; the two files must come from the same data set");
+  std::vector<std::int64_t> labels(a.data.begin(), a.data.end());
+  for (std::size_t i = 0; i < labels.size(); ++i)
+    DIFFUSION_CHECK(labels[i] >= 0 && labels[i] < kNumClasses,
+                    "--conditional: '" << path << "': label " << labels[i] << " of image " << i
+                                       << " is outside the " << kNumClasses << " Fashion-MNIST classes [0, "
+                                       << kNumClasses << ")");
+  return labels;
+}
+
 void check_output_folder(const std::string& out) {
   std::error_code ec;
   fs::create_directories(out, ec);
@@ -104,7 +135,9 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const Images images = load_training_images(o.data);  // (N, 1, H, W)
   const Index N = images.dim(0), H = images.dim(2), W = images.dim(3);
   if (resumed) check_resume_images(*resumed, N, o.data);
-  const diffusion::UnetConfig config = resumed ? resumed->config : unet_config(o.block, o.dim, o.dim_mults, 1);
+  const std::vector<std::int64_t> labels = o.conditional ? load_training_labels(o.data, N) : std::vector<std::int64_t>{};
+  const diffusion::UnetConfig config =
+      resumed ? resumed->config : unet_config(o.block, o.dim, o.dim_mults, 1, o.conditional ? kNumClasses : 0);
   const diffusion::UnetPlan plan = resumed ? resumed->plan : plan_model(config);
   const Index divisor = Index(1) << (config.levels() - 1);
   DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
@@ -130,7 +163,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   diffusion::BatchOptions bo;
   bo.batch_size = o.batch;
   bo.seed = o.seed;
-  diffusion::BatchSampler<float> sampler(images, bo);
+  diffusion::BatchSampler<float> sampler(images, bo, o.conditional ? &labels : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
@@ -138,9 +171,9 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const nlohmann::json stored = stored_options(o, N, H, total);  // what `sample` and `--resume` read back
 
   const auto parameters = static_cast<std::size_t>(plan.parameter_count);  // params().size() has padding too
-  std::fprintf(stderr, "fashion_mnist: training a %s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
+  std::fprintf(stderr, "fashion_mnist: training a %s%s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
                        "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
-               o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),
+               o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),
                static_cast<long long>(H), static_cast<long long>(W), static_cast<long long>(first),
                static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.loss.c_str(), o.timesteps,
                o.schedule.c_str(), o.out.c_str());
@@ -161,6 +194,14 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     s.sampler = sampler_name;
     s.ddim_steps = std::min(kPreviewDdimSteps, o.timesteps);
     s.prediction = to.prediction;
+    if (o.conditional) s.guidance = o.final_guidance;
+    return s;
+  };
+  // The settings for n images: a conditional run's images take the classes in turn (0, 1, ..., 9, 0, ...).
+  auto settings_for_images = [&](const std::string& sampler_name, Index n) {
+    SamplerSettings s = settings_for(sampler_name);
+    if (o.conditional)
+      for (Index i = 0; i < n; ++i) s.classes.push_back(i % kNumClasses);
     return s;
   };
 
@@ -176,11 +217,13 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   auto evaluate = [&](std::int64_t s) {
     double sampling_seconds = 0.0;
     const auto t0 = std::chrono::steady_clock::now();
-    const diffusion::metrics::SampleReport r = evaluate_samples(
-        trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics, o.eval_n, 250, o.seed, sampling_seconds, false);
+    const EvalResult r = evaluate_samples(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics,
+                                          o.eval_n, 250, o.seed, eval_classes(trainer.sampling_model(), o.eval_n, {}),
+                                          sampling_seconds, false);
     const double seconds = seconds_since(t0);
-    eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r, seconds);
-    std::fprintf(stderr, "\nfashion_mnist: step %lld: %s\n", static_cast<long long>(s), r.summary().c_str());
+    eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r.report, seconds);
+    std::fprintf(stderr, "\nfashion_mnist: step %lld: %s%s\n", static_cast<long long>(s), r.report.summary().c_str(),
+                 r.accuracy.asked.empty() ? "" : (", class accuracy " + r.accuracy.summary()).c_str());
   };
 
   examples::TrainingLoop loop;
@@ -198,7 +241,8 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(kPreviewStream);
-      generate(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), kPreviewImages, 1, H, W, rng, x, nullptr);
+      generate(trainer.sampling_model(), trainer.schedule(), settings_for_images("ddim", kPreviewImages), kPreviewImages,
+               1, H, W, rng, x, nullptr);
       write_grid_png(join(out, name), x);
     }
     if (metrics && s % o.eval_every == 0) evaluate(s);
@@ -209,14 +253,21 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   save();
   diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(),
                                {{kOptionsKey, stored.dump()}, {"fashion_mnist.weights", trainer.ema() ? "ema" : "raw"}});
-  const SamplerSettings final_settings = settings_for(o.final_sampler);
+  // A conditional run's grid is a class grid: one row per class, ceil(final_samples / 10) images each.
+  const int per_row = (o.final_samples + kNumClasses - 1) / kNumClasses;
+  const Index final_n = o.conditional ? static_cast<Index>(per_row) * kNumClasses : o.final_samples;
+  SamplerSettings final_settings = settings_for(o.final_sampler);
+  if (o.conditional) final_settings.classes = examples::class_grid_ids(kNumClasses, per_row);
   DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
-  Images x;  // (final_samples, 1, H, W)
+  Images x;  // (final_n, 1, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
-  std::fprintf(stderr, "fashion_mnist: sampling %d images (%s, %d steps)\n", o.final_samples, o.final_sampler.c_str(),
-               final_settings.steps(o.timesteps));
-  generate(trainer.sampling_model(), trainer.schedule(), final_settings, o.final_samples, 1, H, W, rng, x, &gif);
-  write_grid_png(samples_path, x);
+  char class_note[64] = "";
+  if (o.conditional) std::snprintf(class_note, sizeof class_note, ", one row per class, guidance %g", o.final_guidance);
+  std::fprintf(stderr, "fashion_mnist: sampling %lld images (%s, %d steps%s)\n", static_cast<long long>(final_n),
+               o.final_sampler.c_str(), final_settings.steps(o.timesteps), class_note);
+  generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, 1, H, W, rng, x, &gif);
+  if (o.conditional) write_grid_png(samples_path, x, per_row);
+  else write_grid_png(samples_path, x);
   gif.write(gif_path);
 
   std::printf("fashion_mnist: trained to step %lld in %s", static_cast<long long>(trainer.step_count()),
@@ -229,7 +280,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
               checkpoint_path.c_str());
   std::printf("  weights:    %s  (%s weights, a PyTorch-compatible state_dict)\n", model_path.c_str(),
               trainer.ema() ? "EMA" : "raw");
-  std::printf("  samples:    %s\n", samples_path.c_str());
+  std::printf("  samples:    %s%s\n", samples_path.c_str(), o.conditional ? "  (one row per class, 0-9)" : "");
   std::printf("  denoising:  %s\n", gif_path.c_str());
   std::printf("  log:        %s\n", log.path().c_str());
   if (eval_log) std::printf("  metrics:    %s\n", eval_log->path().c_str());

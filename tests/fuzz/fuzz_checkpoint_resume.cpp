@@ -123,8 +123,19 @@ void require_flags_accept(const fm::TrainOptions& o) {
                      " --threads " + std::to_string(o.threads) + " --sample-every " + std::to_string(o.sample_every) +
                      " --checkpoint-every " + std::to_string(o.checkpoint_every) + " --final-samples " +
                      std::to_string(o.final_samples) + " --final-sampler " + o.final_sampler + " --eval-every " +
-                     std::to_string(o.eval_every) + " --eval-n " + std::to_string(o.eval_n);
+                     std::to_string(o.eval_every) + " --eval-n " + std::to_string(o.eval_n) + " --cond-drop-prob " +
+                     number(o.cond_drop_prob) + " --final-guidance " + number(o.final_guidance);
+  if (o.conditional) line += " --conditional";
   if (o.steps != 0) line += " --steps " + std::to_string(o.steps);  // 0 (stored only): the length is --epochs
+  // Every stored option but those set below has its flag in the line: an option added to TrainOptions without
+  // being added here fails on the first input, not when the fuzzer happens to store a non-default value.
+  const nlohmann::json stored = fm::to_json(o);  // named: items() of a temporary would dangle in the loop
+  for (const auto& kv : stored.items()) {
+    const std::string& key = kv.key();
+    if (key == "steps" || key == "data" || key == "out" || key == "conditional") continue;
+    if (line.find("--" + key + " ") == std::string::npos)
+      bad_message("the harness's flag line misses a stored option", "--" + key + " (add it to require_flags_accept)");
+  }
   CLI::App app;
   fm::TrainOptions parsed;
   fm::add_train_flags(app, parsed);
@@ -145,7 +156,7 @@ void require_flags_accept(const fm::TrainOptions& o) {
 bool same_configuration(const fm::TrainOptions& a, const fm::TrainOptions& b) {
   return a.schedule == b.schedule && a.timesteps == b.timesteps && a.loss == b.loss && a.prediction == b.prediction &&
          a.block == b.block && a.dim == b.dim && a.dim_mults == b.dim_mults && a.batch == b.batch && a.seed == b.seed &&
-         a.ema_decay == b.ema_decay;
+         a.ema_decay == b.ema_decay && a.conditional == b.conditional && a.cond_drop_prob == b.cond_drop_prob;
 }
 
 }  // namespace

@@ -723,3 +723,174 @@ TEST_CASE("numeric flags out of range name the bound in words and exit with stat
   CHECK(r.status == 0);
   CHECK(r.out.find(">= 0") != std::string::npos);
 }
+
+TEST_CASE("a class-conditional model trained on two constant-colour classes samples the class it is asked for") {
+  // The conditional analogue of the content check above: the same data (64 images 8x8, even ones all 51 = -0.6, odd
+  // ones all 204 = +0.6), now with labels (0 for the dark images, 1 for the bright ones) in
+  // train-labels-idx1-ubyte.gz, trained with --conditional (labels dropped with probability 0.1). `sample --class c`
+  // must give images of class c only. Without guidance each of 16 samples lies within a quarter of the centres' gap
+  // (0.3 RMS) of c's centre. Guidance w = 2 extrapolates away from the unconditional prediction (about 0, the mean
+  // of the two classes): x0 = c + 2 (c - 0) = 3c, clipped to [-1, 1], so those samples measured -1 / +1 exactly, 0.4
+  // from the centre; for them the test asks that every pixel mean be at least as far from 0 as the class (minus
+  // 0.3) on c's side, and nearer c than the other class. Labels ignored or misread would give a mix of both (all 16
+  // of the asked class by chance: 2^-15) or the other class.
+  const std::string dir = scratch("conditional_content");
+  const Index n = 64, side = 8;
+  std::vector<std::uint8_t> pixels(static_cast<std::size_t>(n * side * side));
+  diffusion::io::IdxArray labels;
+  labels.dims = {static_cast<std::int32_t>(n)};
+  for (Index i = 0; i < n; ++i) {
+    std::fill(pixels.begin() + i * side * side, pixels.begin() + (i + 1) * side * side, i % 2 == 0 ? 51 : 204);
+    labels.data.push_back(static_cast<std::uint8_t>(i % 2));
+  }
+  fs::create_directories(dir + "/data");
+  diffusion::io::write_idx_images(dir + "/data/train-images-idx3-ubyte.gz", pixels.data(), n, side, side);
+  diffusion::io::write_idx(dir + "/data/train-labels-idx1-ubyte.gz", labels);
+  const double centre[2] = {-0.6, 0.6};
+  const double threshold = 1.2 / 4.0;
+
+  const std::string out = dir + "/run";
+  Result r = run(dir, {"train", "--data", dir + "/data", "--out", out, "--conditional", "--dim", "8", "--dim-mults",
+                       "1,2", "--batch", "16", "--timesteps", "100", "--schedule", "cosine", "--prediction", "x0",
+                       "--lr", "5e-3", "--ema-decay", "0.9", "--steps", "150", "--final-samples", "20",
+                       "--final-sampler", "ddim", "--threads", "2"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  REQUIRE(r.err.find("class-conditional") != std::string::npos);
+  // The final grid is a class grid: 10 rows (one per class), ceil(20 / 10) = 2 images each, 8 px + 2 px padding.
+  {
+    const diffusion::io::Image8 grid = diffusion::io::read_png(out + "/samples.png");
+    REQUIRE(grid.width == 2 + 2 * (side + 2));
+    REQUIRE(grid.height == 2 + 10 * (side + 2));
+  }
+  for (const char* guidance : {"0", "2"}) {
+    for (int c = 0; c < 2; ++c) {
+      INFO("guidance " << guidance << ", class " << c);
+      const std::string tensor = dir + "/class" + std::to_string(c) + "_w" + guidance + ".safetensors";
+      r = run(dir, {"sample", "--checkpoint", out + "/checkpoint.safetensors", "--class", std::to_string(c),
+                    "--guidance", guidance, "--steps", "20", "--n", "16", "--seed", "5", "--out", dir + "/s.png",
+                    "--tensor-out", tensor, "--threads", "2"});
+      INFO("stderr: " << r.err);
+      REQUIRE(r.status == 0);
+      const Tensor<float> x = read_tensor(tensor, "x_0");
+      REQUIRE(x.shape() == (Shape{16, 1, side, side}));
+      double worst = 0.0;
+      for (Index i = 0; i < 16; ++i) {
+        double d_asked = 0.0, d_other = 0.0, mean = 0.0;
+        for (Index j = 0; j < side * side; ++j) {
+          const double v = x[i * side * side + j];
+          d_asked += (v - centre[c]) * (v - centre[c]);
+          d_other += (v - centre[1 - c]) * (v - centre[1 - c]);
+          mean += v;
+        }
+        d_asked = std::sqrt(d_asked / double(side * side));
+        d_other = std::sqrt(d_other / double(side * side));
+        mean /= double(side * side);
+        INFO("sample " << i << ": RMS distance " << d_asked << " to the class asked for, " << d_other
+                       << " to the other; pixel mean " << mean);
+        REQUIRE(d_asked < d_other);  // false for NaN
+        if (std::string(guidance) == "0") {
+          REQUIRE(d_asked < threshold);
+        } else {
+          REQUIRE(mean * centre[c] > 0.0);
+          REQUIRE(std::fabs(mean) > std::fabs(centre[c]) - threshold);
+        }
+        worst = std::max(worst, d_asked);
+      }
+      WARN("conditional content check: class " << c << ", guidance " << guidance << ": 16 samples, worst RMS distance "
+                                                << worst << " (threshold " << threshold << ")");
+    }
+  }
+}
+
+TEST_CASE("conditional runs: the labels file, the class grid of sample, eval's class accuracy, and their errors") {
+  const std::string dir = scratch("conditional");
+  const std::string data = make_data(dir + "/data");  // 64 images 28x28
+  diffusion::io::IdxArray labels;
+  labels.dims = {64};
+  for (int i = 0; i < 64; ++i) labels.data.push_back(static_cast<std::uint8_t>(i % 10));
+  diffusion::io::write_idx(data + "/train-labels-idx1-ubyte.gz", labels);
+  fs::copy_file(data + "/train-images-idx3-ubyte.gz", data + "/t10k-images-idx3-ubyte.gz",
+                fs::copy_options::overwrite_existing);
+  const std::string t = dir + "/trained";
+  Result r = run(dir, tiny(data, t) + std::vector<std::string>{"--conditional", "--steps", "2", "--final-samples", "10",
+                                                               "--final-sampler", "ddim"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  const std::string ckpt = t + "/checkpoint.safetensors";
+
+  SECTION("sample: a class grid by default, one class with --class, no class with --class -1") {
+    r = run(dir, {"sample", "--checkpoint", ckpt, "--steps", "2", "--n", "25", "--guidance", "1.5", "--out",
+                  dir + "/grid.png", "--tensor-out", dir + "/grid.safetensors"});
+    INFO("stderr: " << r.err);
+    REQUIRE(r.status == 0);
+    REQUIRE(r.out.find("one row per class, guidance 1.5") != std::string::npos);
+    const diffusion::io::Image8 grid = diffusion::io::read_png(dir + "/grid.png");
+    REQUIRE(grid.width == grid_px(3));  // ceil(25 / 10) = 3 images per row
+    REQUIRE(grid.height == grid_px(10));
+    const diffusion::io::SafetensorsReader reader(dir + "/grid.safetensors");
+    const nlohmann::json info = nlohmann::json::parse(reader.metadata().at("fashion_mnist.sample"));
+    REQUIRE(info.at("guidance") == 1.5);
+    const std::vector<std::int64_t> ids = info.at("classes").get<std::vector<std::int64_t>>();
+    REQUIRE(ids.size() == 30);
+    for (std::size_t i = 0; i < ids.size(); ++i) REQUIRE(ids[i] == static_cast<std::int64_t>(i / 3));
+    r = run(dir, {"sample", "--checkpoint", ckpt, "--steps", "2", "--n", "3", "--class", "7", "--out", dir + "/7.png"});
+    REQUIRE(r.status == 0);
+    REQUIRE(r.out.find("class 7 (Sneaker)") != std::string::npos);
+    r = run(dir, {"sample", "--checkpoint", ckpt, "--steps", "2", "--n", "3", "--class", "-1", "--out", dir + "/u.png"});
+    REQUIRE(r.status == 0);
+    REQUIRE(r.out.find("no class") != std::string::npos);
+  }
+  SECTION("eval: the classes in turn and the share of samples the classifier assigns to the class asked for") {
+    r = run(dir, {"eval", "--checkpoint", ckpt, "--data", data, "--n", "13", "--batch", "5", "--steps", "2",
+                  "--guidance", "3", "--json", dir + "/e.json"});
+    INFO("stdout: " << r.out);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.status == 0);
+    REQUIRE(r.out.find("guidance 3") != std::string::npos);
+    REQUIRE(r.out.find("class accuracy: ") != std::string::npos);
+    const nlohmann::json j = nlohmann::json::parse(slurp(dir + "/e.json"));
+    const double accuracy = j.at("class_accuracy").get<double>();
+    REQUIRE(accuracy >= 0.0);
+    REQUIRE(accuracy <= 1.0);
+    REQUIRE(j.at("class_accuracy_per_class").size() == 10);  // 13 samples: every class asked for at least once
+    REQUIRE(j.at("guidance") == 3.0);
+    // One class: only it is measured.
+    r = run(dir, {"eval", "--checkpoint", ckpt, "--data", data, "--n", "4", "--batch", "4", "--steps", "2", "--class",
+                  "3", "--json", dir + "/e3.json"});
+    REQUIRE(r.status == 0);
+    const nlohmann::json j3 = nlohmann::json::parse(slurp(dir + "/e3.json"));
+    REQUIRE(j3.at("class_accuracy_per_class").size() == 1);
+    REQUIRE(j3.at("class_accuracy_per_class").contains("Dress"));
+  }
+  SECTION("errors: a class the model lacks, classes asked of an unconditional model, missing or mismatched labels") {
+    require_clean_failure(run(dir, {"sample", "--checkpoint", ckpt, "--steps", "2", "--class", "10", "--out", dir + "/x.png"}),
+                          "--class 10: the model knows classes 0-9", dir + "/none");
+    const std::string u = dir + "/unconditional";
+    REQUIRE(run(dir, tiny(data, u) + std::vector<std::string>{"--steps", "1", "--final-samples", "1"}).status == 0);
+    require_clean_failure(run(dir, {"sample", "--checkpoint", u + "/checkpoint.safetensors", "--steps", "2", "--class", "3"}),
+                          "holds an unconditional model", dir + "/none");
+    require_clean_failure(run(dir, {"sample", "--checkpoint", u + "/model.safetensors", "--steps", "2", "--guidance", "2"}),
+                          "holds an unconditional model", dir + "/none");
+    // Resuming: the conditioning is part of the configuration.
+    require_clean_failure(run(dir, {"train", "--resume", u + "/checkpoint.safetensors", "--conditional", "--steps", "2"}),
+                          "--conditional true (the checkpoint has false)", dir + "/none");
+    require_clean_failure(run(dir, {"train", "--resume", ckpt, "--cond-drop-prob", "0.3", "--steps", "3"}),
+                          "--cond-drop-prob 0.3 (the checkpoint has 0.1)", dir + "/none");
+    // The labels file: missing, or not one label per image.
+    const std::string nolabels = make_data(dir + "/nolabels");
+    require_clean_failure(run(dir, tiny(nolabels, dir + "/o1") + std::vector<std::string>{"--conditional", "--steps", "1"}),
+                          "train-labels-idx1-ubyte.gz: file does not exist", dir + "/o1");
+    diffusion::io::IdxArray short_labels;
+    short_labels.dims = {63};
+    short_labels.data.assign(63, 1);
+    diffusion::io::write_idx(nolabels + "/train-labels-idx1-ubyte.gz", short_labels);
+    require_clean_failure(run(dir, tiny(nolabels, dir + "/o2") + std::vector<std::string>{"--conditional", "--steps", "1"}),
+                          "holds 63 labels for 64 training images", dir + "/o2");
+    short_labels.dims = {64};
+    short_labels.data.assign(64, 12);
+    diffusion::io::write_idx(nolabels + "/train-labels-idx1-ubyte.gz", short_labels);
+    require_clean_failure(run(dir, tiny(nolabels, dir + "/o3") + std::vector<std::string>{"--conditional", "--steps", "1"}),
+                          "label 12 of image 0 is outside the 10 Fashion-MNIST classes", dir + "/o3");
+  }
+}
