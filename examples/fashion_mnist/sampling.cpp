@@ -11,6 +11,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/io/gif.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/metrics/fashion_mnist.hpp"
 #include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_weights.hpp"
 #include "diffusion/samplers/sample.hpp"
@@ -22,9 +23,6 @@ using diffusion::Error;
 using diffusion::Shape;
 
 namespace {
-
-const char* const kClassNames[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 // What a weights or checkpoint file says about the model it holds.
 struct ModelSource {
@@ -231,7 +229,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   if (K > 0) {
     if (class_grid) std::printf(", one row per class");
     else if (*o.class_id == diffusion::kNullClass) std::printf(", no class");
-    else std::printf(", class %d (%s)", *o.class_id, *o.class_id < 10 && K == kNumClasses ? kClassNames[*o.class_id] : "");
+    else std::printf(", class %d (%s)", *o.class_id, *o.class_id < 10 && K == kNumClasses ? diffusion::metrics::kFashionMnistClasses[*o.class_id] : "");
     std::printf(", guidance %g", settings.guidance);
     if (settings.rescaled_phi > 0.0) std::printf(", rescaled_phi %g", settings.rescaled_phi);
   }
