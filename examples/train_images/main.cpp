@@ -1,11 +1,13 @@
 // train_images: train a diffusion model on any folder of images (any size, 1 or 3 channels), and sample from it.
 //   train_images train --data DIR [--size 32] [--channels 3] [--labels] ... --out results/train_images
 //   train_images sample --checkpoint results/train_images/model.safetensors --n 64 --out samples.png
+//   (with --labels --conditional: a class-conditional model; sample --class K --guidance W)
 // See README.md in this folder. Errors are one line on stderr and exit status 1; usage errors exit with 2.
 // The progress display, the train log, the sampler settings, grids and the denoising GIF are the examples' common
 // code (examples/common), shared with fashion_mnist.
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -43,6 +45,8 @@ struct TrainOptions {
   int channels = 3;
   std::vector<int> size = {32};  // H, or H W
   bool labels = false;
+  bool conditional = false;     // a class-conditional model on the class folders (needs --labels)
+  double cond_drop_prob = 0.1;  // probability that a label is dropped to "no class" (for guidance)
   std::string background = "255,255,255";
   bool skip_bad_files = false;
   bool upscale = false;
@@ -71,13 +75,14 @@ struct TrainOptions {
   int final_samples = 64;
   std::string final_sampler = "ddim";
   int sampling_steps = 50;
+  double final_guidance = 3.0;  // conditional runs: guidance scale w of samples.png (a class grid) and the previews
   int threads = 0;
 };
 
 // The flags that define the model, the noise and the data: stored in the checkpoint, taken from it on resume.
 const std::vector<std::string> kFixedFlags = {"channels", "size", "labels", "background", "upscale", "flip", "block",
                                               "dim", "dim-mults", "timesteps", "schedule", "loss", "prediction",
-                                              "ema-decay", "batch", "seed"};
+                                              "ema-decay", "batch", "seed", "conditional", "cond-drop-prob"};
 
 nlohmann::json to_json(const TrainOptions& o) {
   return {{"channels", o.channels}, {"size", o.size},           {"labels", o.labels},
@@ -85,7 +90,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"block", o.block},       {"dim", o.dim},             {"dim-mults", o.dim_mults},
           {"timesteps", o.timesteps}, {"schedule", o.schedule}, {"loss", o.loss},
           {"prediction", o.prediction}, {"ema-decay", o.ema_decay}, {"batch", o.batch},
-          {"seed", o.seed}};
+          {"seed", o.seed},         {"conditional", o.conditional}, {"cond-drop-prob", o.cond_drop_prob}};
 }
 
 void from_json(const nlohmann::json& j, TrainOptions& o) {
@@ -105,6 +110,9 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
   o.ema_decay = j.at("ema-decay").get<double>();
   o.batch = j.at("batch").get<int>();
   o.seed = j.at("seed").get<std::uint64_t>();
+  // Absent in files written before --conditional existed: unconditional.
+  o.conditional = j.value("conditional", false);
+  o.cond_drop_prob = j.value("cond-drop-prob", 0.1);
 }
 
 std::set<std::string> given_flags(const CLI::App& app) {
@@ -132,8 +140,9 @@ std::array<std::uint8_t, 3> parse_background(const std::string& text) {
   return rgb;
 }
 
-diffusion::UnetConfig unet_config(const TrainOptions& o) {
+diffusion::UnetConfig unet_config(const TrainOptions& o, Index num_classes) {
   diffusion::UnetConfig c;
+  c.num_classes = num_classes;
   c.dim = o.dim;
   c.dim_mults.assign(o.dim_mults.begin(), o.dim_mults.end());
   c.channels = o.channels;
@@ -176,6 +185,8 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     if (diffusion::io::dataset_info_from_metadata(resume_reader->metadata(), o.resume, info)) stored_info = info;
   }
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  DIFFUSION_CHECK(!o.conditional || o.labels,
+                  "--conditional needs --labels: the classes are the first level of subfolders of --data");
   DIFFUSION_CHECK(o.size.size() == 1 || o.size.size() == 2, "--size takes H or H W");
   const int H = o.size[0], W = o.size.size() == 2 ? o.size[1] : o.size[0];
 
@@ -196,7 +207,8 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   if (stored_info) diffusion::io::check_dataset_matches(*stored_info, data.info(), "cannot resume from '" + o.resume + "'");
   for (const auto& s : data.skipped()) std::fprintf(stderr, "train_images: skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
 
-  const diffusion::UnetConfig config = unet_config(o);
+  const Index num_classes = o.conditional ? static_cast<Index>(data.classes().size()) : 0;
+  const diffusion::UnetConfig config = unet_config(o, num_classes);
   const diffusion::UnetPlan plan = [&] {
     try {
       return diffusion::plan_unet(config);
@@ -227,6 +239,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
   to.seed = o.seed;
   to.accumulate = o.accumulate;
+  to.cond_drop_prob = o.cond_drop_prob;
   diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
   if (resume_reader) {
     diffusion::load_checkpoint(*resume_reader, trainer);
@@ -237,17 +250,17 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   bo.batch_size = o.batch;
   bo.seed = o.seed;
   bo.horizontal_flip = o.flip;
-  diffusion::BatchSampler<float> sampler(data.images(), bo);
+  diffusion::BatchSampler<float> sampler(data.images(), bo, o.conditional ? &data.labels() : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
   const std::map<std::string, std::string> metadata = {{kOptionsKey, to_json(o).dump()},
                                                        {diffusion::io::kDatasetInfoKey, data.info().to_json().dump()}};
-  std::fprintf(stderr, "train_images: %lld images %dx%d, %d channel(s)%s from %s; %s U-Net (dim %d, %zu parameters), "
+  std::fprintf(stderr, "train_images: %lld images %dx%d, %d channel(s)%s from %s; %s%s U-Net (dim %d, %zu parameters), "
                        "steps %lld to %lld (%lld per epoch), batch %d (%d micro-batches); output in %s\n",
                static_cast<long long>(data.size()), H, W, o.channels,
                o.labels ? (", " + std::to_string(data.classes().size()) + " classes").c_str() : "", o.data.c_str(),
-               o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
+               o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
                static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate, o.out.c_str());
 
   examples::ProgressDisplay progress(first, total, per_epoch, elapsed_before, stderr);
@@ -264,7 +277,14 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     s.sampler = name;
     s.ddim_steps = std::min(o.sampling_steps, o.timesteps);
     s.prediction = to.prediction;
+    if (o.conditional) s.guidance = o.final_guidance;
     return s;
+  };
+  // A conditional run's previews take the classes in turn.
+  auto class_ids = [&](Index n) {
+    std::vector<std::int64_t> ids;
+    for (Index i = 0; o.conditional && i < n; ++i) ids.push_back(i % num_classes);
+    return ids;
   };
 
   examples::TrainingLoop loop;
@@ -281,8 +301,10 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kPreviewStream);
-      examples::generate(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), kPreviewImages, o.channels, H, W,
-                         rng, x, nullptr);
+      examples::SamplerSettings preview = settings_for("ddim");
+      preview.classes = class_ids(kPreviewImages);
+      examples::generate(trainer.sampling_model(), trainer.schedule(), preview, kPreviewImages, o.channels, H, W, rng,
+                         x, nullptr);
       examples::write_grid_png((out / name).string(), x);
     }
   };
@@ -290,12 +312,17 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
 
   save();
   diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(), metadata);
-  const examples::SamplerSettings final_settings = settings_for(o.final_sampler);
+  // A conditional run's samples.png is a class grid: one row per class (sorted names), ceil(final / classes) each.
+  examples::SamplerSettings final_settings = settings_for(o.final_sampler);
+  const int per_row = o.conditional ? static_cast<int>((o.final_samples + num_classes - 1) / num_classes) : 0;
+  const Index final_n = o.conditional ? per_row * num_classes : o.final_samples;
+  if (o.conditional) final_settings.classes = examples::class_grid_ids(static_cast<int>(num_classes), per_row);
   examples::DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
-  Images x;  // (final_samples, C, H, W)
+  Images x;  // (final_n, C, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
-  examples::generate(trainer.sampling_model(), trainer.schedule(), final_settings, o.final_samples, o.channels, H, W, rng, x, &gif);
-  examples::write_grid_png((out / "samples.png").string(), x);
+  examples::generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, o.channels, H, W, rng, x, &gif);
+  if (o.conditional) examples::write_grid_png((out / "samples.png").string(), x, per_row);
+  else examples::write_grid_png((out / "samples.png").string(), x);
   gif.write((out / "denoising.gif").string());
   std::printf("train_images: trained to step %lld in %s\n  checkpoint: %s\n  weights:    %s\n  samples:    %s\n"
               "  denoising:  %s\n  log:        %s\n",
@@ -311,7 +338,22 @@ struct SampleOptions {
   int n = 64, steps = 50, threads = 0;
   std::optional<double> eta;
   std::uint64_t seed = 0;
+  std::optional<std::string> class_name;  // conditional models: a class folder's name (or its index); none: a class grid
+  double guidance = 0.0, rescaled_phi = 0.0;
 };
+
+// --class: a class folder's name, or its index in the sorted list, or -1 for no class.
+std::int64_t parse_class(const std::string& text, const std::vector<std::string>& classes) {
+  for (std::size_t i = 0; i < classes.size(); ++i)
+    if (classes[i] == text) return static_cast<std::int64_t>(i);
+  char* end = nullptr;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (!text.empty() && end && *end == '\0' && v >= -1 && v < static_cast<long>(classes.size())) return v;
+  std::string names;
+  for (const auto& c : classes) names += (names.empty() ? "" : ", ") + c;
+  throw Error("--class '" + text + "': not a class of the model (" + names + "), nor an index 0-" +
+              std::to_string(classes.size() - 1) + " or -1 (no class)");
+}
 
 // Samples from model.safetensors (its weights) or checkpoint.safetensors (its EMA weights when it has them).
 int run_sample(const SampleOptions& o) {
@@ -342,22 +384,51 @@ int run_sample(const SampleOptions& o) {
     diffusion::load_unet_weights(*net, reader, wo);
   }
   const diffusion::NoiseSchedule schedule(betas);
+  const Index K = net->config().num_classes;
+  DIFFUSION_CHECK(K > 0 || (!o.class_name && o.guidance == 0.0 && o.rescaled_phi == 0.0),
+                  "'" << o.checkpoint << "' holds an unconditional model: --class, --guidance and --rescaled-phi do not "
+                                         "apply (train with --labels --conditional)");
+  DIFFUSION_CHECK(K == 0 || static_cast<Index>(info.classes.size()) == K,
+                  "'" << o.checkpoint << "': the model has " << K << " classes but the data set's description names "
+                      << info.classes.size());
   examples::SamplerSettings settings;
+  settings.guidance = o.guidance;
+  settings.rescaled_phi = o.rescaled_phi;
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
   settings.eta = o.eta;
   settings.prediction = diffusion::parse_prediction(stored.at("prediction").get<std::string>());
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= schedule.num_timesteps(),
                   "--steps " << o.steps << " is more than the model's T = " << schedule.num_timesteps());
-  examples::DenoisingRecorder gif(std::min(kGifImages, o.n), settings.steps(schedule.num_timesteps()));
+  // A conditional model without --class: a class grid, one row per class, ceil(n / K) images each.
+  const bool class_grid = K > 0 && !o.class_name;
+  const int per_row = class_grid ? static_cast<int>((o.n + K - 1) / K) : 0;
+  const Index n = class_grid ? per_row * K : o.n;
+  if (class_grid) settings.classes = examples::class_grid_ids(static_cast<int>(K), per_row);
+  else if (K > 0) settings.classes.assign(static_cast<std::size_t>(n), parse_class(*o.class_name, info.classes));
+  examples::DenoisingRecorder gif(std::min<Index>(kGifImages, n), settings.steps(schedule.num_timesteps()));
   Images x;
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
-  examples::generate(*net, schedule, settings, o.n, info.channels, info.height, info.width, rng, x,
+  examples::generate(*net, schedule, settings, n, info.channels, info.height, info.width, rng, x,
                      o.gif.empty() ? nullptr : &gif);
-  examples::write_grid_png(o.out, x);
+  if (class_grid) examples::write_grid_png(o.out, x, per_row);
+  else examples::write_grid_png(o.out, x);
   if (!o.gif.empty()) gif.write(o.gif);
-  std::printf("train_images sample: %d images %dx%d from '%s' (%s) in %s\n", o.n, info.height, info.width,
-              o.checkpoint.c_str(), o.sampler.c_str(), o.out.c_str());
+  std::string what;
+  if (class_grid) {
+    what = ", one row per class:";
+    for (const auto& c : info.classes) what += " " + c;
+  } else if (K > 0) {
+    const std::int64_t c = settings.classes.front();
+    what = c == diffusion::kNullClass ? ", no class" : ", class " + info.classes[static_cast<std::size_t>(c)];
+  }
+  if (K > 0) {
+    char w[40];
+    std::snprintf(w, sizeof w, ", guidance %g", o.guidance);
+    what += w;
+  }
+  std::printf("train_images sample: %lld images %dx%d from '%s' (%s%s) in %s\n", static_cast<long long>(n),
+              info.height, info.width, o.checkpoint.c_str(), o.sampler.c_str(), what.c_str(), o.out.c_str());
   return 0;
 }
 
@@ -385,6 +456,11 @@ int main(int argc, char** argv) {
   train->add_option("--size", t.size, "H, or H W: images resized (shorter side) and centre-cropped to it")
       ->expected(1, 2)->check(CLI::Range(4, 4096));
   train->add_flag("--labels", t.labels, "classes from the first level of subfolders (stored with the model)");
+  train->add_flag("--conditional", t.conditional,
+                  "a class-conditional model on those classes (needs --labels; sample with --class and --guidance)");
+  train->add_option("--cond-drop-prob", t.cond_drop_prob,
+                    "conditional runs: probability that a label is dropped (so the model also learns without it)")
+      ->check(CLI::Range(0.0, 1.0));
   train->add_option("--background", t.background, "R,G,B under transparent pixels");
   train->add_flag("--skip-bad-files", t.skip_bad_files, "skip files that do not decode (and list them)");
   train->add_flag("--upscale", t.upscale, "enlarge images smaller than the crop instead of refusing them");
@@ -412,6 +488,8 @@ int main(int argc, char** argv) {
   train->add_option("--final-samples", t.final_samples, "images in samples.png")->check(CLI::Range(1, 4096));
   train->add_option("--final-sampler", t.final_sampler, "sampler of samples.png")->check(samplers);
   train->add_option("--sampling-steps", t.sampling_steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  train->add_option("--final-guidance", t.final_guidance, "conditional runs: guidance scale w of samples.png and the previews")
+      ->check(CLI::Range(-1000.0, 1000.0));
   train->add_option("--threads", t.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
 
   SampleOptions s;
@@ -423,6 +501,13 @@ int main(int argc, char** argv) {
   sample->add_option("--eta", s.eta, "noise scale of ddim / ancestral samplers");
   sample->add_option("--seed", s.seed, "seed");
   sample->add_option("--out", s.out, "PNG grid to write");
+  sample->add_option("--class", s.class_name,
+                     "conditional models: the class of every image (a class folder's name or index; -1: no class); "
+                     "default: a class grid, one row per class");
+  sample->add_option("--guidance", s.guidance, "conditional models: classifier-free guidance scale w (0: none)")
+      ->check(CLI::Range(-1000.0, 1000.0));
+  sample->add_option("--rescaled-phi", s.rescaled_phi, "conditional models: rescaled guidance (Lin et al. 2023), 0 to 1")
+      ->check(CLI::Range(0.0, 1.0));
   sample->add_option("--gif", s.gif, "also write the denoising of the first 8 images as a GIF");
   sample->add_option("--threads", s.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
 

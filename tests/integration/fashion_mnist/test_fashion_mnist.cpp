@@ -728,12 +728,13 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
   // The conditional analogue of the content check above: the same data (64 images 8x8, even ones all 51 = -0.6, odd
   // ones all 204 = +0.6), now with labels (0 for the dark images, 1 for the bright ones) in
   // train-labels-idx1-ubyte.gz, trained with --conditional (labels dropped with probability 0.1). `sample --class c`
-  // must give images of class c only. Without guidance each of 16 samples lies within a quarter of the centres' gap
-  // (0.3 RMS) of c's centre. Guidance w = 2 extrapolates away from the unconditional prediction (about 0, the mean
-  // of the two classes): x0 = c + 2 (c - 0) = 3c, clipped to [-1, 1], so those samples measured -1 / +1 exactly, 0.4
-  // from the centre; for them the test asks that every pixel mean be at least as far from 0 as the class (minus
-  // 0.3) on c's side, and nearer c than the other class. Labels ignored or misread would give a mix of both (all 16
-  // of the asked class by chance: 2^-15) or the other class.
+  // must give images of class c. Without guidance the conditioning of so short a run is not absolute (a sample's x_T
+  // can win: train_images' twin measured 2 of 16 on the wrong side; here 32 of 32 were right), so at least 28 of the
+  // 32 samples (16 per class) must lie within a quarter of the centres' gap (0.3 RMS) of their class's centre; a
+  // model that ignored the labels gets about 16 (P(>= 28) < 1e-4). Guidance w = 3 extrapolates away from the
+  // unconditional prediction (about 0, the mean of the two classes): x0 = c + 3 (c - 0), clipped to [-1, 1], so those
+  // samples measured -1 / +1 exactly, 0.4 from the centre; for them every sample must have its pixel mean at least as
+  // far from 0 as the class (minus 0.3) on c's side, and be nearer c than the other class.
   const std::string dir = scratch("conditional_content");
   const Index n = 64, side = 8;
   std::vector<std::uint8_t> pixels(static_cast<std::size_t>(n * side * side));
@@ -763,7 +764,8 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
     REQUIRE(grid.width == 2 + 2 * (side + 2));
     REQUIRE(grid.height == 2 + 10 * (side + 2));
   }
-  for (const char* guidance : {"0", "2"}) {
+  for (const char* guidance : {"0", "3"}) {
+    int right = 0;
     for (int c = 0; c < 2; ++c) {
       INFO("guidance " << guidance << ", class " << c);
       const std::string tensor = dir + "/class" + std::to_string(c) + "_w" + guidance + ".safetensors";
@@ -788,10 +790,11 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
         mean /= double(side * side);
         INFO("sample " << i << ": RMS distance " << d_asked << " to the class asked for, " << d_other
                        << " to the other; pixel mean " << mean);
-        REQUIRE(d_asked < d_other);  // false for NaN
+        REQUIRE(std::isfinite(mean));
         if (std::string(guidance) == "0") {
-          REQUIRE(d_asked < threshold);
+          right += d_asked < threshold && d_asked < d_other;
         } else {
+          REQUIRE(d_asked < d_other);
           REQUIRE(mean * centre[c] > 0.0);
           REQUIRE(std::fabs(mean) > std::fabs(centre[c]) - threshold);
         }
@@ -799,6 +802,10 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
       }
       WARN("conditional content check: class " << c << ", guidance " << guidance << ": 16 samples, worst RMS distance "
                                                 << worst << " (threshold " << threshold << ")");
+    }
+    if (std::string(guidance) == "0") {
+      WARN("conditional content check, no guidance: " << right << " of 32 samples of the class asked for");
+      REQUIRE(right >= 28);
     }
   }
 }
