@@ -108,6 +108,12 @@ void write_grid_png(const std::string& path, const Images& images, int columns) 
   diffusion::io::write_png(path, diffusion::io::image_grid(images, columns));
 }
 
+std::vector<std::int64_t> classes_in_turn(Index n, Index classes) {
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = i % classes;
+  return ids;
+}
+
 std::vector<std::int64_t> class_grid_ids(int rows, int per_row) {
   std::vector<std::int64_t> ids;
   ids.reserve(static_cast<std::size_t>(rows) * static_cast<std::size_t>(per_row));

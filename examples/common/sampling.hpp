@@ -78,5 +78,7 @@ void write_grid_png(const std::string& path, const Images& images, int columns);
 
 // The ids of a class grid: `rows` classes 0 .. rows-1, `per_row` images each, row by row.
 std::vector<std::int64_t> class_grid_ids(int rows, int per_row);
+// The ids of n images that take `classes` classes in turn: 0, 1, ..., classes-1, 0, ...
+std::vector<std::int64_t> classes_in_turn(Index n, Index classes);
 
 }  // namespace examples

@@ -80,9 +80,7 @@ std::vector<std::int64_t> eval_classes(const diffusion::Unet<float>& net, Index 
                                                      << kNumClasses);
   DIFFUSION_CHECK(!class_id || (*class_id >= 0 && *class_id < K),
                   "--class " << *class_id << ": a measured class must be one of the model's classes 0-" << K - 1);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
-  for (Index i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = class_id ? *class_id : i % K;
-  return ids;
+  return class_id ? std::vector<std::int64_t>(static_cast<std::size_t>(n), *class_id) : examples::classes_in_turn(n, K);
 }
 
 EvalResult evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule,

@@ -214,8 +214,8 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   const Index n = x.dim(0);
   if (K > 0) {
     if (class_grid) settings.classes = examples::class_grid_ids(static_cast<int>(K), per_row);
-    else
-      for (Index i = 0; i < n; ++i) settings.classes.push_back(o.class_id ? *o.class_id : i % K);
+    else if (o.class_id) settings.classes.assign(static_cast<std::size_t>(n), *o.class_id);
+    else settings.classes = examples::classes_in_turn(n, K);
   }
   DenoisingRecorder gif(8, settings.steps(T));
   denoise(net, schedule, settings, x, rng, o.gif.empty() ? nullptr : &gif);

@@ -200,8 +200,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   // The settings for n images: a conditional run's images take the classes in turn (0, 1, ..., 9, 0, ...).
   auto settings_for_images = [&](const std::string& sampler_name, Index n) {
     SamplerSettings s = settings_for(sampler_name);
-    if (o.conditional)
-      for (Index i = 0; i < n; ++i) s.classes.push_back(i % kNumClasses);
+    if (o.conditional) s.classes = examples::classes_in_turn(n, kNumClasses);
     return s;
   };
 

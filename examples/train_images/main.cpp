@@ -282,9 +282,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   };
   // A conditional run's previews take the classes in turn.
   auto class_ids = [&](Index n) {
-    std::vector<std::int64_t> ids;
-    for (Index i = 0; o.conditional && i < n; ++i) ids.push_back(i % num_classes);
-    return ids;
+    return o.conditional ? examples::classes_in_turn(n, num_classes) : std::vector<std::int64_t>{};
   };
 
   examples::TrainingLoop loop;
