@@ -48,4 +48,7 @@ echo "  denoising:  $out/denoising.gif    (8 samples from noise to image)"
 echo "  checkpoint: $out/checkpoint.safetensors  (continue with: $0 --resume $out/checkpoint.safetensors --epochs N)"
 echo "  weights:    $out/model.safetensors       (EMA weights, PyTorch state_dict names)"
 echo "  log:        $out/train_log.csv"
+if command -v gnuplot >/dev/null 2>&1 && bash scripts/plot_training.sh "$out" >/dev/null; then
+  echo "  curves:     $out/training.svg      (loss, and FID / precision / recall with --eval-every)"
+fi
 echo "More samples: $build_dir/examples/fashion_mnist sample --checkpoint $out/checkpoint.safetensors --n 64 --out more.png"

@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config
   libeigen3-dev libxsimd-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgif-dev
   libbenchmark-dev dataset-fashion-mnist
+  gnuplot-nox fonts-liberation         # scripts/plot_training.sh (the loss and FID curves of a run)
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (tests/fuzz/): clang, its runtimes, OpenMP
   libdnnl-dev ocl-icd-opencl-dev       # the optional oneDNN GEMM backend (DIFFUSION_ONEDNN), tested by .ci/run
 )

@@ -39,3 +39,10 @@ add_test(NAME samplers.wrong_model_names_the_signature
           ${CMAKE_CURRENT_SOURCE_DIR}/samplers/wrong_model.cpp)
 set_tests_properties(samplers.wrong_model_names_the_signature PROPERTIES TIMEOUT ${DIFFUSION_TEST_TIMEOUT}
   PASS_REGULAR_EXPRESSION "static.assert.*the model must be callable as model\\(const Tensor<T>& x, const std::vector<std::int64_t>& t, Tensor<T>& out\\)")
+
+# scripts/plot_training.sh draws a run's loss and FID curves with gnuplot (skipped, and said so, without gnuplot-nox).
+add_test(NAME scripts.plot_training
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/scripts/plot_training_test.sh ${PROJECT_SOURCE_DIR}
+          ${CMAKE_CURRENT_BINARY_DIR}/plot_training)
+set_tests_properties(scripts.plot_training PROPERTIES TIMEOUT ${DIFFUSION_TEST_TIMEOUT}
+  SKIP_REGULAR_EXPRESSION "${DIFFUSION_TEST_SKIP_MARKER}")
