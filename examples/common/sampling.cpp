@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "diffusion/core/error.hpp"
 #include "diffusion/io/gif.hpp"
@@ -40,13 +41,27 @@ int grid_columns(Index n) {
 }  // namespace
 
 DenoisingRecorder::DenoisingRecorder(Index images, int sampler_steps, int frames, int scale)
-    : images_(images),
+    : DenoisingRecorder(std::vector<Index>(), sampler_steps, frames, scale) {
+  for (Index i = 0; i < images; ++i) which_.push_back(i);
+}
+
+DenoisingRecorder::DenoisingRecorder(std::vector<Index> which, int sampler_steps, int frames, int scale)
+    : which_(std::move(which)),
       steps_(sampler_steps),
       every_(std::max(1, (sampler_steps + frames - 1) / std::max(1, frames))),
       scale_(scale) {}
 
 void DenoisingRecorder::add(const Images& x) {
-  const Images row = first_images(x, std::min(images_, x.dim(0)));
+  // The chosen images that the batch has (a batch smaller than the recorder's choice shows what it has).
+  std::vector<Index> present;
+  for (const Index i : which_)
+    if (i >= 0 && i < x.dim(0)) present.push_back(i);
+  DIFFUSION_CHECK(!present.empty(), "DenoisingRecorder: none of the images to record is in a batch of " << x.dim(0));
+  const Index per_image = x.dim(1) * x.dim(2) * x.dim(3);
+  Images row(Shape{static_cast<Index>(present.size()), x.dim(1), x.dim(2), x.dim(3)});
+  for (std::size_t k = 0; k < present.size(); ++k)
+    std::copy(x.data() + present[k] * per_image, x.data() + (present[k] + 1) * per_image,
+              row.data() + static_cast<Index>(k) * per_image);
   frames_.push_back(upscale(diffusion::io::image_grid(row, static_cast<int>(row.dim(0))), scale_));
 }
 
@@ -106,6 +121,12 @@ void write_grid_png(const std::string& path, const Images& images) {
 
 void write_grid_png(const std::string& path, const Images& images, int columns) {
   diffusion::io::write_png(path, diffusion::io::image_grid(images, columns));
+}
+
+std::vector<Index> class_grid_row_starts(int rows, int per_row, int max_rows) {
+  std::vector<Index> starts;
+  for (int c = 0; c < std::min(rows, max_rows); ++c) starts.push_back(static_cast<Index>(c) * per_row);
+  return starts;
 }
 
 std::vector<std::int64_t> classes_in_turn(Index n, Index classes) {

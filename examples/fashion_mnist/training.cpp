@@ -257,7 +257,11 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const Index final_n = o.conditional ? static_cast<Index>(per_row) * kNumClasses : o.final_samples;
   SamplerSettings final_settings = settings_for(o.final_sampler);
   if (o.conditional) final_settings.classes = examples::class_grid_ids(kNumClasses, per_row);
-  DenoisingRecorder gif(kGifImages, final_settings.steps(o.timesteps));
+  // A class grid's GIF shows the first image of each row: one per class.
+  DenoisingRecorder gif = o.conditional ? DenoisingRecorder(examples::class_grid_row_starts(kNumClasses, per_row,
+                                                                                           kNumClasses),
+                                                            final_settings.steps(o.timesteps))
+                                        : DenoisingRecorder(kGifImages, final_settings.steps(o.timesteps));
   Images x;  // (final_n, 1, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   char class_note[64] = "";

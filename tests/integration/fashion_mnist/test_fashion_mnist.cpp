@@ -190,6 +190,26 @@ GifInfo read_gif(const std::string& path) {
   return info;
 }
 
+// The last frame of a gray GIF written by io/gif.hpp (full frames, palette index = gray level), row by row.
+std::vector<std::uint8_t> gif_last_frame(const std::string& path, int& width, int& height) {
+  int error = 0;
+  GifFileType* gif = DGifOpenFileName(path.c_str(), &error);
+  REQUIRE(gif != nullptr);
+  const int slurped = DGifSlurp(gif);
+  std::vector<std::uint8_t> pixels;
+  width = gif->SWidth;
+  height = gif->SHeight;
+  if (slurped == GIF_OK && gif->ImageCount > 0) {
+    const SavedImage& last = gif->SavedImages[gif->ImageCount - 1];
+    if (last.ImageDesc.Width == width && last.ImageDesc.Height == height)
+      pixels.assign(last.RasterBits, last.RasterBits + static_cast<std::size_t>(width) * static_cast<std::size_t>(height));
+  }
+  DGifCloseFile(gif, &error);
+  REQUIRE(slurped == GIF_OK);
+  REQUIRE(!pixels.empty());
+  return pixels;
+}
+
 // make_grid geometry: `columns` images of 28 px per row with 2 px padding.
 int grid_px(int count) { return count * 30 + 2; }
 
@@ -763,6 +783,24 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
     const diffusion::io::Image8 grid = diffusion::io::read_png(out + "/samples.png");
     REQUIRE(grid.width == 2 + 2 * (side + 2));
     REQUIRE(grid.height == 2 + 10 * (side + 2));
+  }
+  // Its denoising GIF shows the first image of each row, one per class, in one row (2x upscaled): the dark class 0
+  // first, then the light class 1 (guided with the default w = 3; the classes never trained follow).
+  {
+    int width = 0, height = 0;
+    const std::vector<std::uint8_t> frame = gif_last_frame(out + "/denoising.gif", width, height);
+    REQUIRE(width == 2 * (2 + 10 * (side + 2)));
+    REQUIRE(height == 2 * (2 + (side + 2)));
+    double mean[2] = {0.0, 0.0};
+    for (int c = 0; c < 2; ++c) {
+      for (Index y = 0; y < 2 * side; ++y)
+        for (Index x = 0; x < 2 * side; ++x)
+          mean[c] += frame[static_cast<std::size_t>((4 + y) * width + 2 * (2 + c * (side + 2)) + x)];
+      mean[c] /= double(4 * side * side);
+    }
+    INFO("mean gray of the GIF's first two images: " << mean[0] << ", " << mean[1] << " (class centres 51, 204)");
+    CHECK(mean[0] < 100.0);
+    CHECK(mean[1] > 155.0);
   }
   for (const char* guidance : {"0", "3"}) {
     int right = 0;
