@@ -53,7 +53,7 @@ case "$output" in
   *) echo "$0: $output: the output must end in .svg or .png" >&2; exit 2 ;;
 esac
 
-# The paths reach gnuplot as ARG1..ARG4 of `gnuplot -c`, never as gnuplot syntax, so any file name works.
+# The paths reach gnuplot as arguments of `gnuplot -c` (ARG1..ARG6), never as gnuplot syntax, so any file name works.
 panels=1
 if [ "$with_eval" = "1" ]; then panels=3; fi
 program=$(mktemp)

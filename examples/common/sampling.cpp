@@ -123,10 +123,10 @@ void write_grid_png(const std::string& path, const Images& images, int columns) 
   diffusion::io::write_png(path, diffusion::io::image_grid(images, columns));
 }
 
-std::vector<Index> class_grid_row_starts(int rows, int per_row, int max_rows) {
-  std::vector<Index> starts;
-  for (int c = 0; c < std::min(rows, max_rows); ++c) starts.push_back(static_cast<Index>(c) * per_row);
-  return starts;
+DenoisingRecorder class_grid_recorder(int rows, int per_row, int sampler_steps) {
+  std::vector<Index> row_starts;
+  for (int c = 0; c < std::min(rows, kGifClasses); ++c) row_starts.push_back(static_cast<Index>(c) * per_row);
+  return DenoisingRecorder(std::move(row_starts), sampler_steps);
 }
 
 std::vector<std::int64_t> classes_in_turn(Index n, Index classes) {

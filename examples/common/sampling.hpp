@@ -46,7 +46,7 @@ class DenoisingRecorder {
  public:
   // The first `images` images of the batch.
   DenoisingRecorder(Index images, int sampler_steps, int frames = 50, int scale = 2);
-  // The images at these batch indices, in this order (a class grid: class_grid_row_starts, one image per class).
+  // The images at these batch indices, in this order (a class grid: class_grid_recorder).
   DenoisingRecorder(std::vector<Index> which, int sampler_steps, int frames = 50, int scale = 2);
   void start(const Images& x_T);                   // the first frame
   void after_step(int step_index, const Images& x);  // called after step 0 .. sampler_steps-1
@@ -81,9 +81,10 @@ void write_grid_png(const std::string& path, const Images& images, int columns);
 
 // The ids of a class grid: `rows` classes 0 .. rows-1, `per_row` images each, row by row.
 std::vector<std::int64_t> class_grid_ids(int rows, int per_row);
-// The first image of each row of such a grid (0, per_row, 2 per_row, ...), at most `max_rows` of them: the images a
-// class grid's denoising GIF shows, one per class.
-std::vector<Index> class_grid_row_starts(int rows, int per_row, int max_rows);
+// The recorder of such a grid's denoising: the first image of each row (0, per_row, 2 per_row, ...), one per class,
+// at most kGifClasses of them.
+constexpr int kGifClasses = 16;
+DenoisingRecorder class_grid_recorder(int rows, int per_row, int sampler_steps);
 // The ids of n images that take `classes` classes in turn: 0, 1, ..., classes-1, 0, ...
 std::vector<std::int64_t> classes_in_turn(Index n, Index classes);
 

@@ -217,10 +217,8 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     else if (o.class_id) settings.classes.assign(static_cast<std::size_t>(n), *o.class_id);
     else settings.classes = examples::classes_in_turn(n, K);
   }
-  // 8 images in a row; a class grid's: the first image of each class (K of them).
-  DenoisingRecorder gif = class_grid ? DenoisingRecorder(examples::class_grid_row_starts(static_cast<int>(K), per_row,
-                                                                                         static_cast<int>(K)),
-                                                         settings.steps(T))
+  // 8 images in a row; a class grid's: the first image of each class.
+  DenoisingRecorder gif = class_grid ? examples::class_grid_recorder(static_cast<int>(K), per_row, settings.steps(T))
                                      : DenoisingRecorder(8, settings.steps(T));
   denoise(net, schedule, settings, x, rng, o.gif.empty() ? nullptr : &gif);
 

@@ -258,16 +258,15 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   SamplerSettings final_settings = settings_for(o.final_sampler);
   if (o.conditional) final_settings.classes = examples::class_grid_ids(kNumClasses, per_row);
   // A class grid's GIF shows the first image of each row: one per class.
-  DenoisingRecorder gif = o.conditional ? DenoisingRecorder(examples::class_grid_row_starts(kNumClasses, per_row,
-                                                                                           kNumClasses),
-                                                            final_settings.steps(o.timesteps))
-                                        : DenoisingRecorder(kGifImages, final_settings.steps(o.timesteps));
+  const int sampler_steps = final_settings.steps(o.timesteps);
+  DenoisingRecorder gif = o.conditional ? examples::class_grid_recorder(kNumClasses, per_row, sampler_steps)
+                                        : DenoisingRecorder(kGifImages, sampler_steps);
   Images x;  // (final_n, 1, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(kSampleStream);
   char class_note[64] = "";
   if (o.conditional) std::snprintf(class_note, sizeof class_note, ", one row per class, guidance %g", o.final_guidance);
   std::fprintf(stderr, "fashion_mnist: sampling %lld images (%s, %d steps%s)\n", static_cast<long long>(final_n),
-               o.final_sampler.c_str(), final_settings.steps(o.timesteps), class_note);
+               o.final_sampler.c_str(), sampler_steps, class_note);
   generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, 1, H, W, rng, x, &gif);
   if (o.conditional) write_grid_png(samples_path, x, per_row);
   else write_grid_png(samples_path, x);

@@ -38,7 +38,6 @@ constexpr const char* kOptionsKey = "train_images.options";  // checkpoint / wei
 constexpr const char* kRunKey = "train_images.run";          // checkpoint metadata: elapsed time
 constexpr int kPreviewImages = 16;
 constexpr int kGifImages = 8;
-constexpr int kGifClasses = 16;  // a class grid's GIF: the first image of at most this many classes
 
 struct TrainOptions {
   // The data: fixed for a run (a resumed run checks them against the checkpoint).
@@ -316,12 +315,11 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   const int per_row = o.conditional ? static_cast<int>((o.final_samples + num_classes - 1) / num_classes) : 0;
   const Index final_n = o.conditional ? per_row * num_classes : o.final_samples;
   if (o.conditional) final_settings.classes = examples::class_grid_ids(static_cast<int>(num_classes), per_row);
-  // A class grid's GIF shows the first image of each row (one per class, at most kGifClasses).
+  // A class grid's GIF shows the first image of each row (one per class).
+  const int sampler_steps = final_settings.steps(o.timesteps);
   examples::DenoisingRecorder gif =
-      o.conditional ? examples::DenoisingRecorder(
-                          examples::class_grid_row_starts(static_cast<int>(num_classes), per_row, kGifClasses),
-                          final_settings.steps(o.timesteps))
-                    : examples::DenoisingRecorder(kGifImages, final_settings.steps(o.timesteps));
+      o.conditional ? examples::class_grid_recorder(static_cast<int>(num_classes), per_row, sampler_steps)
+                    : examples::DenoisingRecorder(kGifImages, sampler_steps);
   Images x;  // (final_n, C, H, W)
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
   examples::generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, o.channels, H, W, rng, x, &gif);
@@ -410,10 +408,10 @@ int run_sample(const SampleOptions& o) {
   const Index n = class_grid ? per_row * K : o.n;
   if (class_grid) settings.classes = examples::class_grid_ids(static_cast<int>(K), per_row);
   else if (K > 0) settings.classes.assign(static_cast<std::size_t>(n), parse_class(*o.class_name, info.classes));
+  const int sampler_steps = settings.steps(schedule.num_timesteps());
   examples::DenoisingRecorder gif =
-      class_grid ? examples::DenoisingRecorder(examples::class_grid_row_starts(static_cast<int>(K), per_row, kGifClasses),
-                                               settings.steps(schedule.num_timesteps()))
-                 : examples::DenoisingRecorder(std::min<Index>(kGifImages, n), settings.steps(schedule.num_timesteps()));
+      class_grid ? examples::class_grid_recorder(static_cast<int>(K), per_row, sampler_steps)
+                 : examples::DenoisingRecorder(std::min<Index>(kGifImages, n), sampler_steps);
   Images x;
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
   examples::generate(*net, schedule, settings, n, info.channels, info.height, info.width, rng, x,
