@@ -13,6 +13,10 @@
 
 namespace examples {
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 namespace {
 constexpr double kRedrawSeconds = 0.25;       // terminal
 constexpr double kLogLineSeconds = 30.0;      // not a terminal

@@ -14,6 +14,9 @@ namespace examples {
 // "1:02:03" / "2:03".
 std::string format_duration(double seconds);
 
+// Wall seconds since `start`.
+double seconds_since(std::chrono::steady_clock::time_point start);
+
 // On a terminal: one line, redrawn at most 4 times a second:
 //   step 120/469 (25.6%) | epoch 1/1 | loss 0.0712 | 85.3 img/s | elapsed 1:23 | left 4:10
 // Elsewhere (a log file, a pipe): the same text as a full line every 30 seconds, so logs stay short.

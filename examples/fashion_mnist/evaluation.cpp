@@ -12,15 +12,12 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/io/atomic_file.hpp"
 #include "diffusion/metrics/fashion_mnist.hpp"
+#include "progress.hpp"
 #include "sampling.hpp"
 
 namespace fashion_mnist {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 std::string default_cache(const EvalOptions& o) {
   const std::filesystem::path folder = std::filesystem::path(o.sample.checkpoint).parent_path();
@@ -107,7 +104,7 @@ EvalResult evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseS
     if (!classes.empty()) s.classes.assign(classes.begin() + done, classes.begin() + done + k);
     const auto t0 = std::chrono::steady_clock::now();
     generate(net, schedule, s, k, 1, 28, 28, rng, x, nullptr);
-    sampling_seconds += seconds_since(t0);
+    sampling_seconds += examples::seconds_since(t0);
     evaluator.add(x);
     if (!classes.empty()) {
       // A second pass of the (small) classifier for its predictions: the evaluator keeps only their histogram.
@@ -164,7 +161,7 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
     std::printf("%s %s %lld", c ? "," : "", diffusion::metrics::kFashionMnistClasses[c],
                 static_cast<long long>(r.class_histogram[c]));
   if (!result.accuracy.asked.empty()) std::printf("\n  class accuracy: %s", result.accuracy.summary().c_str());
-  const double total = seconds_since(start);
+  const double total = examples::seconds_since(start);
   std::printf("\n  time: sampling %.1f s, features %.1f s, metrics %.1f s, total %.1f s\n", sampling_seconds,
               r.extract_seconds, r.metric_seconds, total);
   if (!o.json.empty()) {

@@ -39,10 +39,6 @@ constexpr int kGifImages = 8;        // one row
 
 std::string join(const fs::path& dir, const std::string& name) { return (dir / name).string(); }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 Images load_training_images(const std::string& data_dir) {
@@ -219,7 +215,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     const EvalResult r = evaluate_samples(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics,
                                           o.eval_n, 250, o.seed, eval_classes(trainer.sampling_model(), o.eval_n, {}),
                                           sampling_seconds, false);
-    const double seconds = seconds_since(t0);
+    const double seconds = examples::seconds_since(t0);
     eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r.report, seconds);
     std::fprintf(stderr, "\nfashion_mnist: step %lld: %s%s\n", static_cast<long long>(s), r.report.summary().c_str(),
                  r.accuracy.asked.empty() ? "" : (", class accuracy " + r.accuracy.summary()).c_str());

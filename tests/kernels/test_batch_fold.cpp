@@ -20,7 +20,7 @@ using namespace diffusion::kernels;
 
 namespace {
 
-std::vector<float> random_vector(Index n, std::uint64_t seed) {
+std::vector<float> fold_random_vector(Index n, std::uint64_t seed) {
   std::vector<float> v(static_cast<std::size_t>(n));
   Rng(seed).normal(v.data(), n);
   return v;
@@ -60,8 +60,8 @@ TEST_CASE("convolution weight and bias gradients of a batch equal those accumula
                    << " cout=" << s.cout << " k=" << s.k << " stride=" << s.stride << " groups=" << s.groups);
       const auto g = Conv2dGeometry::make(s.n, s.cin, s.h, s.w, s.cout, s.k, s.stride, s.pad, s.groups);
       const Index xper = g.in_channels * g.in_pixels(), yper = g.out_channels * g.out_pixels();
-      const auto x = random_vector(g.batch * xper, 1), dy = random_vector(g.batch * yper, 2);
-      const auto dw0 = random_vector(g.weight_size(), 3), db0 = random_vector(g.out_channels, 4);
+      const auto x = fold_random_vector(g.batch * xper, 1), dy = fold_random_vector(g.batch * yper, 2);
+      const auto dw0 = fold_random_vector(g.weight_size(), 3), db0 = fold_random_vector(g.out_channels, 4);
       std::vector<float> dw = dw0, db = db0;
       conv2d_backward_weight(g, x.data(), dy.data(), dw.data());
       channel_sum(g.batch, g.out_channels, g.out_pixels(), dy.data(), db.data());
@@ -84,8 +84,8 @@ TEST_CASE("GroupNorm parameter gradients of a batch equal those accumulated over
   const Index N = 7, C = 6, P = 10, G = 3;
   for (int threads : {1, 2}) {
     testing::ScopedThreads scoped(threads);
-    const auto x = random_vector(N * C * P, 1), dy = random_vector(N * C * P, 2);
-    const auto gamma = random_vector(C, 3), beta = random_vector(C, 4);
+    const auto x = fold_random_vector(N * C * P, 1), dy = fold_random_vector(N * C * P, 2);
+    const auto gamma = fold_random_vector(C, 3), beta = fold_random_vector(C, 4);
     std::vector<float> y(x.size());
     std::vector<double> mean(static_cast<std::size_t>(N * G)), rstd(mean.size());
     group_norm_forward(N, C, P, G, 1e-5, x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data());
@@ -107,9 +107,9 @@ TEST_CASE("linear kernels give each image the same result in any batch and fold 
   const Index N = 21, in = 28, out = 13;
   for (int threads : {1, 2}) {
     testing::ScopedThreads scoped(threads);
-    const auto x = random_vector(N * in, 1), w = random_vector(out * in, 2), b = random_vector(out, 3);
-    const auto dy = random_vector(N * out, 4), dx0 = random_vector(N * in, 5);
-    const auto dw0 = random_vector(out * in, 6), db0 = random_vector(out, 7);
+    const auto x = fold_random_vector(N * in, 1), w = fold_random_vector(out * in, 2), b = fold_random_vector(out, 3);
+    const auto dy = fold_random_vector(N * out, 4), dx0 = fold_random_vector(N * in, 5);
+    const auto dw0 = fold_random_vector(out * in, 6), db0 = fold_random_vector(out, 7);
     std::vector<float> y(static_cast<std::size_t>(N * out)), dx = dx0, dw = dw0, db = db0;
     linear_forward(N, in, out, x.data(), w.data(), b.data(), y.data());
     linear_backward_data(N, in, out, dy.data(), w.data(), dx.data());

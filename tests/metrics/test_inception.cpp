@@ -26,7 +26,7 @@ using metrics_test::compare;
 
 namespace {
 
-const io::SafetensorsReader& fixture() {
+const io::SafetensorsReader& inception_fixture() {
   static const io::SafetensorsReader reader(metrics_test::golden("inception.safetensors"));
   return reader;
 }
@@ -83,7 +83,7 @@ metrics::InceptionExtractor& extractor() {
 FidInceptionV3& network() { return extractor().network(); }
 
 Shape input_shape(const std::string& key) {
-  const auto j = nlohmann::json::parse(fixture().metadata().at(key)).at("input_shape");
+  const auto j = nlohmann::json::parse(inception_fixture().metadata().at(key)).at("input_shape");
   return Shape{j[0].get<Index>(), j[1].get<Index>(), j[2].get<Index>(), j[3].get<Index>()};
 }
 
@@ -109,11 +109,11 @@ TEST_CASE("Inception stages match torchvision with pytorch-fid's blocks") {
     const std::string name = net.stage_name(s);
     const std::string key = "stage." + name;
     INFO("stage " << name);
-    REQUIRE(fixture().contains(key + ".y"));
+    REQUIRE(inception_fixture().contains(key + ".y"));
     const Tensor<float> x = generated("input." + name, input_shape(key));
     Tensor<float> y;
     net.forward_stage(s, x, y);
-    const Tensor<float> want = fixture().read<float>(key + ".y");
+    const Tensor<float> want = inception_fixture().read<float>(key + ".y");
     const auto d = compare(y, want);
     INFO(d.str());
     REQUIRE(d.error <= 1e-5);
@@ -131,7 +131,7 @@ TEST_CASE("Inception end to end: resize, 18 stages and pooling match pytorch-fid
     net.forward_stage(s, a, b);
     std::swap(a, b);
     const std::string key = "e2e.mean." + net.stage_name(s);
-    if (!fixture().contains(key)) continue;
+    if (!inception_fixture().contains(key)) continue;
     const Index C = a.dim(1), P = a.dim(2) * a.dim(3);
     Tensor<double> means(Shape{C});
     for (Index c = 0; c < C; ++c) {
@@ -139,14 +139,14 @@ TEST_CASE("Inception end to end: resize, 18 stages and pooling match pytorch-fid
       for (Index p = 0; p < P; ++p) sum += a[c * P + p];
       means[c] = sum / double(P);
     }
-    const auto d = compare(means, fixture().read<float>(key));
+    const auto d = compare(means, inception_fixture().read<float>(key));
     INFO("channel means after " << net.stage_name(s) << ": " << d.str());
     REQUIRE(d.error <= 1e-5);
   }
   Tensor<float> features;
   net.features(image, features);
   REQUIRE(features.shape() == (Shape{1, 2048}));
-  const auto d = compare(features, fixture().read<float>("e2e.features"));
+  const auto d = compare(features, inception_fixture().read<float>("e2e.features"));
   INFO("features: " << d.str());
   REQUIRE(d.error <= 1e-5);
 }

@@ -17,7 +17,7 @@ using namespace diffusion::metrics;
 
 namespace {
 
-std::string temp_path(const std::string& name) { return std::string(DIFFUSION_TEST_BINARY_DIR) + "/" + name; }
+std::string cache_temp_path(const std::string& name) { return std::string(DIFFUSION_TEST_BINARY_DIR) + "/" + name; }
 
 Tensor<double> random_features(Index n, Index d, std::uint64_t seed, double shift = 0.0) {
   Tensor<double> x(Shape{n, d});
@@ -71,7 +71,7 @@ Tensor<float> random_images(Index n, std::uint64_t seed, double shift) {
 }  // namespace
 
 TEST_CASE("reference statistics files round-trip bitwise") {
-  const std::string path = temp_path("reference_roundtrip.safetensors");
+  const std::string path = cache_temp_path("reference_roundtrip.safetensors");
   FeatureStatisticsOptions o;
   o.reservoir_size = 40;
   o.reservoir_seed = 3;
@@ -95,7 +95,7 @@ TEST_CASE("reference statistics files round-trip bitwise") {
 }
 
 TEST_CASE("a stale reference cache is detected and recomputed, never used") {
-  const std::string path = temp_path("reference_cache.safetensors");
+  const std::string path = cache_temp_path("reference_cache.safetensors");
   std::remove(path.c_str());
   const Tensor<double> data_a = random_features(50, 4, 1), data_b = random_features(50, 4, 2, 1.0);
   int computed = 0;

@@ -16,7 +16,7 @@ using namespace diffusion;
 
 namespace {
 
-std::string scratch(const std::string& name) {
+std::string precond_scratch(const std::string& name) {
   const auto dir = std::filesystem::path(DIFFUSION_TEST_BINARY_DIR) / "preconditions_model";
   std::filesystem::create_directories(dir);
   return (dir / name).string();
@@ -140,7 +140,7 @@ TEST_CASE("load_unet refuses a small file whose metadata describes a huge networ
   const float one = 1.0f;
   w.add("init_conv.bias", Shape{1}, &one);
   w.add_metadata(kUnetConfigKey, huge.to_json().dump());
-  const std::string path = scratch("huge_config.safetensors");
+  const std::string path = precond_scratch("huge_config.safetensors");
   w.write(path);
   REQUIRE_NOTHROW(read_unet_config(path));  // every field within its cap; the total is checked by the plan
   const auto start = std::chrono::steady_clock::now();

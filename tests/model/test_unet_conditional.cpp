@@ -28,8 +28,8 @@ using namespace diffusion;
 
 namespace {
 
-std::string golden(const std::string& name) { return std::string(DIFFUSION_GOLDEN_DIR) + "/" + name; }
-std::string scratch(const std::string& name) { return std::string(DIFFUSION_TEST_BINARY_DIR) + "/" + name; }
+std::string cond_golden(const std::string& name) { return std::string(DIFFUSION_GOLDEN_DIR) + "/" + name; }
+std::string cond_scratch(const std::string& name) { return std::string(DIFFUSION_TEST_BINARY_DIR) + "/" + name; }
 
 std::vector<std::int64_t> ids(const io::SafetensorsReader& r, const std::string& name) {
   std::vector<std::int64_t> out;
@@ -40,9 +40,9 @@ std::vector<std::int64_t> ids(const io::SafetensorsReader& r, const std::string&
 template <class T>
 void check_against_reference(const std::string& cfg, double forward_tolerance, double grad_tolerance,
                              double zero_tolerance) {
-  Unet<T> net = read_unet<T>(golden(cfg + ".weights.safetensors"));
+  Unet<T> net = read_unet<T>(cond_golden(cfg + ".weights.safetensors"));
   REQUIRE(net.config().num_classes == 3);
-  const io::SafetensorsReader io(golden(cfg + ".io.safetensors"));
+  const io::SafetensorsReader io(cond_golden(cfg + ".io.safetensors"));
   const Tensor<T> x = io.read<T>("x");
   const auto classes = ids(io, "classes");
   REQUIRE(classes == std::vector<std::int64_t>{2, kNullClass, 0, 2});
@@ -152,11 +152,11 @@ TEST_CASE("gradient check: whole conditional U-Net, both block types, real and n
 
 TEST_CASE("conditional U-Net results are bitwise identical with 1 2 and 3 threads") {
   for (const std::string cfg : {"unet_cfg_convnext", "unet_cfg_resnet"}) {
-    const io::SafetensorsReader io(golden(cfg + ".io.safetensors"));
+    const io::SafetensorsReader io(cond_golden(cfg + ".io.safetensors"));
     const Tensor<float> x = io.read<float>("x");
     auto run = [&](int threads, Tensor<float>& y, Tensor<float>& dx, std::vector<float>& grads) {
       testing::ScopedThreads scoped(threads);
-      Unet<float> net = read_unet<float>(golden(cfg + ".weights.safetensors"));
+      Unet<float> net = read_unet<float>(cond_golden(cfg + ".weights.safetensors"));
       net.forward(x, ids(io, "t"), ids(io, "classes"), y);
       net.params().zero_grad();
       dx.resize(x.shape());
@@ -217,7 +217,7 @@ TEST_CASE("conditional U-Net: the plan, parameter names and shapes, config JSON 
   REQUIRE_THROWS_WITH(no_time.validate(), Catch::Contains("num_classes 3 needs with_time_emb"));
 
   // Save and read back: the same network, identical outputs.
-  const std::string path = scratch("conditional_roundtrip.safetensors");
+  const std::string path = cond_scratch("conditional_roundtrip.safetensors");
   save_unet_weights(net, path);
   Unet<float> back = read_unet<float>(path);
   REQUIRE(back.config().num_classes == 3);

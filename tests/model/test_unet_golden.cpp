@@ -41,7 +41,7 @@ std::vector<std::int64_t> timesteps(const io::SafetensorsReader& r) {
 }
 
 template <class T>
-void check_against_reference(const std::string& cfg, double forward_tolerance, double grad_tolerance,
+void check_unet_against_reference(const std::string& cfg, double forward_tolerance, double grad_tolerance,
                              double zero_tolerance) {
   auto net = load_unet<T>(golden(cfg + ".weights.safetensors"));
   const io::SafetensorsReader io(golden(cfg + ".io.safetensors"));
@@ -88,19 +88,19 @@ void check_against_reference(const std::string& cfg, double forward_tolerance, d
 }  // namespace
 
 TEST_CASE("golden: U-Net with ConvNeXt blocks matches the PyTorch reference (float)") {
-  check_against_reference<float>("unet_convnext", 1e-4, 1e-3, 1e-6);
+  check_unet_against_reference<float>("unet_convnext", 1e-4, 1e-3, 1e-6);
 }
 
 TEST_CASE("golden: U-Net with ResNet blocks matches the PyTorch reference (float)") {
-  check_against_reference<float>("unet_resnet", 1e-4, 1e-3, 1e-6);
+  check_unet_against_reference<float>("unet_resnet", 1e-4, 1e-3, 1e-6);
 }
 
 TEST_CASE("golden: U-Net in double matches the float64 reference to float rounding") {
   // The fixtures hold float64 results rounded once to float32 (relative 6e-8): double must agree to ~1e-6 on the
   // output and on every parameter gradient (measured 4.1e-8 worst), and the structurally zero gradients are
   // rounding noise of double (measured 4e-17 of ||all||; 1e-12 allowed).
-  check_against_reference<double>("unet_convnext", 1e-6, 1e-6, 1e-12);
-  check_against_reference<double>("unet_resnet", 1e-6, 1e-6, 1e-12);
+  check_unet_against_reference<double>("unet_convnext", 1e-6, 1e-6, 1e-12);
+  check_unet_against_reference<double>("unet_resnet", 1e-6, 1e-6, 1e-12);
 }
 
 namespace {

@@ -30,11 +30,11 @@ namespace {
 
 constexpr long long kMemoryBound = 50ll << 20;  // bytes of peak resident growth allowed while refusing a file
 
-std::string golden(const std::string& name) { return std::string(DIFFUSION_GOLDEN_DIR) + "/" + name; }
+std::string plan_golden(const std::string& name) { return std::string(DIFFUSION_GOLDEN_DIR) + "/" + name; }
 std::string regression(const std::string& name) {
   return std::string(DIFFUSION_GOLDEN_DIR) + "/../fuzz/regressions/unet_config/" + name;
 }
-std::string scratch(const std::string& name) {
+std::string plan_scratch(const std::string& name) {
   const auto dir = std::filesystem::path(DIFFUSION_TEST_BINARY_DIR) / "unet_plan";
   std::filesystem::create_directories(dir);
   return (dir / name).string();
@@ -42,7 +42,7 @@ std::string scratch(const std::string& name) {
 
 std::string describe(const UnetConfig& c) { return c.to_json().dump() + " " + c.extensions_to_json().dump(); }
 
-UnetConfig tiny() {
+UnetConfig plan_tiny() {
   UnetConfig c;
   c.dim = 8;
   c.channels = 1;
@@ -62,31 +62,31 @@ UnetConfig trillion() {
 // Configurations that together exercise every branch of the plan.
 std::vector<UnetConfig> plan_configs() {
   std::vector<UnetConfig> configs;
-  configs.push_back(tiny());  // ConvNeXt, 2 levels, linear attention, full middle attention
-  UnetConfig resnet = tiny();
+  configs.push_back(plan_tiny());  // ConvNeXt, 2 levels, linear attention, full middle attention
+  UnetConfig resnet = plan_tiny();
   resnet.use_convnext = false;
   configs.push_back(resnet);
-  UnetConfig one_level = tiny();
+  UnetConfig one_level = plan_tiny();
   one_level.dim_mults = {1};
   configs.push_back(one_level);
-  UnetConfig no_time = tiny();
+  UnetConfig no_time = plan_tiny();
   no_time.with_time_emb = false;
   no_time.dim_mults = {1, 2, 2};
   configs.push_back(no_time);
-  UnetConfig mixed = tiny();  // every attention kind at some level, none in the middle, other heads
+  UnetConfig mixed = plan_tiny();  // every attention kind at some level, none in the middle, other heads
   mixed.dim_mults = {1, 2, 4};
   mixed.level_attention = {AttentionKind::None, AttentionKind::Full, AttentionKind::Linear};
   mixed.mid_attention = AttentionKind::None;
   mixed.attention_heads = 1;
   mixed.attention_dim_head = 4;
   configs.push_back(mixed);
-  UnetConfig dims = tiny();  // explicit init_dim and out_dim, ConvNeXt mult 3
+  UnetConfig dims = plan_tiny();  // explicit init_dim and out_dim, ConvNeXt mult 3
   dims.dim = 4;
   dims.convnext_mult = 3;
   dims.init_dim = 12;
   dims.out_dim = 3;
   configs.push_back(dims);
-  UnetConfig resnet4 = tiny();  // ResNet, 4 levels, full attention everywhere, linear middle, 4 groups, no time
+  UnetConfig resnet4 = plan_tiny();  // ResNet, 4 levels, full attention everywhere, linear middle, 4 groups, no time
   resnet4.use_convnext = false;
   resnet4.resnet_block_groups = 4;
   resnet4.dim_mults = {1, 2, 3, 4};
@@ -195,7 +195,7 @@ TEST_CASE("the plan's stage list chains its channel counts as the forward pass d
 TEST_CASE("the plan is the reference state_dict of the golden fixtures") {
   for (const std::string cfg : {"unet_convnext", "unet_resnet"}) {
     INFO(cfg);
-    const io::SafetensorsReader reader(golden(cfg + ".weights.safetensors"));
+    const io::SafetensorsReader reader(plan_golden(cfg + ".weights.safetensors"));
     const UnetPlan plan = plan_unet(read_unet_config(reader.path()));
     REQUIRE_NOTHROW(check_unet_tensors(reader, plan));
     REQUIRE(reader.names().size() == plan.parameters.size());
@@ -212,15 +212,15 @@ TEST_CASE("plan_unet refuses more parameters than the cap naming the total witho
                           {"total parameters must be at most 4294967296", "asks for " + total});
   require_refused_cheaply([&] { Unet<float> net(big); }, {"total parameters must be at most", total});
   // The issue's estimate of the worst case within the width caps: 16 levels of width 64, convnext_mult 1024.
-  UnetConfig deep = tiny();
+  UnetConfig deep = plan_tiny();
   deep.dim = 64;
   deep.dim_mults = std::vector<Index>(16, 1);
   deep.convnext_mult = 1024;
   REQUIRE_NOTHROW(deep.validate());
   require_refused_cheaply([&] { (void)plan_unet(deep); }, {"total parameters must be at most", "convnext_mult 1024"});
   // A caller may set a lower cap.
-  REQUIRE_THROWS_WITH(plan_unet(tiny(), 1000), Catch::Contains("at most 1000"));
-  REQUIRE(plan_unet(tiny(), plan_unet(tiny()).parameter_count).parameter_count > 1000);
+  REQUIRE_THROWS_WITH(plan_unet(plan_tiny(), 1000), Catch::Contains("at most 1000"));
+  REQUIRE(plan_unet(plan_tiny(), plan_unet(plan_tiny()).parameter_count).parameter_count > 1000);
 }
 
 TEST_CASE("load_unet refuses the fuzzer's convnext_mult 5162 input before building the network") {
@@ -241,7 +241,7 @@ TEST_CASE("load_unet refuses the fuzzer's convnext_mult 5162 input before buildi
   // As the fuzz target does: the metadata alone.
   io::SafetensorsWriter bare;
   metadata(bare, config_text);
-  const std::string bare_path = scratch("repro_no_tensors.safetensors");
+  const std::string bare_path = plan_scratch("repro_no_tensors.safetensors");
   bare.write(bare_path);
   const UnetConfig config = read_unet_config(bare_path);
   REQUIRE(config.convnext_mult == 5162);
@@ -257,7 +257,7 @@ TEST_CASE("load_unet refuses the fuzzer's convnext_mult 5162 input before buildi
   io::SafetensorsWriter w;
   for (const auto& e : small.params().entries()) w.add(e.name, e.shape, small.params().values() + e.offset);
   metadata(w, config_text);
-  const std::string path = scratch("repro_mult2_tensors.safetensors");
+  const std::string path = plan_scratch("repro_mult2_tensors.safetensors");
   w.write(path);
   REQUIRE(std::filesystem::file_size(path) < 200 * 1024);
   require_refused_cheaply([&] { (void)load_unet<float>(path); },
@@ -267,8 +267,8 @@ TEST_CASE("load_unet refuses the fuzzer's convnext_mult 5162 input before buildi
   io::SafetensorsWriter good;
   for (const auto& e : small.params().entries()) good.add(e.name, e.shape, small.params().values() + e.offset);
   metadata(good, small_json.dump());
-  good.write(scratch("repro_mult2_good.safetensors"));
-  REQUIRE(load_unet<float>(scratch("repro_mult2_good.safetensors"))->params().count() == 30027);
+  good.write(plan_scratch("repro_mult2_good.safetensors"));
+  REQUIRE(load_unet<float>(plan_scratch("repro_mult2_good.safetensors"))->params().count() == 30027);
 }
 
 TEST_CASE("load_unet refuses a file whose configuration asks for 10^12 parameters") {
@@ -277,24 +277,24 @@ TEST_CASE("load_unet refuses a file whose configuration asks for 10^12 parameter
   const std::vector<float> values(49, 0.5f);
   w.add("init_conv.weight", Shape{1, 1, 7, 7}, values.data());
   w.add_metadata(kUnetConfigKey, big.to_json().dump());
-  const std::string path = scratch("1e12.safetensors");
+  const std::string path = plan_scratch("1e12.safetensors");
   w.write(path);
   REQUIRE_NOTHROW(read_unet_config(path));  // every field within its own cap
   require_refused_cheaply([&] { (void)load_unet<float>(path); }, {path, "total parameters must be at most"});
   // load_unet_weights into an existing network checks against the plan of that network.
-  Unet<float> net(tiny());
+  Unet<float> net(plan_tiny());
   require_refused_cheaply([&] { load_unet_weights(net, path); },
                           {path, "tensor 'init_conv.weight' has shape (1, 1, 7, 7)", "expects (4, 1, 7, 7)"});
 }
 
 TEST_CASE("check_unet_tensors wants exactly the plan's tensors and names the first that differs") {
-  Unet<float> net(tiny(), 5);
-  const UnetPlan plan = plan_unet(tiny());
+  Unet<float> net(plan_tiny(), 5);
+  const UnetPlan plan = plan_unet(plan_tiny());
   const auto& entries = net.params().entries();
   auto file = [&](const std::string& name, auto&& edit) {
     io::SafetensorsWriter w;
     for (const auto& e : entries) edit(w, e);
-    const std::string path = scratch(name);
+    const std::string path = plan_scratch(name);
     w.write(path);
     return path;
   };
@@ -328,7 +328,7 @@ TEST_CASE("check_unet_tensors wants exactly the plan's tensors and names the fir
   REQUIRE_THROWS_WITH(check_unet_tensors(io::SafetensorsReader(prefixed), plan, ema),
                       Catch::Contains("is not a parameter"));
   ema.allow_extra_tensors = true;
-  Unet<float> other(tiny(), 9);
+  Unet<float> other(plan_tiny(), 9);
   load_unet_weights(other, prefixed, ema);
   REQUIRE(std::memcmp(other.params().values(), net.params().values(), net.params().size() * sizeof(float)) == 0);
 }

@@ -33,7 +33,7 @@ using diffusion::testing::GradCheck;
 
 namespace {
 
-const io::SafetensorsReader& fixtures() {
+const io::SafetensorsReader& pooling_fixtures() {
   static const io::SafetensorsReader reader(std::string(DIFFUSION_GOLDEN_DIR) + "/pool_loss.safetensors");
   return reader;
 }
@@ -50,18 +50,18 @@ void require_close(const Tensor<T>& got, const Tensor<float>& ref, double rel, c
 // Runs a layer's forward and backward on the fixture case and compares both.
 template <class T, class Layer>
 void check_golden(const std::string& c, const Layer& layer) {
-  const Tensor<T> x = fixtures().read<T>(c + ".x");
-  const Tensor<T> dy = fixtures().read<T>(c + ".dy");
+  const Tensor<T> x = pooling_fixtures().read<T>(c + ".x");
+  const Tensor<T> dy = pooling_fixtures().read<T>(c + ".dy");
   Tensor<T> y;
   layer.forward(x, y);
   // float: the sums of up to 25 terms round at ~1e-7; double: only the fixture's float32 rounding (6e-8) remains.
   const double rel = std::is_same_v<T, float> ? 1e-6 : 2e-7;
-  require_close(y, fixtures().read<float>(c + ".y"), rel, c + " forward");
+  require_close(y, pooling_fixtures().read<float>(c + ".y"), rel, c + " forward");
   Tensor<T> dx(x.shape());
   dx.fill(T(0.25));  // backward accumulates: start from a non-zero buffer and subtract it
   layer.backward(x, dy, &dx);
   for (T& v : dx) v -= T(0.25);
-  require_close(dx, fixtures().read<float>(c + ".dx"), rel * 4, c + " backward");
+  require_close(dx, pooling_fixtures().read<float>(c + ".dx"), rel * 4, c + " backward");
 }
 
 template <class T>
@@ -113,19 +113,19 @@ TEST_CASE("pooling layers and ReLU match PyTorch in float") { golden_cases<float
 TEST_CASE("pooling layers and ReLU match PyTorch in double") { golden_cases<double>(); }
 
 TEST_CASE("cross-entropy matches PyTorch forward and backward") {
-  const Tensor<double> x = fixtures().read<double>("cross_entropy.x");
-  const Tensor<std::int64_t> l = fixtures().read<std::int64_t>("cross_entropy.labels");
+  const Tensor<double> x = pooling_fixtures().read<double>("cross_entropy.x");
+  const Tensor<std::int64_t> l = pooling_fixtures().read<std::int64_t>("cross_entropy.labels");
   const std::vector<std::int64_t> labels(l.begin(), l.end());
   nn::CrossEntropyLoss<double> loss;
   const double value = loss.forward(x, labels);
-  const double want = fixtures().read<double>("cross_entropy.y")[0];
+  const double want = pooling_fixtures().read<double>("cross_entropy.y")[0];
   INFO("loss " << value << " vs " << want);
   REQUIRE(std::fabs(value - want) <= 1e-7 * std::fabs(want));
   Tensor<double> dx(x.shape());
   dx.fill(1.0);
-  loss.backward(x, labels, dx, fixtures().read<double>("cross_entropy.dy")[0]);
+  loss.backward(x, labels, dx, pooling_fixtures().read<double>("cross_entropy.dy")[0]);
   for (double& v : dx) v -= 1.0;
-  require_close(dx, fixtures().read<float>("cross_entropy.dx"), 2e-7, "cross_entropy backward");
+  require_close(dx, pooling_fixtures().read<float>("cross_entropy.dx"), 2e-7, "cross_entropy backward");
 }
 
 TEST_CASE("pooling layers and ReLU pass the finite-difference gradient check") {
@@ -194,8 +194,8 @@ TEST_CASE("pooling and cross-entropy refuse bad arguments") {
 }
 
 TEST_CASE("bilinear resize matches F.interpolate with align_corners False") {
-  const Tensor<float> x = fixtures().read<float>("resize_bilinear.x");  // (2, 3, 5, 7)
-  const Tensor<float> want = fixtures().read<float>("resize_bilinear.y");  // (2, 3, 11, 4)
+  const Tensor<float> x = pooling_fixtures().read<float>("resize_bilinear.x");  // (2, 3, 5, 7)
+  const Tensor<float> want = pooling_fixtures().read<float>("resize_bilinear.y");  // (2, 3, 11, 4)
   Tensor<float> y(Shape{2, 3, 11, 4});
   kernels::bilinear_resize(6, 5, 7, x.data(), 11, 4, y.data());
   require_close(y, want, 1e-6, "resize (5, 7) -> (11, 4)");
@@ -207,14 +207,14 @@ TEST_CASE("rectangular-kernel convolution matches PyTorch's Conv2d") {
     kernels::ReferenceKernelsScope scope(reference);
     for (const char* name : {"conv_rect_1x7", "conv_rect_7x1", "conv_rect_strided"}) {
       const std::string c = name;
-      const auto meta = nlohmann::json::parse(fixtures().metadata().at(c));
+      const auto meta = nlohmann::json::parse(pooling_fixtures().metadata().at(c));
       const auto& k = meta.at("kwargs");
       const Index kh = k.at("kernel_size")[0], kw = k.at("kernel_size")[1];
       const Index sh = k.contains("stride") ? k.at("stride")[0].get<Index>() : 1;
       const Index sw = k.contains("stride") ? k.at("stride")[1].get<Index>() : 1;
       const Index ph = k.at("padding")[0], pw = k.at("padding")[1];
-      const Tensor<float> x = fixtures().read<float>(c + ".x"), w = fixtures().read<float>(c + ".weight"),
-                          b = fixtures().read<float>(c + ".bias"), want = fixtures().read<float>(c + ".y");
+      const Tensor<float> x = pooling_fixtures().read<float>(c + ".x"), w = pooling_fixtures().read<float>(c + ".weight"),
+                          b = pooling_fixtures().read<float>(c + ".bias"), want = pooling_fixtures().read<float>(c + ".y");
       const auto g = kernels::Conv2dRectGeometry::make(x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), kh, kw, sh,
                                                        sw, ph, pw);
       Tensor<float> y(Shape{g.batch, g.out_channels, g.out_height, g.out_width});

@@ -26,7 +26,7 @@ using process_test::compare;
 namespace {
 
 // The analytic model of the fixtures: eps(x, t) = 0.1 x + 0.001 t.
-struct AnalyticModel {
+struct DdpmAnalyticModel {
   template <class T>
   void operator()(const Tensor<T>& x, const std::vector<std::int64_t>& t, Tensor<T>& out) const {
     out.ensure_shape(x.shape());
@@ -267,7 +267,7 @@ TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results ar
     REQUIRE(t.size() == 2);
     REQUIRE(t[0] == t[1]);
     model_t.push_back(t[0]);
-    AnalyticModel{}(x, t, out);
+    DdpmAnalyticModel{}(x, t, out);
     out_buffers.push_back(out.data());
   };
   std::vector<int> steps;
@@ -295,7 +295,7 @@ TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results ar
 
   // the trajectory convenience replays the same run (same seed)
   Rng rng2(77);
-  const std::vector<Tensor<double>> traj = ddpm_sample_trajectory(AnalyticModel{}, s, x_T, rng2);
+  const std::vector<Tensor<double>> traj = ddpm_sample_trajectory(DdpmAnalyticModel{}, s, x_T, rng2);
   REQUIRE(traj.size() == 50);
   for (std::size_t i = 0; i < 50; ++i) REQUIRE(process_test::bitwise_equal(traj[i], seen[i]));
 
@@ -305,13 +305,13 @@ TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results ar
     testing::ScopedThreads threads(1);
     Rng rng3(77);
     x1.copy_from(x_T);
-    ddpm_sample(AnalyticModel{}, s, x1, rng3);
+    ddpm_sample(DdpmAnalyticModel{}, s, x1, rng3);
   }
   {
     testing::ScopedThreads threads(2);
     Rng rng4(77);
     x2.copy_from(x_T);
-    ddpm_sample(AnalyticModel{}, s, x2, rng4);
+    ddpm_sample(DdpmAnalyticModel{}, s, x2, rng4);
   }
   REQUIRE(process_test::bitwise_equal(x1, x));
   REQUIRE(process_test::bitwise_equal(x2, x));
@@ -319,6 +319,6 @@ TEST_CASE("ddpm_sample: callbacks see every step, buffers are reused, results ar
   Rng other(78);
   Tensor<double> x3;
   x3.copy_from(x_T);
-  ddpm_sample(AnalyticModel{}, s, x3, other);
+  ddpm_sample(DdpmAnalyticModel{}, s, x3, other);
   REQUIRE_FALSE(process_test::bitwise_equal(x3, x));
 }

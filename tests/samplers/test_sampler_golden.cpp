@@ -26,7 +26,7 @@ using process_test::compare;
 namespace {
 
 // eps(x, t) = 0.1 x + 0.001 t, the model of the fixtures.
-struct AnalyticModel {
+struct GoldenAnalyticModel {
   template <class T>
   void operator()(const Tensor<T>& x, const std::vector<std::int64_t>& t, Tensor<T>& out) const {
     out.ensure_shape(x.shape());
@@ -40,7 +40,7 @@ struct AnalyticModel {
 
 // Row r of a (rows, cols) fixture tensor, as a tensor of `shape`.
 template <class T>
-Tensor<T> row(const Tensor<double>& m, Index r, const Shape& shape) {
+Tensor<T> golden_row(const Tensor<double>& m, Index r, const Shape& shape) {
   REQUIRE(m.dim(1) == shape.numel());
   Tensor<T> out;
   out.resize(shape);
@@ -129,16 +129,16 @@ TEMPLATE_TEST_CASE("every sampler matches its reference transcription step by st
     double worst = 0.0;
     while (!sampler.done()) {
       for (std::int64_t& v : t) v = sampler.model_timestep();
-      AnalyticModel{}(x, t, out);
+      GoldenAnalyticModel{}(x, t, out);
       ++calls;
       Tensor<T> z;
       const bool noisy = sampler.needs_noise();
       if (noisy) {
         REQUIRE(noise_rows < noise.dim(0));
-        z = row<T>(noise, noise_rows++, x.shape());
+        z = golden_row<T>(noise, noise_rows++, x.shape());
       }
       if (!sampler.step(x, out, noisy ? &z : nullptr)) continue;
-      const auto m = compare(x, row<double>(traj, steps, x.shape()));
+      const auto m = compare(x, golden_row<double>(traj, steps, x.shape()));
       INFO("step " << steps << ": " << m.str());
       REQUIRE(m.rel() <= tol);
       worst = std::max(worst, m.rel());
@@ -154,10 +154,10 @@ TEMPLATE_TEST_CASE("every sampler matches its reference transcription step by st
       y.copy_from(x_T);
       Rng rng(3);
       int seen = 0;
-      sample(AnalyticModel{}, c.schedule, y, rng, c.options, [&](int step, std::int64_t ts, const Tensor<T>& xt) {
+      sample(GoldenAnalyticModel{}, c.schedule, y, rng, c.options, [&](int step, std::int64_t ts, const Tensor<T>& xt) {
         REQUIRE(step == seen);
         REQUIRE(ts == points[static_cast<std::size_t>(step)].t);
-        REQUIRE(compare(xt, row<double>(traj, step, x_T.shape())).rel() <= tol);
+        REQUIRE(compare(xt, golden_row<double>(traj, step, x_T.shape())).rel() <= tol);
         ++seen;
       });
       REQUIRE(seen == sampler.num_steps());
@@ -239,7 +239,7 @@ TEST_CASE("a sampler's multistep history starts clean: a NaN left by an earlier 
       std::vector<std::int64_t> t(static_cast<std::size_t>(x.dim(0)));
       while (!sampler.done()) {
         for (std::int64_t& v : t) v = sampler.model_timestep();
-        AnalyticModel{}(x, t, out);
+        GoldenAnalyticModel{}(x, t, out);
         if (nan_model) out.fill(std::numeric_limits<float>::quiet_NaN());
         sampler.step(x, out, nullptr);
       }
@@ -249,7 +249,7 @@ TEST_CASE("a sampler's multistep history starts clean: a NaN left by an earlier 
     const Tensor<float> want = run(fresh, false);
     // The fresh run is the reference's last step (compare fails on a NaN or an infinity at any element).
     const Tensor<double> traj = fx.read<double>(c.name + ".trajectory");
-    REQUIRE(compare(want, row<double>(traj, traj.dim(0) - 1, x_T.shape())).rel() <= 1e-6);
+    REQUIRE(compare(want, golden_row<double>(traj, traj.dim(0) - 1, x_T.shape())).rel() <= 1e-6);
     (void)run(reused, true);
     const Tensor<float> got = run(reused, false);
     REQUIRE(process_test::bitwise_equal(got, want));

@@ -4,7 +4,7 @@
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/model/unet_config.hpp"
 
-namespace testing {
+namespace diffusion::testing {
 
 // dim 8, dim_mults (1, 2), ConvNeXt blocks, the default attention: a U-Net of a few thousand parameters that takes
 // images of any even size.
@@ -25,4 +25,4 @@ bool bits_equal(const diffusion::TensorView<T>& a, const diffusion::TensorView<T
   return true;
 }
 
-}  // namespace testing
+}  // namespace diffusion::testing

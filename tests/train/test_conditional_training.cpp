@@ -48,12 +48,12 @@ Tensor<float> squares(Index n, std::vector<std::int64_t>& labels) {
   return images;
 }
 
-struct Run {
+struct ConditionalRun {
   std::vector<float> weights, ema, adam_m, adam_v;
   std::vector<double> losses, norms;
 };
 
-Run snapshot(const Unet<float>& net, const Trainer<float>& trainer, Run run) {
+ConditionalRun snapshot(const Unet<float>& net, const Trainer<float>& trainer, ConditionalRun run) {
   const std::size_t n = net.params().size();
   run.weights.assign(net.params().values(), net.params().values() + n);
   run.ema.assign(trainer.ema()->shadow(), trainer.ema()->shadow() + n);
@@ -70,13 +70,13 @@ BatchOptions batches(std::uint64_t seed) {
 }
 
 // `steps` steps of trainer.step(sampler) on 32 labelled squares, batches of 8 (an epoch is 4 steps).
-Run train(int steps, const UnetConfig& config, TrainerOptions o) {
+ConditionalRun cond_train(int steps, const UnetConfig& config, TrainerOptions o) {
   std::vector<std::int64_t> labels;
   const Tensor<float> images = squares(32, labels);
   Unet<float> net(config, 7);
   Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), o);
   BatchSampler<float> sampler(images, batches(o.seed), &labels);
-  Run run;
+  ConditionalRun run;
   for (int s = 0; s < steps; ++s) {
     const StepResult r = trainer.step(sampler);
     run.losses.push_back(r.loss);
@@ -85,12 +85,12 @@ Run train(int steps, const UnetConfig& config, TrainerOptions o) {
   return snapshot(net, trainer, run);
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+bool cond_same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // Bitwise equality of two runs, NaN never equal (losses compared with ==), and the first differing weight named.
-void require_same(const Run& a, const Run& b) {
+void require_same(const ConditionalRun& a, const ConditionalRun& b) {
   REQUIRE(a.losses.size() == b.losses.size());
   for (std::size_t s = 0; s < a.losses.size(); ++s) {
     INFO("step " << s << ": loss " << a.losses[s] << " vs " << b.losses[s] << ", gradient norm " << a.norms[s]
@@ -104,10 +104,10 @@ void require_same(const Run& a, const Run& b) {
          std::memcmp(&a.weights[first], &b.weights[first], sizeof(float)) == 0)
     ++first;
   INFO("first differing weight: element " << first << " of " << a.weights.size());
-  REQUIRE(same_bits(a.weights, b.weights));
-  REQUIRE(same_bits(a.ema, b.ema));
-  REQUIRE(same_bits(a.adam_m, b.adam_m));
-  REQUIRE(same_bits(a.adam_v, b.adam_v));
+  REQUIRE(cond_same_bits(a.weights, b.weights));
+  REQUIRE(cond_same_bits(a.ema, b.ema));
+  REQUIRE(cond_same_bits(a.adam_m, b.adam_m));
+  REQUIRE(cond_same_bits(a.adam_v, b.adam_v));
 }
 
 std::int64_t count_null(const std::vector<std::int64_t>& ids) {
@@ -194,7 +194,7 @@ TEST_CASE("a conditional step is step(x0, t, noise, classes) with the step strea
   std::vector<std::int64_t> t, classes;
   Tensor<float> noise(images.shape());
   std::int64_t dropped = 0;
-  Run ra, rb;
+  ConditionalRun ra, rb;
   for (int s = 0; s < 3; ++s) {
     const StepResult x = a.step(images, labels);
     ra.losses.push_back(x.loss);
@@ -222,7 +222,7 @@ TEST_CASE("a conditional step is step(x0, t, noise, classes) with the step strea
     rng.normal(noise.data(), noise.numel());
     c.step(images, t, noise, labels);
   }
-  REQUIRE(!same_bits(snapshot(net_a, a, ra).weights, snapshot(net_c, c, Run{}).weights));
+  REQUIRE(!cond_same_bits(snapshot(net_a, a, ra).weights, snapshot(net_c, c, ConditionalRun{}).weights));
 }
 
 TEST_CASE("a conditional training run is bitwise identical on 1 2 and 3 threads and with 1 2 or 3 micro-batches") {
@@ -232,41 +232,41 @@ TEST_CASE("a conditional training run is bitwise identical on 1 2 and 3 threads 
   o.seed = 4;
   o.cond_drop_prob = 0.5;
   o.grad_clip = 0.5;
-  const Run base = [&] {
+  const ConditionalRun base = [&] {
     testing::ScopedThreads threads(1);
-    return train(6, tiny_conditional(), o);
+    return cond_train(6, tiny_conditional(), o);
   }();
   for (int threads : {2, 3}) {
     INFO(threads << " threads against 1");
     testing::ScopedThreads scoped(threads);
-    require_same(base, train(6, tiny_conditional(), o));
+    require_same(base, cond_train(6, tiny_conditional(), o));
   }
   for (Index k : {2, 3}) {
     INFO("accumulate " << k << " against 1 (1 thread)");
     testing::ScopedThreads scoped(1);
     TrainerOptions ok = o;
     ok.accumulate = k;
-    require_same(base, train(6, tiny_conditional(), ok));
+    require_same(base, cond_train(6, tiny_conditional(), ok));
   }
   {
     INFO("accumulate 2 on 3 threads against accumulate 1 on 1 thread");
     testing::ScopedThreads scoped(3);
     TrainerOptions ok = o;
     ok.accumulate = 2;
-    require_same(base, train(6, tiny_conditional(), ok));
+    require_same(base, cond_train(6, tiny_conditional(), ok));
   }
   // The dropout is in play: another drop rate (the same draws otherwise) trains another network.
   TrainerOptions other = o;
   other.cond_drop_prob = 0.0;
   testing::ScopedThreads scoped(1);
-  REQUIRE(!same_bits(base.weights, train(6, tiny_conditional(), other).weights));
+  REQUIRE(!cond_same_bits(base.weights, cond_train(6, tiny_conditional(), other).weights));
 }
 
 TEST_CASE("a checkpoint resumes a conditional run exactly, the condition dropout included") {
   TrainerOptions o;
   o.seed = 9;
   o.cond_drop_prob = 0.3;
-  const Run straight = train(8, tiny_conditional(), o);
+  const ConditionalRun straight = cond_train(8, tiny_conditional(), o);
   std::vector<std::int64_t> labels;
   const Tensor<float> images = squares(32, labels);
   const std::string path = std::string(DIFFUSION_TEST_BINARY_DIR) + "/resume_conditional.safetensors";
@@ -288,7 +288,7 @@ TEST_CASE("a checkpoint resumes a conditional run exactly, the condition dropout
   load_checkpoint(path, trainer);
   REQUIRE(trainer.step_count() == 5);
   BatchSampler<float> sampler(images, batches(o.seed), &labels);
-  Run resumed;
+  ConditionalRun resumed;
   resumed.losses.assign(straight.losses.begin(), straight.losses.begin() + 5);
   resumed.norms.assign(straight.norms.begin(), straight.norms.begin() + 5);
   while (trainer.step_count() < 8) {
@@ -356,7 +356,7 @@ TEST_CASE("conditional training refuses labels for unconditional networks, missi
   BatchSampler<float> unlabelled(images, b);
   REQUIRE_THROWS_WITH(trainer.step(unlabelled), Catch::Contains("BatchSampler has no labels"));
   REQUIRE(trainer.step_count() == 0);
-  REQUIRE(same_bits(before, std::vector<float>(net.params().values(), net.params().values() + net.params().size())));
+  REQUIRE(cond_same_bits(before, std::vector<float>(net.params().values(), net.params().values() + net.params().size())));
   // kNullClass is allowed where the caller chooses the ids.
   REQUIRE_NOTHROW(trainer.step(images, t, noise, std::vector<std::int64_t>{0, kNullClass, 1, 2}));
   REQUIRE(trainer.step_count() == 1);
@@ -376,7 +376,7 @@ TEST_CASE("conditional training refuses labels for unconditional networks, missi
   Unet<float> twin(plain, 1);
   Trainer<float> twin_trainer(twin, schedule, TrainerOptions{});
   REQUIRE(plain_trainer.step(labelled).loss == twin_trainer.step(unlabelled).loss);
-  REQUIRE(same_bits(std::vector<float>(unconditional.params().values(),
+  REQUIRE(cond_same_bits(std::vector<float>(unconditional.params().values(),
                                        unconditional.params().values() + unconditional.params().size()),
                     std::vector<float>(twin.params().values(), twin.params().values() + twin.params().size())));
 }

@@ -29,13 +29,13 @@ namespace {
 
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string scratch(const std::string& name) {
+std::string precond_scratch(const std::string& name) {
   const auto dir = std::filesystem::path(DIFFUSION_TEST_BINARY_DIR) / "preconditions_train";
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
 
-UnetConfig tiny() {
+UnetConfig precond_tiny() {
   UnetConfig c;
   c.dim = 4;
   c.channels = 1;
@@ -104,7 +104,7 @@ TEST_CASE("Adam, EMA and gradient clipping reject bad hyper-parameters, NaN incl
 }
 
 TEST_CASE("Trainer and BatchSampler reject bad options and batches") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(precond_tiny(), 1);
   const NoiseSchedule schedule(BetaSchedule::Linear, 10);
   TrainerOptions o;
   o.grad_clip = -1.0;
@@ -116,7 +116,7 @@ TEST_CASE("Trainer and BatchSampler reject bad options and batches") {
   REQUIRE_THROWS_WITH(Trainer<float>(net, schedule, o), Catch::Contains("decay"));
   o.use_ema = false;  // the EMA options are not used then
   REQUIRE_NOTHROW(Trainer<float>(net, schedule, o));
-  UnetConfig two_out = tiny();
+  UnetConfig two_out = precond_tiny();
   two_out.out_dim = 2;  // e.g. a learned-variance head: the L_simple target has 1 channel
   Unet<float> net2(two_out, 1);
   REQUIRE_THROWS_WITH(Trainer<float>(net2, schedule, TrainerOptions{}),
@@ -149,13 +149,13 @@ TEST_CASE("Trainer and BatchSampler reject bad options and batches") {
 }
 
 TEST_CASE("load_checkpoint refuses malformed or inconsistent training state, naming the file and the field") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(precond_tiny(), 1);
   const NoiseSchedule schedule(BetaSchedule::Linear, 10);
   Trainer<float> trainer(net, schedule, TrainerOptions{});
   Tensor<float> x(Shape{2, 1, 4, 4}, 0.5f);
   trainer.step(x);
   trainer.step(x);
-  const std::string good = scratch("good.safetensors");
+  const std::string good = precond_scratch("good.safetensors");
   save_checkpoint(good, trainer);
 
   struct Case {
@@ -193,9 +193,9 @@ TEST_CASE("load_checkpoint refuses malformed or inconsistent training state, nam
        [](const std::string& n) { return n != "final_conv.1.bias"; }},
   };
   for (const Case& c : cases) {
-    const std::string path = scratch(std::string(c.label) + ".safetensors");
+    const std::string path = precond_scratch(std::string(c.label) + ".safetensors");
     rewrite(good, path, c.edit, c.keep);
-    Unet<float> fresh(tiny(), 2);
+    Unet<float> fresh(precond_tiny(), 2);
     Trainer<float> t(fresh, schedule, TrainerOptions{});
     const std::vector<float> before(fresh.params().values(), fresh.params().values() + fresh.params().size());
     INFO("case " << c.label);
@@ -212,23 +212,23 @@ TEST_CASE("load_checkpoint refuses malformed or inconsistent training state, nam
     REQUIRE(std::memcmp(before.data(), fresh.params().values(), before.size() * sizeof(float)) == 0);
   }
   // The untouched copy loads (the rewrite itself is faithful).
-  const std::string same = scratch("same.safetensors");
+  const std::string same = precond_scratch("same.safetensors");
   rewrite(good, same, [](std::map<std::string, std::string>&) {});
-  Unet<float> fresh(tiny(), 2);
+  Unet<float> fresh(precond_tiny(), 2);
   Trainer<float> t(fresh, schedule, TrainerOptions{});
   load_checkpoint(same, t);
   REQUIRE(t.step_count() == 2);
 }
 
 TEST_CASE("check_checkpoint compares a checkpoint with the plan before any network is built") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(precond_tiny(), 1);
   const NoiseSchedule schedule(BetaSchedule::Linear, 10);
   Trainer<float> trainer(net, schedule, TrainerOptions{});
   Tensor<float> x(Shape{2, 1, 4, 4}, 0.5f);
   trainer.step(x);
-  const std::string good = scratch("plan_good.safetensors");
+  const std::string good = precond_scratch("plan_good.safetensors");
   save_checkpoint(good, trainer);
-  const CheckpointTensors has = check_checkpoint(io::SafetensorsReader(good), tiny());
+  const CheckpointTensors has = check_checkpoint(io::SafetensorsReader(good), precond_tiny());
   REQUIRE(has.ema);
   REQUIRE(has.adam);
 
@@ -240,40 +240,40 @@ TEST_CASE("check_checkpoint compares a checkpoint with the plan before any netwo
       if (keep(n)) w.add(n, r.read<double>(n));
     if (extra) w.add("surprise.weight", Tensor<double>(Shape{2}));
     for (const auto& kv : r.metadata()) w.add_metadata(kv.first, kv.second);
-    const std::string path = scratch(name);
+    const std::string path = precond_scratch(name);
     w.write(path);
     return path;
   };
   const std::string extra = copy("plan_extra.safetensors", [](const std::string&) { return true; }, true);
-  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(extra), tiny()),
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(extra), precond_tiny()),
                       Catch::Contains(extra) && Catch::Contains("tensor 'surprise.weight' is not part of a checkpoint"));
-  Unet<float> fresh(tiny(), 2);
+  Unet<float> fresh(precond_tiny(), 2);
   Trainer<float> t(fresh, schedule, TrainerOptions{});
   REQUIRE_THROWS_WITH(load_checkpoint(extra, t), Catch::Contains("surprise.weight"));
   REQUIRE(t.step_count() == 0);
   const std::string half_ema = copy(
       "plan_half_ema.safetensors", [](const std::string& n) { return n != "ema.final_conv.1.bias"; }, false);
-  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(half_ema), tiny()),
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(half_ema), precond_tiny()),
                       Catch::Contains("missing tensor 'ema.final_conv.1.bias'"));
   const std::string stray_adam = copy(
       "plan_stray_adam.safetensors",
       [](const std::string& n) { return n.rfind("adam.", 0) != 0 || n == "adam.exp_avg.init_conv.weight"; }, false);
-  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(stray_adam), tiny()),
+  REQUIRE_THROWS_WITH(check_checkpoint(io::SafetensorsReader(stray_adam), precond_tiny()),
                       Catch::Contains("missing tensor 'adam.exp_avg.init_conv.bias'"));
 
   // A checkpoint whose configuration asks for a network far larger than its tensors: refused from the plan, with
   // the peak resident memory bounded (the network would take 470 MB with its gradients, 10^12 parameters 8 TB).
   auto with_config = [&](const std::string& name, const UnetConfig& config) {
-    const std::string path = scratch(name);
+    const std::string path = precond_scratch(name);
     rewrite(good, path, [&](std::map<std::string, std::string>& m) {
       m[kUnetConfigKey] = config.to_json().dump();
       m[kUnetExtensionsKey] = config.extensions_to_json().dump();
     });
     return path;
   };
-  UnetConfig big = tiny();
+  UnetConfig big = precond_tiny();
   big.dim = 256;  // 5.9e7 parameters
-  UnetConfig trillion = tiny();
+  UnetConfig trillion = precond_tiny();
   trillion.dim = 16384;
   trillion.dim_mults = {1, 2, 4, 4};
   trillion.use_convnext = false;
@@ -292,18 +292,18 @@ TEST_CASE("check_checkpoint compares a checkpoint with the plan before any netwo
 }
 
 TEST_CASE("a checkpoint's EMA weights load into a U-Net with WeightLoadOptions::prefix") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(precond_tiny(), 1);
   Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 10), TrainerOptions{});
   Tensor<float> x(Shape{2, 1, 4, 4}, 0.5f);
   trainer.step(x);
   trainer.step(x);
   REQUIRE(trainer.ema() != nullptr);
-  const std::string path = scratch("ema_prefix.safetensors");
+  const std::string path = precond_scratch("ema_prefix.safetensors");
   save_checkpoint(path, trainer);
   WeightLoadOptions o;
   o.prefix = "ema.";
   o.allow_extra_tensors = true;  // the raw weights, the Adam moments and the schedule
-  Unet<float> ema(tiny(), 5);
+  Unet<float> ema(precond_tiny(), 5);
   load_unet_weights(ema, path, o);
   REQUIRE(std::memcmp(ema.params().values(), trainer.ema()->shadow(), net.params().size() * sizeof(float)) == 0);
   REQUIRE(std::memcmp(ema.params().values(), net.params().values(), net.params().size() * sizeof(float)) != 0);

@@ -13,7 +13,7 @@ using namespace diffusion;
 
 namespace {
 
-UnetConfig tiny() { return testing::tiny_unet_config(1); }
+UnetConfig sampling_tiny() { return testing::tiny_unet_config(1); }
 
 bool same_values(const ParameterStore<float>& p, const float* values) {
   return std::equal(p.values(), p.values() + p.size(), values);
@@ -22,35 +22,35 @@ bool same_values(const ParameterStore<float>& p, const float* values) {
 }  // namespace
 
 TEST_CASE("ema.apply_to writes the average into a network of the same parameters") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(sampling_tiny(), 1);
   Ema<float> ema(net.params(), EmaOptions{0.5, false});
   std::vector<float> moved(net.params().values(), net.params().values() + net.params().size());
   for (auto& v : moved) v += 1.0f;
   ema.update(moved.data(), moved.size());
 
-  Unet<float> target(tiny(), 2);
+  Unet<float> target(sampling_tiny(), 2);
   ema.apply_to(target);
   REQUIRE(same_values(target.params(), ema.shadow()));
   REQUIRE_FALSE(same_values(target.params(), net.params().values()));
 }
 
 TEST_CASE("ema.apply_to refuses a network with other parameters and names the difference") {
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(sampling_tiny(), 1);
   Ema<float> ema(net.params());
 
-  UnetConfig resnet = tiny();
+  UnetConfig resnet = sampling_tiny();
   resnet.use_convnext = false;
   Unet<float> other_blocks(resnet, 1);
   REQUIRE_THROWS_WITH(ema.apply_to(other_blocks), Catch::Contains("Ema::apply_to") && Catch::Contains("parameter"));
 
-  UnetConfig wider = tiny();
+  UnetConfig wider = sampling_tiny();
   wider.dim = 12;
   Unet<float> other_width(wider, 1);
   REQUIRE_THROWS_WITH(ema.apply_to(other_width),
                       Catch::Contains("Ema::apply_to: parameter 'init_conv.weight' has shape (8, 1, 7, 7) here but "
                                       "(4, 1, 7, 7) in the source"));
 
-  UnetConfig deeper = tiny();
+  UnetConfig deeper = sampling_tiny();
   deeper.dim_mults = {1, 2, 2};
   Unet<float> other_depth(deeper, 1);
   REQUIRE_THROWS_WITH(ema.apply_to(other_depth), Catch::Contains("Ema::apply_to"));
@@ -63,7 +63,7 @@ TEST_CASE("ema.apply_to refuses a network with other parameters and names the di
 TEST_CASE("trainer.sampling_model is the EMA network with EMA on and the model without") {
   Tensor<float> images = Tensor<float>::uniform(Shape{4, 1, 8, 8}, Rng(3), -1.0, 1.0);
   for (const bool use_ema : {true, false}) {
-    Unet<float> net(tiny(), 1);
+    Unet<float> net(sampling_tiny(), 1);
     TrainerOptions options;
     options.use_ema = use_ema;
     Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 50), options);

@@ -30,7 +30,7 @@ Tensor<float> squares(Index n) {
   return images;
 }
 
-UnetConfig tiny() {
+UnetConfig trainer_tiny() {
   UnetConfig c;
   c.dim = 8;
   c.channels = 1;
@@ -43,7 +43,7 @@ struct Run {
   std::vector<double> losses;
 };
 
-Run train(int steps, std::uint64_t seed, const UnetConfig& config = tiny(), TrainerOptions o = {}) {
+Run train(int steps, std::uint64_t seed, const UnetConfig& config = trainer_tiny(), TrainerOptions o = {}) {
   const Tensor<float> images = squares(64);
   Unet<float> net(config, seed);
   o.seed = seed;
@@ -93,7 +93,7 @@ TEST_CASE("two training runs with the same seed give bit-identical weights with 
   // threads split the work unevenly, and ScopedThreads makes every loop of two or more items parallel.
   for (bool convnext : {true, false}) {
     INFO((convnext ? "ConvNeXt blocks" : "ResNet blocks"));
-    UnetConfig config = tiny();
+    UnetConfig config = trainer_tiny();
     config.use_convnext = convnext;
     TrainerOptions options;
     options.seed = 3;
@@ -128,7 +128,7 @@ TEST_CASE("a checkpoint resumes a run exactly: weights, Adam moments, EMA, data 
   TrainerOptions o;
   o.seed = 5;
   {
-    Unet<float> net(tiny(), 5);
+    Unet<float> net(trainer_tiny(), 5);
     Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), o);
     BatchSampler<float> sampler(images, b);
     Tensor<float> batch;
@@ -138,7 +138,7 @@ TEST_CASE("a checkpoint resumes a run exactly: weights, Adam moments, EMA, data 
     }
     save_checkpoint(path, trainer);
   }
-  Unet<float> net(tiny(), 777);  // different initial weights: all must come from the checkpoint
+  Unet<float> net(trainer_tiny(), 777);  // different initial weights: all must come from the checkpoint
   Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), o);
   load_checkpoint(path, trainer);
   REQUIRE(trainer.step_count() == 8);
@@ -155,19 +155,19 @@ TEST_CASE("a checkpoint resumes a run exactly: weights, Adam moments, EMA, data 
   REQUIRE(std::memcmp(trainer.optimizer().exp_avg(), straight.adam_m.data(), straight.adam_m.size() * sizeof(float)) == 0);
 
   // A checkpoint of another architecture or schedule is refused before anything changes.
-  UnetConfig other = tiny();
+  UnetConfig other = trainer_tiny();
   other.dim = 16;
   Unet<float> wrong(other, 1);
   Trainer<float> wrong_trainer(wrong, NoiseSchedule(BetaSchedule::Linear, 100), o);
   REQUIRE_THROWS_WITH(load_checkpoint(path, wrong_trainer), Catch::Contains("configuration"));
-  Unet<float> same(tiny(), 1);
+  Unet<float> same(trainer_tiny(), 1);
   Trainer<float> other_schedule(same, NoiseSchedule(BetaSchedule::Cosine, 100), o);
   REQUIRE_THROWS_WITH(load_checkpoint(path, other_schedule), Catch::Contains("schedule"));
 }
 
 TEST_CASE("a NaN in the batch stops training with the step named and the weights untouched") {
   Tensor<float> images = squares(16);
-  Unet<float> net(tiny(), 1);
+  Unet<float> net(trainer_tiny(), 1);
   Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), TrainerOptions{});
   trainer.step(images);
   const std::vector<float> before(net.params().values(), net.params().values() + net.params().size());
@@ -219,7 +219,7 @@ TEST_CASE("trainer.step(batches) trains on the sampler's batch of the trainer's 
   b.batch_size = 16;
   b.seed = 5;
   const auto weights_after = [&](bool with_sampler, std::int64_t first_step, int steps) {
-    Unet<float> net(tiny(), 5);
+    Unet<float> net(trainer_tiny(), 5);
     TrainerOptions o;
     o.seed = 5;
     Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 100), o);
