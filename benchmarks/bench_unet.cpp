@@ -1,12 +1,13 @@
 // bench_unet: images/s of the Fashion-MNIST U-Net, training or forward, as one JSON line (read by compare.py).
 //
-//   bench_unet --mode train|forward [--batch B] [--threads N] [--iters K] [--warmup W]
+//   bench_unet --mode train|forward|forward-keep [--batch B] [--threads N] [--iters K] [--warmup W]
 //              [--dim 28] [--dim-mults 1,2,4] [--block convnext|resnet] [--channels 1] [--image-size 28]
 //              [--timesteps 300] [--seed 0] [--print-layers]
 //
 // train:   one full Trainer<float>::step per iteration (t and eps drawn, q_sample, Unet forward, L_simple (L2) loss,
 //          backward, global gradient norm, Adam lr 1e-3; EMA off), as benchmarks/pytorch_unet.py does in PyTorch.
-// forward: Unet<float>::forward only (it also keeps the activations a backward would need).
+// forward: Unet<float>::predict, the inference pass the samplers run (keeps nothing; PyTorch's no_grad forward).
+// forward-keep: Unet<float>::forward, which also keeps the activations a backward would need.
 // The input batch is synthetic (uniform in [-1, 1]): speed does not depend on the pixel values.
 // FLOPs per image are counted from the layer shapes (unet_census.hpp); for training the estimate is 3x forward
 // (each GEMM-like op has two backward products of the same size), and the JSON says so.
@@ -55,8 +56,8 @@ struct Options {
 
 [[noreturn]] void usage(const std::string& msg) {
   std::cerr << "bench_unet: " << msg << "\n"
-            << "usage: bench_unet --mode train|forward [--batch B] [--threads N] [--iters K] [--warmup W]\n"
-            << "                  [--dim 28] [--dim-mults 1,2,4] [--block convnext|resnet] [--channels 1]\n"
+            << "usage: bench_unet --mode train|forward|forward-keep [--batch B] [--threads N] [--iters K]\n"
+            << "                  [--warmup W] [--dim 28] [--dim-mults 1,2,4] [--block convnext|resnet] [--channels 1]\n"
             << "                  [--image-size 28] [--timesteps 300] [--seed 0] [--print-layers]\n";
   std::exit(2);
 }
@@ -98,7 +99,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--print-layers") o.print_layers = true;
     else usage("unknown argument " + a);
   }
-  if (o.mode != "train" && o.mode != "forward") usage("--mode must be train or forward, got " + o.mode);
+  if (o.mode != "train" && o.mode != "forward" && o.mode != "forward-keep")
+    usage("--mode must be train, forward or forward-keep, got " + o.mode);
   if (o.block != "convnext" && o.block != "resnet") usage("--block must be convnext or resnet, got " + o.block);
   if (o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.threads < 0 || o.timesteps < 1 || o.image_size < 1)
     usage("--batch, --iters, --timesteps, --image-size must be >= 1; --warmup, --threads >= 0");
@@ -168,7 +170,8 @@ int main(int argc, char** argv) {
       diffusion::Tensor<float> y;
       for (int i = 0; i < o.warmup + o.iters; ++i) {
         const auto t0 = Clock::now();
-        model.forward(x, t, y);
+        if (o.mode == "forward") model.predict(x, t, y);
+        else model.forward(x, t, y);
         const auto t1 = Clock::now();
         if (i >= o.warmup) seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
       }

@@ -90,7 +90,7 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
   if (!net.is_conditional()) {
     DIFFUSION_CHECK(settings.classes.empty() && settings.guidance == 0.0 && settings.rescaled_phi == 0.0,
                     "the model is unconditional (trained without classes): class ids and guidance do not apply");
-    auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.forward(x_t, t, out); };
+    auto model = [&net](const Images& x_t, const std::vector<std::int64_t>& t, Images& out) { net.predict(x_t, t, out); };
     diffusion::sample(model, schedule, x, rng, o, callback);
     return;
   }

@@ -171,7 +171,7 @@ TEST_CASE("unet_config_from_metadata names the file and the key") {
 TEST_CASE("Unet::forward and backward check their inputs") {
   Unet<float> net(tiny());
   Tensor<float> y;
-  REQUIRE_THROWS_WITH(net.backward(Tensor<float>(Shape{1, 1, 4, 4})), Catch::Contains("backward called before forward"));
+  REQUIRE_THROWS_WITH(net.backward(Tensor<float>(Shape{1, 1, 4, 4})), Catch::Contains("backward needs a forward just before it"));
   // forward keeps its input until backward, so it takes named tensors (a temporary does not compile).
   const Tensor<float> empty(Shape{0, 1, 4, 4}), rank3(Shape{1, 1, 4}), channels3(Shape{1, 3, 4, 4}),
       batch2(Shape{2, 1, 4, 4}), height5(Shape{1, 1, 5, 4});

@@ -19,8 +19,8 @@ static_assert(std::is_copy_constructible_v<Unet<float>> && std::is_copy_assignab
 static_assert(std::is_move_constructible_v<Unet<float>> && std::is_move_assignable_v<Unet<float>>,
               "a Unet is a value: movable");
 static_assert(detail::is_model_v<Unet<float>, float>, "a Unet is the model callable the samplers take");
-static_assert(!std::is_invocable_v<Unet<float>&, Tensor<float>, const std::vector<std::int64_t>&, Tensor<float>&>,
-              "net(x, t, out) keeps x until backward: a temporary must not compile");
+static_assert(std::is_invocable_v<Unet<float>&, Tensor<float>, const std::vector<std::int64_t>&, Tensor<float>&>,
+              "net(x, t, out) is predict, which reads x during the call only: a temporary is fine");
 
 UnetConfig small() { return testing::tiny_unet_config(2); }
 
@@ -87,7 +87,7 @@ TEST_CASE("a moved Unet keeps working and needs a new forward before backward") 
 
   Unet<float> moved(std::move(source));
   Tensor<float> dy = Tensor<float>::full(expected.shape(), 1.0f);
-  REQUIRE_THROWS_WITH(moved.backward(dy), Catch::Contains("backward called before forward"));
+  REQUIRE_THROWS_WITH(moved.backward(dy), Catch::Contains("backward needs a forward just before it"));
   REQUIRE(bits_equal(probe.run(moved), expected));
 
   // Forward and backward on the moved network give the reference network's gradients bit for bit.

@@ -11,7 +11,9 @@
 // Linear attention (Shen et al. 2018; the reference's `LinearAttention`), per head:
 //   qs = softmax over d (per pixel), ks = softmax over P (per feature), context[d][e] = sum_n ks[d][n] v[e][n],
 //   out[e][n] = scale sum_d context[d][e] qs[d][n]
-//   linear_attention_forward:   q_soft, k_soft, v (N, heads, d, P) and context (N, heads, d, d) ASSIGNED
+//   linear_attention_forward:   q_soft, k_soft, v (N, heads, d, P) and context (N, heads, d, d) ASSIGNED; k_soft and
+//                               v may both be null (an inference pass: the keys' softmax then lives in per-thread
+//                               scratch and the context reads v from qkv, the same values, so context is the same)
 //   linear_attention_out:       out (N, hidden, P) ASSIGNED from context and q_soft
 //   linear_attention_backward:  dqkv ASSIGNED from dout (N, hidden, P) and the saved q_soft, k_soft, v, context
 
@@ -77,8 +79,10 @@ void linear_attention_forward(Index N, Index heads, Index d, Index P, const T* q
     const T* k = q + hidden * P;
     const T* v = k + hidden * P;
     T* qs = q_soft + nh * d * P;
-    T* ks = k_soft + nh * d * P;
-    std::copy(v, v + d * P, v_out + nh * d * P);
+    const bool keep = k_soft != nullptr;
+    const ScratchBuffer<T, Scratch::KeysSoftmax> keys(keep ? 0 : static_cast<std::size_t>(d * P));
+    T* ks = keep ? k_soft + nh * d * P : keys.data();
+    if (keep) std::copy(v, v + d * P, v_out + nh * d * P);
     const ScratchBuffer<double, Scratch::SoftmaxWork> work(static_cast<std::size_t>(2 * P));
     softmax_cols(d, P, q, qs, work.data());  // over features, per pixel
     softmax_rows(d, P, k, ks);               // over pixels, per feature

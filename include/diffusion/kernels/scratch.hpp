@@ -28,6 +28,7 @@ enum class Scratch : int {
   GemmPacking,     // gemm: Eigen's packed panels of A and B
   ChunkSums,       // sum_squares: one partial sum per chunk (calling thread)
   LinearPadding,   // linear: a zero-padded copy of the last, partial block of images, per worker thread
+  KeysSoftmax,     // linear attention forward that keeps nothing: one head's softmaxed keys (d, P), per worker thread
 };
 
 namespace detail {
@@ -36,7 +37,8 @@ inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
     {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
     {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
     {Scratch::DepthwisePlane, "DepthwisePlane"}, {Scratch::GemmPacking, "GemmPacking"},
-    {Scratch::ChunkSums, "ChunkSums"},     {Scratch::LinearPadding, "LinearPadding"}};
+    {Scratch::ChunkSums, "ChunkSums"},     {Scratch::LinearPadding, "LinearPadding"},
+    {Scratch::KeysSoftmax, "KeysSoftmax"}};
 }  // namespace detail
 
 inline const char* scratch_name(Scratch s) { return diffusion::detail::enum_name(detail::kScratchNames, s); }

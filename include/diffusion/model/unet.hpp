@@ -27,7 +27,11 @@
 // temporaries of one call live in one workspace the network owns and passes down (one for all blocks, one for all
 // attention layers, one for the stages' gradients), and the gradient between stages flows through two buffers that
 // trade roles (GradientRelay). Everything is allocated on the first batch and reused after: no allocation per step.
+// predict (the model call of the samplers) is the same computation keeping nothing: what forward saves goes to the
+// workspaces' buffers, so that sampling needs about a stage's activations instead of the whole network's.
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -65,6 +69,7 @@ class Unet {
   Unet(const Unet& other) : config_(other.config_), params_(std::make_unique<ParameterStore<T>>(other.params().seed())) {
     build();
     params_->copy_from(*other.params_);
+    predict_chunk_ = other.predict_chunk_;
   }
   Unet& operator=(const Unet& other) {
     if (this != &other) *this = Unet(other);
@@ -77,27 +82,48 @@ class Unet {
   ParameterStore<T>& params() { return *params_; }
   const ParameterStore<T>& params() const { return *params_; }
 
-  // The model callable the samplers take (samplers/sample.hpp): out (N, out_dim, H, W) = eps_theta(x, t).
-  void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& out) { forward(x, t, out); }
-  void operator()(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& out) = delete;  // x would dangle
+  // The model callable the samplers take (samplers/sample.hpp): out (N, out_dim, H, W) = eps_theta(x, t), an
+  // inference pass (predict).
+  void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& out) { predict(x, t, out); }
   // A conditional network's: out = eps_theta(x, t, classes) (a class id per image, or kNullClass).
   void operator()(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
                   Tensor<T>& out) {
-    forward(x, t, classes, out);
+    predict(x, t, classes, out);
   }
-  void operator()(const Tensor<T>&& x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
-                  Tensor<T>& out) = delete;  // x would dangle
+
+  // y = eps_theta(x, t) as forward computes it, bit for bit, keeping nothing for backward (sampling, evaluation):
+  // the activations that forward saves go to buffers that one block, one attention layer and one stage at a time
+  // reuse (the gradient buffers of backward), so that memory is about one stage's worth instead of the network's.
+  // backward may not follow (it throws). x is read during the call only.
+  void predict(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) { predict_impl(x, t, nullptr, y); }
+  void predict(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
+               Tensor<T>& y) {
+    predict_impl(x, t, &classes, y);
+  }
+
+  // predict runs a batch in parts of at most `images` images (0, the default: the whole batch at once). Every layer
+  // treats the images of a batch independently, each the same way whatever the batch (the guarantee gradient
+  // accumulation rests on), so the output is the same bit for bit; memory is one part's, speed that of smaller
+  // GEMMs. For batches too large for memory.
+  void set_predict_chunk(Index images) {
+    DIFFUSION_CHECK(images >= 0, "Unet::set_predict_chunk: images per part must be >= 0 (0: whole batch), got "
+                                     << images);
+    predict_chunk_ = images;
+  }
+  Index predict_chunk() const { return predict_chunk_; }
 
   // y (N, out_dim, H, W) = eps_theta(x (N, channels, H, W), t). Keeps what backward needs. x is read through a
   // view (a Tensor, or the caller's own buffer: no copy) and is kept until backward: it must stay alive and
   // unchanged until then, so a temporary does not compile.
   // Unconditional networks only (a conditional one throws, naming the class ids it needs).
-  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) { forward_impl(x, t, nullptr, y); }
+  void forward(TensorView<T> x, const std::vector<std::int64_t>& t, Tensor<T>& y) {
+    forward_impl(x, t, nullptr, y, nn::ForwardMode::Training);
+  }
   void forward(const Tensor<T>&& x, const std::vector<std::int64_t>& t, Tensor<T>& y) = delete;  // x would dangle
   // Conditional networks only: classes (N) holds each image's class id in [0, num_classes) or kNullClass.
   void forward(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
                Tensor<T>& y) {
-    forward_impl(x, t, &classes, y);
+    forward_impl(x, t, &classes, y, nn::ForwardMode::Training);
   }
   void forward(const Tensor<T>&& x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>& classes,
                Tensor<T>& y) = delete;  // x would dangle
@@ -107,7 +133,9 @@ class Unet {
   // Accumulates d(loss)/d(parameters) into params().grads() given dy = d(loss)/d(y) for the last forward.
   // dx (optional) accumulates d(loss)/d(x). The forward pass reversed, stage by stage.
   void backward(const Tensor<T>& dy, Tensor<T>* dx = nullptr) {
-    DIFFUSION_CHECK(input_.view.data() != nullptr, "Unet::backward called before forward (since built, copied or moved)");
+    DIFFUSION_CHECK(input_.view.data() != nullptr,
+                    "Unet::backward needs a forward just before it: none since the network was built, copied or "
+                    "moved, or the last pass was predict (or the model call), which keeps nothing for backward");
     // What the blocks took (temb_, or cond_ = cat(temb_, cemb_) when conditional) and the gradient they add to.
     const Tensor<T>* temb = config_.with_time_emb ? (is_conditional() ? &cond_ : &temb_) : nullptr;
     Tensor<T>* dtemb = temb ? (is_conditional() ? &dcond_ : &dtemb_) : nullptr;
@@ -140,23 +168,44 @@ class Unet {
   }
 
  private:
-  void forward_impl(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>* classes,
+  void predict_impl(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>* classes,
                     Tensor<T>& y) {
+    const Index n = x.rank() == 4 ? x.dim(0) : 0;
+    if (predict_chunk_ == 0 || n <= predict_chunk_) return forward_impl(x, t, classes, y, nn::ForwardMode::Inference);
     check_input(x, t, classes);
-    input_.view = x;
+    const Index image = x.numel() / n;
+    for (Index start = 0; start < n; start += predict_chunk_) {
+      const Index count = std::min(predict_chunk_, n - start);
+      const auto first = static_cast<std::ptrdiff_t>(start), last = static_cast<std::ptrdiff_t>(start + count);
+      chunk_t_.assign(t.begin() + first, t.begin() + last);
+      if (classes) chunk_classes_.assign(classes->begin() + first, classes->begin() + last);
+      const TensorView<T> part(x.data() + start * image, Shape{count, x.dim(1), x.dim(2), x.dim(3)});
+      forward_impl(part, chunk_t_, classes ? &chunk_classes_ : nullptr, chunk_y_, nn::ForwardMode::Inference);
+      if (start == 0) y.resize(Shape{n, chunk_y_.dim(1), chunk_y_.dim(2), chunk_y_.dim(3)});
+      std::copy(chunk_y_.data(), chunk_y_.data() + chunk_y_.numel(), y.data() + start * (y.numel() / n));
+    }
+  }
+
+  void forward_impl(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>* classes,
+                    Tensor<T>& y, nn::ForwardMode mode) {
+    check_input(x, t, classes);
+    input_.view = TensorView<T>();  // backward may run only after a training forward that completed
     t_ = t;
     if (classes) classes_ = *classes;
     init_conv_->forward(x, x0_);
     const Tensor<T>* temb = time_forward(t);
     if (classes) temb = classes_forward(*temb);
     const Tensor<T>* cur = &x0_;
-    for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_);
-    cur = &mid_forward(*cur, temb);
-    for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_);
-    final_forward(*cur, y);
+    for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_, mode);
+    cur = &mid_forward(*cur, temb, mode);
+    for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_, mode);
+    final_forward(*cur, y, mode);
+    if (mode == nn::ForwardMode::Training) input_.view = x;
   }
 
   // Temporaries of one stage's call, shared by every stage: a stage's backward ends before the next one's begins.
+  // An inference forward (predict) keeps its stage's block and attention outputs here, in the buffers of their
+  // gradients: free until a backward, which cannot follow an inference pass.
   struct StageWorkspace {
     Tensor<T> db1, db2;  // d(loss)/d(block1 output), d(block2 output); the final stage: db1 = d(final block output)
     Tensor<T> dattn;     // d(loss)/d(attention output) of an up stage or the middle
@@ -192,11 +241,14 @@ class Unet {
     Tensor<T> b1, b2, skip, down;                // block outputs, attention output (= skip), downsampled
     Tensor<T> dskip;                             // d(loss)/d(skip): the up path's share, then this stage's
 
-    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>* temb, StageWorkspace& ws) {
+    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>* temb, StageWorkspace& ws, nn::ForwardMode mode) {
+      const bool keep = mode == nn::ForwardMode::Training;
       input = &x;
-      block1->forward(x, temb, b1, ws.block);
-      block2->forward(b1, temb, b2, ws.block);
-      attn->forward(b2, skip, ws.attention);
+      Tensor<T>& o1 = keep ? b1 : ws.db1;
+      Tensor<T>& o2 = keep ? b2 : ws.db2;
+      block1->forward(x, temb, o1, ws.block, mode);
+      block2->forward(o1, temb, o2, ws.block, mode);
+      attn->forward(o2, skip, ws.attention, mode);  // skip: the up path reads it
       if (!downsample) return skip;
       downsample->forward(skip, down);
       return down;
@@ -221,13 +273,19 @@ class Unet {
     const Tensor<T>* input = nullptr;  // x of the last forward: the previous stage's output
     Tensor<T> cat, b1, b2, attn_out, up;
 
-    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>& skip, const Tensor<T>* temb, StageWorkspace& ws) {
+    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>& skip, const Tensor<T>* temb, StageWorkspace& ws,
+                             nn::ForwardMode mode) {
+      const bool keep = mode == nn::ForwardMode::Training;
       input = &x;
-      nn::concat_channels(x, skip, cat);
-      block1->forward(cat, temb, b1, ws.block);
-      block2->forward(b1, temb, b2, ws.block);
-      attn->forward(b2, attn_out, ws.attention);
-      upsample->forward(attn_out, up);
+      Tensor<T>& c = keep ? cat : ws.dcat;
+      Tensor<T>& o1 = keep ? b1 : ws.db1;
+      Tensor<T>& o2 = keep ? b2 : ws.db2;
+      Tensor<T>& a = keep ? attn_out : ws.dattn;
+      nn::concat_channels(x, skip, c);
+      block1->forward(c, temb, o1, ws.block, mode);
+      block2->forward(o1, temb, o2, ws.block, mode);
+      attn->forward(o2, a, ws.attention, mode);
+      upsample->forward(a, up);
       return up;
     }
     // dy = d(loss)/d(output); dx (zeroed, x's shape) receives d(loss)/d(x), dskip accumulates d(loss)/d(skip).
@@ -397,11 +455,14 @@ class Unet {
   }
 
   // The middle: mid_block2(mid_attn(mid_block1(x, temb)), temb).
-  const Tensor<T>& mid_forward(const Tensor<T>& x, const Tensor<T>* temb) {
+  const Tensor<T>& mid_forward(const Tensor<T>& x, const Tensor<T>* temb, nn::ForwardMode mode) {
+    const bool keep = mode == nn::ForwardMode::Training;
     mid_input_ = &x;
-    mid_block1_->forward(x, temb, m1_, ws_.block);
-    mid_attn_->forward(m1_, m_attn_, ws_.attention);
-    mid_block2_->forward(m_attn_, temb, m2_, ws_.block);
+    Tensor<T>& m1 = keep ? m1_ : ws_.db1;
+    Tensor<T>& m_attn = keep ? m_attn_ : ws_.dattn;
+    mid_block1_->forward(x, temb, m1, ws_.block, mode);
+    mid_attn_->forward(m1, m_attn, ws_.attention, mode);
+    mid_block2_->forward(m_attn, temb, m2_, ws_.block, mode);
     return m2_;
   }
   void mid_backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>* dtemb) {
@@ -413,10 +474,11 @@ class Unet {
   }
 
   // The head: y = final_conv(final_block(x)), without time embedding.
-  void final_forward(const Tensor<T>& x, Tensor<T>& y) {
+  void final_forward(const Tensor<T>& x, Tensor<T>& y, nn::ForwardMode mode) {
     final_input_ = &x;
-    final_block_->forward(x, nullptr, final_h_, ws_.block);
-    final_conv_->forward(final_h_, y);
+    Tensor<T>& h = mode == nn::ForwardMode::Training ? final_h_ : ws_.db1;
+    final_block_->forward(x, nullptr, h, ws_.block, mode);
+    final_conv_->forward(h, y);
   }
   void final_backward(const Tensor<T>& dy, Tensor<T>& dx) {
     nn::zero_like(ws_.db1, final_h_);
@@ -450,6 +512,10 @@ class Unet {
   std::vector<std::int64_t> classes_;
   Tensor<T> c_emb_, c_h1_, c_g_, cemb_, cond_;
   Tensor<T> dcond_, dcemb_, d_c_g_, d_c_h1_, d_c_emb_;
+  // predict in parts (set_predict_chunk): images per part (0: whole batch), a part's timesteps, ids and output.
+  Index predict_chunk_ = 0;
+  std::vector<std::int64_t> chunk_t_, chunk_classes_;
+  Tensor<T> chunk_y_;
   // Temporaries shared by the stages, and the gradient flowing between them.
   StageWorkspace ws_;
   GradientRelay relay_;

@@ -35,9 +35,10 @@ class UnetBlock {
       resnet_ = std::make_unique<nn::ResnetBlock<T>>(params, name, dim, dim_out, time_emb_dim,
                                                       config.resnet_block_groups);
   }
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
-    if (convnext_) convnext_->forward(x, t_emb, y, ws.convnext);
-    else resnet_->forward(x, t_emb, y, ws.resnet);
+  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws,
+               nn::ForwardMode mode = nn::ForwardMode::Training) {
+    if (convnext_) convnext_->forward(x, t_emb, y, ws.convnext, mode);
+    else resnet_->forward(x, t_emb, y, ws.resnet, mode);
   }
   void backward(const Tensor<T>& x, const Tensor<T>* t_emb, const Tensor<T>& dy, Tensor<T>* dx, Tensor<T>* dt_emb,
                 Workspace& ws) {
@@ -63,9 +64,9 @@ class UnetAttention {
     else if (kind == AttentionKind::Full)
       full_ = std::make_unique<Full>(params, name, dim, heads, dim_head);
   }
-  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws) {
-    if (linear_) linear_->forward(x, y, ws);
-    else if (full_) full_->forward(x, y, ws);
+  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, nn::ForwardMode mode = nn::ForwardMode::Training) {
+    if (linear_) linear_->forward(x, y, ws, mode);
+    else if (full_) full_->forward(x, y, ws, mode);
     else y.copy_from(x);
   }
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx, Workspace& ws) {

@@ -27,7 +27,11 @@ struct AttentionWorkspace {
                          //                       backward: d(loss)/d(qkv), once forward's is dead
   Tensor<T> heads_out;   // (N, hidden, H, W) LinearAttention: the heads' output (forward, recomputed in backward)
   Tensor<T> dheads_out;  // (N, hidden, H, W) backward: d(loss)/d(heads' output)
-  Tensor<T> dconv_out;   // (N, dim, H, W) LinearAttention backward: d(loss)/d(to_out conv output)
+  Tensor<T> dconv_out;   // (N, dim, H, W) LinearAttention backward: d(loss)/d(to_out conv output);
+                         //                 inference forward: the to_out conv output
+  // Inference forward only: what a training forward saves in the layer (ForwardMode, nn/workspace.hpp).
+  Tensor<T> q_soft, context;  // LinearAttention's (the keys' softmax and v are not stored)
+  Tensor<T> attn;             // Attention's weights (N, heads, P, P)
 };
 
 template <class T>
@@ -42,13 +46,18 @@ class Attention {
     DIFFUSION_CHECK(heads > 0 && dim_head > 0, "Attention '" << name << "': heads and dim_head must be positive");
   }
 
-  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace&) {
-    to_qkv_.forward(x, qkv_);
+  // Inference keeps nothing: qkv, the weights and the heads' output go to the workspace.
+  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, ForwardMode mode = ForwardMode::Training) {
+    const bool keep = mode == ForwardMode::Training;
+    Tensor<T>& qkv = keep ? qkv_ : ws.qkv;
+    Tensor<T>& attn = keep ? attn_ : ws.attn;
+    Tensor<T>& heads_out = keep ? heads_out_ : ws.heads_out;
+    to_qkv_.forward(x, qkv);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3);
-    attn_.resize(Shape{N, heads_, P, P});
-    heads_out_.resize(Shape{N, heads_ * dim_head_, x.dim(2), x.dim(3)});
-    kernels::attention_forward(N, heads_, dim_head_, P, scale_, qkv_.data(), attn_.data(), heads_out_.data());
-    to_out_.forward(heads_out_, y);
+    attn.resize(Shape{N, heads_, P, P});
+    heads_out.resize(Shape{N, heads_ * dim_head_, x.dim(2), x.dim(3)});
+    kernels::attention_forward(N, heads_, dim_head_, P, scale_, qkv.data(), attn.data(), heads_out.data());
+    to_out_.forward(heads_out, y);
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx, Workspace& ws) {

@@ -55,8 +55,10 @@ class ConvNextBlock {
   // Temporaries of one call, shared by every ConvNextBlock of a network (nn/workspace.hpp).
   using Workspace = BlockWorkspace<T, Activations>;
 
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
-    Activations& a = acts_;
+  // Inference keeps nothing: the activations go to the workspace's gradient mirror, free until a backward.
+  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws,
+               ForwardMode mode = ForwardMode::Training) {
+    Activations& a = mode == ForwardMode::Training ? acts_ : ws.grads;
     ds_conv_.forward(x, a.h);
     if (mlp_ && t_emb) {
       gelu_.forward(*t_emb, a.t_act);

@@ -36,24 +36,32 @@ class LinearAttention {
     DIFFUSION_CHECK(heads > 0 && dim_head > 0, "LinearAttention '" << name << "': heads and dim_head must be positive");
   }
 
-  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws) {
+  // Inference keeps nothing: the softmaxed queries, the context and the conv output go to the workspace; the
+  // softmaxed keys and v, which only the context needs, are not stored at all.
+  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, ForwardMode mode = ForwardMode::Training) {
+    const bool keep = mode == ForwardMode::Training;
+    Tensor<T>& q_soft = keep ? q_soft_ : ws.q_soft;
+    Tensor<T>& context = keep ? context_ : ws.context;
+    Tensor<T>& conv_out = keep ? conv_out_ : ws.dconv_out;
     Tensor<T>& qkv = ws.qkv;
     to_qkv_.forward(x, qkv);
     const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_;
-    q_soft_.resize(Shape{N, heads_, d, P});
-    k_soft_.resize(Shape{N, heads_, d, P});
-    v_.resize(Shape{N, heads_, d, P});
-    context_.resize(Shape{N, heads_, d, d});
-    kernels::linear_attention_forward(N, heads_, d, P, qkv.data(), q_soft_.data(), k_soft_.data(), v_.data(),
-                                      context_.data());
-    heads_out(x.shape(), ws.heads_out);
-    to_out_conv_.forward(ws.heads_out, conv_out_);
-    to_out_norm_.forward(conv_out_, y);
+    q_soft.resize(Shape{N, heads_, d, P});
+    context.resize(Shape{N, heads_, d, d});
+    if (keep) {  // backward reads the softmaxed keys and v
+      k_soft_.resize(Shape{N, heads_, d, P});
+      v_.resize(Shape{N, heads_, d, P});
+    }
+    kernels::linear_attention_forward(N, heads_, d, P, qkv.data(), q_soft.data(), keep ? k_soft_.data() : nullptr,
+                                      keep ? v_.data() : nullptr, context.data());
+    heads_out(x.shape(), context, q_soft, ws.heads_out);
+    to_out_conv_.forward(ws.heads_out, conv_out);
+    to_out_norm_.forward(conv_out, y);
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx, Workspace& ws) {
     Tensor<T>& dqkv = ws.qkv;
-    heads_out(x.shape(), ws.heads_out);
+    heads_out(x.shape(), context_, q_soft_, ws.heads_out);
     zero_like(ws.dconv_out, conv_out_);
     to_out_norm_.backward(conv_out_, dy, &ws.dconv_out);
     zero_like(ws.dheads_out, ws.heads_out);
@@ -68,10 +76,10 @@ class LinearAttention {
   const std::string& name() const { return name_; }
 
  private:
-  // out (N, hidden, H, W) from the saved context and q_soft; x is the input's shape.
-  void heads_out(const Shape& x, Tensor<T>& out) const {
+  // out (N, hidden, H, W) from the context and q_soft; x is the input's shape.
+  void heads_out(const Shape& x, const Tensor<T>& context, const Tensor<T>& q_soft, Tensor<T>& out) const {
     out.resize(Shape{x[0], heads_ * dim_head_, x[2], x[3]});
-    kernels::linear_attention_out(x[0], heads_, dim_head_, x[2] * x[3], scale_, context_.data(), q_soft_.data(),
+    kernels::linear_attention_out(x[0], heads_, dim_head_, x[2] * x[3], scale_, context.data(), q_soft.data(),
                                   out.data());
   }
 

@@ -17,7 +17,7 @@ namespace diffusion::nn {
 // layer, so that residuals around layers sharing a workspace type (Attention, LinearAttention) share one too.
 template <class T, class FnWorkspace>
 struct PreNormWorkspace {
-  Tensor<T> dnormed;  // backward: d(loss)/d(normed) (N, dim, H, W)
+  Tensor<T> dnormed;  // backward: d(loss)/d(normed) (N, dim, H, W); inference forward: normed
   FnWorkspace fn;     // the inner layer's
 };
 
@@ -32,9 +32,10 @@ class PreNormResidual {
         norm_(params, join_name(name, "fn.norm"), 1, dim),
         fn_(params, join_name(name, "fn.fn"), dim, std::forward<Args>(fn_args)...) {}
 
-  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws) {
-    norm_.forward(x, normed_);
-    fn_.forward(normed_, y, ws.fn);
+  void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, ForwardMode mode = ForwardMode::Training) {
+    Tensor<T>& normed = mode == ForwardMode::Training ? normed_ : ws.dnormed;
+    norm_.forward(x, normed);
+    fn_.forward(normed, y, ws.fn, mode);
     add_into(y, x);
   }
 

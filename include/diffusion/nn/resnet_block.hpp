@@ -56,8 +56,10 @@ class ResnetBlock {
   // Temporaries of one call, shared by every ResnetBlock of a network (nn/workspace.hpp).
   using Workspace = BlockWorkspace<T, Activations>;
 
-  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws) {
-    Activations& a = acts_;
+  // Inference keeps nothing: the activations go to the workspace's gradient mirror, free until a backward.
+  void forward(const Tensor<T>& x, const Tensor<T>* t_emb, Tensor<T>& y, Workspace& ws,
+               ForwardMode mode = ForwardMode::Training) {
+    Activations& a = mode == ForwardMode::Training ? acts_ : ws.grads;
     proj1_.forward(x, a.h1);
     norm1_.forward(a.h1, a.n1);
     silu_.forward(a.n1, a.h);

@@ -13,6 +13,9 @@
 //    its members listed once more in `tensors()`, and zero_grads sizes and zeroes the whole mirror in one pass at
 //    the start of backward. A member missing from tensors() fails to compile (zero_grads checks the count).
 //  - Per-thread scratch belongs to the kernels alone (kernels/scratch.hpp).
+//  - An inference forward (ForwardMode::Inference: sampling, evaluation) keeps nothing for backward: what training
+//    would save goes to workspace buffers of the same shapes instead (a block's gradient mirror, which is free until
+//    a backward), so that one block's worth serves every layer and the layers' own members stay empty.
 //
 // A layer used on its own (tests, benchmarks) can be a Standalone<Layer>: the layer with a workspace of its own, and
 // forward/backward without the workspace argument.
@@ -25,6 +28,10 @@
 #include "diffusion/core/tensor.hpp"
 
 namespace diffusion::nn {
+
+// What a forward pass keeps. Training: what backward reads, in the layer's members. Inference: nothing; backward
+// may not follow (the network refuses it).
+enum class ForwardMode { Training, Inference };
 
 // Resizes g to x's shape and zeroes it: the start of every gradient buffer's life in a backward pass.
 template <class T>
