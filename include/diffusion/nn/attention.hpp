@@ -30,7 +30,8 @@ struct AttentionWorkspace {
   Tensor<T> dconv_out;   // (N, dim, H, W) LinearAttention backward: d(loss)/d(to_out conv output);
                          //                 inference forward: the to_out conv output
   // Inference forward only: what a training forward saves in the layer (ForwardMode, nn/workspace.hpp).
-  Tensor<T> q_soft, context;  // LinearAttention's (the keys' softmax and v are not stored)
+  Tensor<T> q_soft, context;  // LinearAttention's, of one part of the batch (the keys' softmax and v: not stored)
+  Tensor<T> part_out;         // LinearAttention's output for one part of the batch
   Tensor<T> attn;             // Attention's weights (N, heads, P, P)
 };
 

@@ -11,6 +11,7 @@
 // backward recomputes from context and q: memory matters at 28x28 with 384 qkv channels); the products are
 // kernels/attention.hpp. Contract as in conv2d.hpp, plus the workspace of nn/workspace.hpp (AttentionWorkspace).
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -36,27 +37,25 @@ class LinearAttention {
     DIFFUSION_CHECK(heads > 0 && dim_head > 0, "LinearAttention '" << name << "': heads and dim_head must be positive");
   }
 
-  // Inference keeps nothing: the softmaxed queries, the context and the conv output go to the workspace; the
-  // softmaxed keys and v, which only the context needs, are not stored at all.
+  // Images per part of an inference forward.
+  static constexpr Index kInferencePart = 8;
+
+  // Inference keeps nothing and runs kInferencePart images at a time: every step treats each image alone, the same
+  // way in any batch, so the output is the same bits, while qkv (3 * hidden channels: the largest activation of a
+  // U-Net level) and the queries are a part's size. The softmaxed queries, the context and the conv output go to
+  // the workspace; the softmaxed keys and v, which only the context needs, are not stored at all.
   void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, ForwardMode mode = ForwardMode::Training) {
-    const bool keep = mode == ForwardMode::Training;
-    Tensor<T>& q_soft = keep ? q_soft_ : ws.q_soft;
-    Tensor<T>& context = keep ? context_ : ws.context;
-    Tensor<T>& conv_out = keep ? conv_out_ : ws.dconv_out;
-    Tensor<T>& qkv = ws.qkv;
-    to_qkv_.forward(x, qkv);
-    const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_;
-    q_soft.resize(Shape{N, heads_, d, P});
-    context.resize(Shape{N, heads_, d, d});
-    if (keep) {  // backward reads the softmaxed keys and v
-      k_soft_.resize(Shape{N, heads_, d, P});
-      v_.resize(Shape{N, heads_, d, P});
+    if (mode == ForwardMode::Training) return forward_part(x, y, ws, true);
+    const Index N = x.dim(0);
+    if (N <= kInferencePart) return forward_part(x, y, ws, false);
+    y.resize(x.shape());
+    const Index image = x.numel() / N;
+    for (Index start = 0; start < N; start += kInferencePart) {
+      const Index count = std::min(kInferencePart, N - start);
+      forward_part(TensorView<T>(x.data() + start * image, Shape{count, x.dim(1), x.dim(2), x.dim(3)}), ws.part_out,
+                   ws, false);
+      std::copy(ws.part_out.data(), ws.part_out.data() + count * image, y.data() + start * image);
     }
-    kernels::linear_attention_forward(N, heads_, d, P, qkv.data(), q_soft.data(), keep ? k_soft_.data() : nullptr,
-                                      keep ? v_.data() : nullptr, context.data());
-    heads_out(x.shape(), context, q_soft, ws.heads_out);
-    to_out_conv_.forward(ws.heads_out, conv_out);
-    to_out_norm_.forward(conv_out, y);
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx, Workspace& ws) {
@@ -76,6 +75,27 @@ class LinearAttention {
   const std::string& name() const { return name_; }
 
  private:
+  // y = the layer of x; keep: save what backward reads in the members, else in the workspace (or nowhere).
+  void forward_part(TensorView<T> x, Tensor<T>& y, Workspace& ws, bool keep) {
+    Tensor<T>& q_soft = keep ? q_soft_ : ws.q_soft;
+    Tensor<T>& context = keep ? context_ : ws.context;
+    Tensor<T>& conv_out = keep ? conv_out_ : ws.dconv_out;
+    Tensor<T>& qkv = ws.qkv;
+    to_qkv_.forward(x, qkv);
+    const Index N = x.dim(0), P = x.dim(2) * x.dim(3), d = dim_head_;
+    q_soft.resize(Shape{N, heads_, d, P});
+    context.resize(Shape{N, heads_, d, d});
+    if (keep) {  // backward reads the softmaxed keys and v
+      k_soft_.resize(Shape{N, heads_, d, P});
+      v_.resize(Shape{N, heads_, d, P});
+    }
+    kernels::linear_attention_forward(N, heads_, d, P, qkv.data(), q_soft.data(), keep ? k_soft_.data() : nullptr,
+                                      keep ? v_.data() : nullptr, context.data());
+    heads_out(x.shape(), context, q_soft, ws.heads_out);
+    to_out_conv_.forward(ws.heads_out, conv_out);
+    to_out_norm_.forward(conv_out, y);
+  }
+
   // out (N, hidden, H, W) from the context and q_soft; x is the input's shape.
   void heads_out(const Shape& x, const Tensor<T>& context, const Tensor<T>& q_soft, Tensor<T>& out) const {
     out.resize(Shape{x[0], heads_ * dim_head_, x[2], x[3]});
