@@ -11,6 +11,7 @@
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/io/atomic_file.hpp"
+#include "common/evaluation.hpp"
 #include "diffusion/metrics/fashion_mnist.hpp"
 #include "progress.hpp"
 #include "sampling.hpp"
@@ -84,43 +85,27 @@ EvalResult evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseS
                             const SamplerSettings& settings, diffusion::metrics::FashionMnistMetrics& metrics, Index n,
                             Index batch, std::uint64_t seed, const std::vector<std::int64_t>& classes,
                             double& sampling_seconds, bool progress) {
-  DIFFUSION_CHECK(classes.empty() || static_cast<Index>(classes.size()) == n,
-                  "evaluate_samples: " << classes.size() << " class ids for " << n << " samples");
   auto evaluator = metrics.evaluator();
-  const diffusion::Rng stream = diffusion::Rng(seed).fork(kEvalStream);
   EvalResult result;
   if (!classes.empty()) {
     result.accuracy.asked.assign(kNumClasses, 0);
     result.accuracy.correct.assign(kNumClasses, 0);
   }
-  SamplerSettings s = settings;
-  Images x;
   diffusion::Tensor<float> features;
   std::vector<std::int64_t> predicted;
-  sampling_seconds = 0.0;
-  for (Index done = 0, b = 0; done < n; ++b) {
-    const Index k = std::min<Index>(batch, n - done);
-    diffusion::Rng rng = stream.fork(static_cast<std::uint64_t>(b));
-    if (!classes.empty()) s.classes.assign(classes.begin() + done, classes.begin() + done + k);
-    const auto t0 = std::chrono::steady_clock::now();
-    generate(net, schedule, s, k, 1, 28, 28, rng, x, nullptr);
-    sampling_seconds += examples::seconds_since(t0);
+  const auto measure = [&](const Images& x, Index first) {
     evaluator.add(x);
-    if (!classes.empty()) {
-      // A second pass of the (small) classifier for its predictions: the evaluator keeps only their histogram.
-      metrics.extractor().extract(x, features, &predicted);
-      for (Index i = 0; i < k; ++i) {
-        const auto c = static_cast<std::size_t>(s.classes[static_cast<std::size_t>(i)]);
-        ++result.accuracy.asked[c];
-        result.accuracy.correct[c] += predicted[static_cast<std::size_t>(i)] == s.classes[static_cast<std::size_t>(i)];
-      }
+    if (classes.empty()) return;
+    // A second pass of the (small) classifier for its predictions: the evaluator keeps only their histogram.
+    metrics.extractor().extract(x, features, &predicted);
+    for (Index i = 0; i < x.dim(0); ++i) {
+      const std::int64_t asked = classes[static_cast<std::size_t>(first + i)];
+      ++result.accuracy.asked[static_cast<std::size_t>(asked)];
+      result.accuracy.correct[static_cast<std::size_t>(asked)] += predicted[static_cast<std::size_t>(i)] == asked;
     }
-    done += k;
-    if (progress)
-      std::fprintf(stderr, "\r  sampled %lld / %lld (%.1f s)", static_cast<long long>(done), static_cast<long long>(n),
-                   sampling_seconds);
-  }
-  if (progress) std::fprintf(stderr, "\n");
+  };
+  sampling_seconds =
+      examples::sample_in_batches(net, schedule, settings, n, batch, 1, 28, 28, seed, classes, measure, progress);
   result.report = evaluator.finish();
   return result;
 }
@@ -155,23 +140,16 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
                                              eval_classes(*m.net, o.n, o.sample.class_id), sampling_seconds, true);
   const diffusion::metrics::SampleReport& r = result.report;
 
-  std::printf("  %s\n", r.summary().c_str());
-  std::printf("  classes:");
-  for (std::size_t c = 0; c < r.class_histogram.size(); ++c)
-    std::printf("%s %s %lld", c ? "," : "", diffusion::metrics::kFashionMnistClasses[c],
-                static_cast<long long>(r.class_histogram[c]));
-  if (!result.accuracy.asked.empty()) std::printf("\n  class accuracy: %s", result.accuracy.summary().c_str());
   const double total = examples::seconds_since(start);
-  std::printf("\n  time: sampling %.1f s, features %.1f s, metrics %.1f s, total %.1f s\n", sampling_seconds,
-              r.extract_seconds, r.metric_seconds, total);
+  std::vector<std::string> extra;
+  if (!result.accuracy.asked.empty()) extra.push_back("class accuracy: " + result.accuracy.summary());
+  examples::print_report(r, std::vector<std::string>(std::begin(diffusion::metrics::kFashionMnistClasses),
+                                                     std::end(diffusion::metrics::kFashionMnistClasses)),
+                         extra, sampling_seconds, total);
   if (!o.json.empty()) {
-    nlohmann::json j = r.to_json();
+    nlohmann::json j = examples::report_json(r, settings, schedule.num_timesteps(), o.sample.seed, o.batch,
+                                             sampling_seconds, total);
     j["checkpoint"] = o.sample.checkpoint;
-    j["sampler"] = settings.sampler;
-    j["steps"] = settings.sampler == "ddpm" ? schedule.num_timesteps() : settings.ddim_steps;
-    j["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
-    j["seed"] = o.sample.seed;
-    j["batch"] = o.batch;
     if (!result.accuracy.asked.empty()) {
       j["guidance"] = settings.guidance;
       j["rescaled_phi"] = settings.rescaled_phi;
@@ -184,8 +162,6 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
     }
     j["reference"] = o.reference;
     j["data"] = o.data;
-    j["sampling_seconds"] = sampling_seconds;
-    j["total_seconds"] = total;
     const std::string text = j.dump(2) + "\n";
     diffusion::io::write_file_atomically(o.json, text.data(), text.size());
     std::printf("  json: %s\n", o.json.c_str());

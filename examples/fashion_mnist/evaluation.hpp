@@ -15,10 +15,6 @@
 
 namespace fashion_mnist {
 
-// Stream id under the seed of the x_T and sampler noise of `eval` (batch b uses fork(b): the samples are a pure
-// function of the seed, n and the batch size, whatever the thread count).
-inline constexpr std::uint64_t kEvalStream = 0x4556414cull;  // "EVAL"
-
 // The metrics of Fashion-MNIST samples against the images `data`/<reference file> ("test": t10k, "train"), in the
 // feature space of `classifier`; the reference statistics cached in `cache`. Throws diffusion::Error naming a missing
 // file.
@@ -44,8 +40,8 @@ struct EvalResult {
 // model does not have, or a class asked of an unconditional model.
 std::vector<std::int64_t> eval_classes(const diffusion::Unet<float>& net, Index n, std::optional<int> class_id);
 
-// Samples n images of 1 x 28 x 28 from `net` in batches of `batch` (batch b from Rng(seed).fork(kEvalStream).fork(b)),
-// image i of class classes[i] (empty: unconditional), and measures them; a conditional model's samples are also
+// Samples n images of 1 x 28 x 28 from `net` in batches of `batch` (examples::sample_in_batches: batch b from
+// Rng(seed).fork(examples::kEvalStream).fork(b)), image i of class classes[i] (empty: unconditional), and measures them; a conditional model's samples are also
 // classified and compared with the class asked for. sampling_seconds receives the time spent sampling; progress lines
 // go to stderr when asked.
 EvalResult evaluate_samples(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule,

@@ -1,12 +1,14 @@
 // train_images: train a diffusion model on any folder of images (any size, 1 or 3 channels), and sample from it.
 //   train_images train --data DIR [--size 32] [--channels 3] [--labels] ... --out results/train_images
 //   train_images sample --checkpoint results/train_images/model.safetensors --n 64 --out samples.png
+//   train_images eval --checkpoint results/train_images/model.safetensors --data DIR --inception FILE [--n 1000]
 //   (with --labels --conditional: a class-conditional model; sample --class K --guidance W)
 // See README.md in this folder. Errors are one line on stderr and exit status 1; usage errors exit with 2.
 // The progress display, the train log, the sampler settings, grids and the denoising GIF are the examples' common
 // code (examples/common), shared with fashion_mnist.
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstdio>
 #include <exception>
@@ -21,11 +23,14 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/evaluation.hpp"
 #include "common/progress.hpp"
 #include "common/sampling.hpp"
 #include "common/training_loop.hpp"
 #include "diffusion/diffusion.hpp"
+#include "diffusion/io/atomic_file.hpp"
 #include "diffusion/io/image_folder.hpp"
+#include "evaluation.hpp"
 
 namespace {
 
@@ -38,6 +43,7 @@ constexpr const char* kOptionsKey = "train_images.options";  // checkpoint / wei
 constexpr const char* kRunKey = "train_images.run";          // checkpoint metadata: elapsed time
 constexpr int kPreviewImages = 16;
 constexpr int kGifImages = 8;
+constexpr Index kEvalBatch = 100;  // images sampled at a time while training measures (eval's --batch)
 
 struct TrainOptions {
   // The data: fixed for a run (a resumed run checks them against the checkpoint).
@@ -76,6 +82,9 @@ struct TrainOptions {
   std::string final_sampler = "ddim";
   int sampling_steps = 50;
   double final_guidance = 3.0;  // conditional runs: guidance scale w of samples.png (a class grid) and the previews
+  std::int64_t eval_every = 0;  // measure the EMA model every N steps (0: never), --eval-n samples, into eval_log.csv
+  int eval_n = 1000;
+  std::string inception, classifier;  // the feature extractor of the measurements
   int threads = 0;
 };
 
@@ -120,6 +129,13 @@ std::set<std::string> given_flags(const CLI::App& app) {
   for (const CLI::Option* opt : app.get_options())
     if (opt->count() > 0) given.insert(opt->get_name().substr(opt->get_name().rfind('-') == std::string::npos ? 0 : 2));
   return given;
+}
+
+// The reference statistics cache of a folder's measurements: reference_inception.safetensors or
+// reference_classifier.safetensors in `folder` (its keys tell a stale file, which is then recomputed).
+std::string reference_cache_path(const std::string& folder, const std::string& inception) {
+  return (fs::path(folder) / (inception.empty() ? "reference_classifier.safetensors" : "reference_inception.safetensors"))
+      .string();
 }
 
 std::string one_line(std::string s) {
@@ -285,6 +301,26 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     return o.conditional ? examples::classes_in_turn(n, num_classes) : std::vector<std::int64_t>{};
   };
 
+  // Measured quality every --eval-every steps: the EMA network, DDIM with --sampling-steps, --eval-n samples from the
+  // same x_T each time, against the training folder's images.
+  std::unique_ptr<train_images::FolderMetrics> metrics;
+  std::unique_ptr<examples::EvalLog> eval_log;
+  if (o.eval_every > 0) {
+    metrics = train_images::make_folder_metrics({o.inception, o.classifier, reference_cache_path(o.out, o.inception)},
+                                                data.images());
+    eval_log = std::make_unique<examples::EvalLog>((out / "eval_log.csv").string());
+  }
+  auto evaluate = [&](std::int64_t s) {
+    double sampling_seconds = 0.0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const diffusion::metrics::SampleReport r = train_images::measure_samples(
+        trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics, o.eval_n, kEvalBatch, o.channels,
+        H, W, o.seed, class_ids(o.eval_n), sampling_seconds, false);
+    const double seconds = examples::seconds_since(t0);
+    eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r, seconds);
+    std::fprintf(stderr, "\ntrain_images: step %lld: %s\n", static_cast<long long>(s), r.summary().c_str());
+  };
+
   examples::TrainingLoop loop;
   loop.total_steps = total;
   loop.steps_per_epoch = per_epoch;
@@ -305,6 +341,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                          x, nullptr);
       examples::write_grid_png((out / name).string(), x);
     }
+    if (metrics && s % o.eval_every == 0) evaluate(s);
   };
   loop.run(trainer, sampler, progress, log);
 
@@ -331,6 +368,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
               static_cast<long long>(trainer.step_count()), examples::format_duration(progress.elapsed()).c_str(),
               checkpoint_path.c_str(), model_path.c_str(), (out / "samples.png").string().c_str(),
               (out / "denoising.gif").string().c_str(), log.path().c_str());
+  if (eval_log) std::printf("  metrics:    %s\n", eval_log->path().c_str());
   return 0;
 }
 
@@ -357,49 +395,61 @@ std::int64_t parse_class(const std::string& text, const std::vector<std::string>
               std::to_string(classes.size() - 1) + " or -1 (no class)");
 }
 
-// Samples from model.safetensors (its weights) or checkpoint.safetensors (its EMA weights when it has them).
-int run_sample(const SampleOptions& o) {
-  DIFFUSION_CHECK(fs::exists(o.checkpoint), "--checkpoint '" << o.checkpoint << "' does not exist");
-  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+// A trained model: model.safetensors (its weights) or checkpoint.safetensors (its EMA weights when it has them),
+// with the flags it was trained with and the description of its data.
+struct LoadedModel {
   std::unique_ptr<diffusion::Unet<float>> net;
-  nlohmann::json stored;
+  nlohmann::json stored;  // the fixed flags (kOptionsKey)
   diffusion::io::DatasetInfo info;
   std::vector<double> betas;
-  {
-    const diffusion::io::SafetensorsReader reader(o.checkpoint);
-    stored = parse_metadata_json(reader, kOptionsKey);
-    DIFFUSION_CHECK(diffusion::io::dataset_info_from_metadata(reader.metadata(), o.checkpoint, info),
-                    "'" << o.checkpoint << "' has no '" << diffusion::io::kDatasetInfoKey << "' metadata");
-    const bool checkpoint = reader.metadata().count(diffusion::kTrainStateKey) != 0;
-    diffusion::WeightLoadOptions wo;
-    if (checkpoint) {
-      betas = diffusion::read_checkpoint_schedule(reader).betas;
-      wo.prefix = reader.contains("ema.init_conv.weight") ? "ema." : "";
-      wo.allow_extra_tensors = true;
-    } else {
-      betas = diffusion::make_betas(diffusion::parse_beta_schedule(stored.at("schedule").get<std::string>()),
-                                    stored.at("timesteps").get<int>());
-    }
-    const diffusion::UnetConfig config = diffusion::unet_config_from_metadata(reader.metadata(), o.checkpoint);
-    diffusion::check_unet_tensors(reader, diffusion::plan_unet(config), wo);
-    net = std::make_unique<diffusion::Unet<float>>(config);
-    diffusion::load_unet_weights(*net, reader, wo);
+};
+
+LoadedModel load_model(const std::string& path) {
+  DIFFUSION_CHECK(fs::exists(path), "--checkpoint '" << path << "' does not exist");
+  LoadedModel m;
+  const diffusion::io::SafetensorsReader reader(path);
+  m.stored = parse_metadata_json(reader, kOptionsKey);
+  DIFFUSION_CHECK(diffusion::io::dataset_info_from_metadata(reader.metadata(), path, m.info),
+                  "'" << path << "' has no '" << diffusion::io::kDatasetInfoKey << "' metadata");
+  const bool checkpoint = reader.metadata().count(diffusion::kTrainStateKey) != 0;
+  diffusion::WeightLoadOptions wo;
+  if (checkpoint) {
+    m.betas = diffusion::read_checkpoint_schedule(reader).betas;
+    wo.prefix = reader.contains("ema.init_conv.weight") ? "ema." : "";
+    wo.allow_extra_tensors = true;
+  } else {
+    m.betas = diffusion::make_betas(diffusion::parse_beta_schedule(m.stored.at("schedule").get<std::string>()),
+                                    m.stored.at("timesteps").get<int>());
   }
-  const diffusion::NoiseSchedule schedule(betas);
-  const Index K = net->config().num_classes;
+  const diffusion::UnetConfig config = diffusion::unet_config_from_metadata(reader.metadata(), path);
+  diffusion::check_unet_tensors(reader, diffusion::plan_unet(config), wo);
+  m.net = std::make_unique<diffusion::Unet<float>>(config);
+  diffusion::load_unet_weights(*m.net, reader, wo);
+  const Index K = config.num_classes;
+  DIFFUSION_CHECK(K == 0 || static_cast<Index>(m.info.classes.size()) == K,
+                  "'" << path << "': the model has " << K << " classes but the data set's description names "
+                      << m.info.classes.size());
+  return m;
+}
+
+// Samples from a model of load_model().
+int run_sample(const SampleOptions& o) {
+  if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  const LoadedModel m = load_model(o.checkpoint);
+  diffusion::Unet<float>& net = *m.net;
+  const diffusion::io::DatasetInfo& info = m.info;
+  const diffusion::NoiseSchedule schedule(m.betas);
+  const Index K = net.config().num_classes;
   DIFFUSION_CHECK(K > 0 || (!o.class_name && o.guidance == 0.0 && o.rescaled_phi == 0.0),
                   "'" << o.checkpoint << "' holds an unconditional model: --class, --guidance and --rescaled-phi do not "
                                          "apply (train with --labels --conditional)");
-  DIFFUSION_CHECK(K == 0 || static_cast<Index>(info.classes.size()) == K,
-                  "'" << o.checkpoint << "': the model has " << K << " classes but the data set's description names "
-                      << info.classes.size());
   examples::SamplerSettings settings;
   settings.guidance = o.guidance;
   settings.rescaled_phi = o.rescaled_phi;
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
   settings.eta = o.eta;
-  settings.prediction = diffusion::parse_prediction(stored.at("prediction").get<std::string>());
+  settings.prediction = diffusion::parse_prediction(m.stored.at("prediction").get<std::string>());
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= schedule.num_timesteps(),
                   "--steps " << o.steps << " is more than the model's T = " << schedule.num_timesteps());
   // A conditional model without --class: a class grid, one row per class, ceil(n / K) images each.
@@ -414,7 +464,7 @@ int run_sample(const SampleOptions& o) {
                  : examples::DenoisingRecorder(std::min<Index>(kGifImages, n), sampler_steps);
   Images x;
   diffusion::Rng rng = diffusion::Rng(o.seed).fork(examples::kSampleStream);
-  examples::generate(*net, schedule, settings, n, info.channels, info.height, info.width, rng, x,
+  examples::generate(net, schedule, settings, n, info.channels, info.height, info.width, rng, x,
                      o.gif.empty() ? nullptr : &gif);
   if (class_grid) examples::write_grid_png(o.out, x, per_row);
   else examples::write_grid_png(o.out, x);
@@ -434,6 +484,91 @@ int run_sample(const SampleOptions& o) {
   }
   std::printf("train_images sample: %lld images %dx%d from '%s' (%s%s) in %s\n", static_cast<long long>(n),
               info.height, info.width, o.checkpoint.c_str(), o.sampler.c_str(), what.c_str(), o.out.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+struct EvalOptions {
+  SampleOptions sample;  // the model, the sampler, the classes and guidance (n, out and gif unused)
+  std::string data, inception, classifier, cache, json;
+  int n = 1000, batch = static_cast<int>(kEvalBatch);
+  bool skip_bad_files = false;
+};
+
+// Samples --n images and measures them against the images of --data, decoded as the model's training images were.
+int run_eval(const EvalOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  if (o.sample.threads > 0) diffusion::set_num_threads(o.sample.threads);
+  const LoadedModel m = load_model(o.sample.checkpoint);
+  const Index K = m.net->config().num_classes;
+  DIFFUSION_CHECK(K > 0 || (!o.sample.class_name && o.sample.guidance == 0.0 && o.sample.rescaled_phi == 0.0),
+                  "'" << o.sample.checkpoint << "' holds an unconditional model: --class, --guidance and "
+                                                "--rescaled-phi do not apply");
+  const diffusion::NoiseSchedule schedule(m.betas);
+  DIFFUSION_CHECK(o.sample.sampler == "ddpm" || o.sample.steps <= schedule.num_timesteps(),
+                  "--steps " << o.sample.steps << " is more than the model's T = " << schedule.num_timesteps());
+
+  // The reference: every image under --data (class folders or not), at the model's size and channels.
+  diffusion::io::ImageFolderOptions fo;
+  fo.decode.channels = m.info.channels;
+  fo.decode.height = m.info.height;
+  fo.decode.width = m.info.width;
+  fo.decode.background = parse_background(m.stored.at("background").get<std::string>());
+  fo.decode.upscale = m.stored.at("upscale").get<bool>();
+  fo.skip_bad_files = o.skip_bad_files;
+  const diffusion::io::ImageFolder data(o.data, fo);
+  for (const auto& s : data.skipped()) std::fprintf(stderr, "train_images: skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
+  const std::string cache =
+      o.cache.empty() ? reference_cache_path(fs::path(o.sample.checkpoint).parent_path().string(), o.inception) : o.cache;
+  const auto metrics = train_images::make_folder_metrics({o.inception, o.classifier, cache}, data.images());
+
+  examples::SamplerSettings settings;
+  settings.sampler = o.sample.sampler;
+  settings.ddim_steps = o.sample.steps;
+  settings.eta = o.sample.eta;
+  settings.guidance = o.sample.guidance;
+  settings.rescaled_phi = o.sample.rescaled_phi;
+  settings.prediction = diffusion::parse_prediction(m.stored.at("prediction").get<std::string>());
+  // A conditional model: every image of --class, or the classes in turn.
+  std::vector<std::int64_t> classes;
+  if (K > 0 && o.sample.class_name)
+    classes.assign(static_cast<std::size_t>(o.n), parse_class(*o.sample.class_name, m.info.classes));
+  else if (K > 0)
+    classes = examples::classes_in_turn(o.n, K);
+
+  std::printf("train_images eval: %d samples %dx%d from '%s', %s", o.n, m.info.height, m.info.width,
+              o.sample.checkpoint.c_str(), settings.sampler.c_str());
+  if (settings.sampler != "ddpm") std::printf(" %d steps", settings.ddim_steps);
+  if (settings.eta) std::printf(", eta %g", *settings.eta);
+  if (K > 0) std::printf(", guidance %g", settings.guidance);
+  std::printf("\n  reference: %lld images of %s in %s, statistics %s in %s\n",
+              static_cast<long long>(metrics->reference().stats.gaussian.count), o.data.c_str(),
+              metrics->extractor_name().c_str(), diffusion::metrics::cache_status_name(metrics->reference().status),
+              cache.c_str());
+  if (!metrics->reference().reason.empty()) std::printf("  (%s)\n", metrics->reference().reason.c_str());
+  std::fflush(stdout);
+
+  double sampling_seconds = 0.0;
+  const diffusion::metrics::SampleReport r =
+      train_images::measure_samples(*m.net, schedule, settings, *metrics, o.n, o.batch, m.info.channels,
+                                    m.info.height, m.info.width, o.sample.seed, classes, sampling_seconds, true);
+  const double total = examples::seconds_since(start);
+  examples::print_report(r, metrics->class_names(), {}, sampling_seconds, total);
+  if (!o.json.empty()) {
+    nlohmann::json j = examples::report_json(r, settings, schedule.num_timesteps(), o.sample.seed, o.batch,
+                                             sampling_seconds, total);
+    j["checkpoint"] = o.sample.checkpoint;
+    j["data"] = o.data;
+    j["extractor"] = metrics->extractor_name();
+    if (K > 0) {
+      j["guidance"] = settings.guidance;
+      j["rescaled_phi"] = settings.rescaled_phi;
+      j["class"] = o.sample.class_name ? nlohmann::json(*o.sample.class_name) : nlohmann::json("all in turn");
+    }
+    const std::string text = j.dump(2) + "\n";
+    diffusion::io::write_file_atomically(o.json, text.data(), text.size());
+    std::printf("  json: %s\n", o.json.c_str());
+  }
   return 0;
 }
 
@@ -495,6 +630,17 @@ int main(int argc, char** argv) {
   train->add_option("--sampling-steps", t.sampling_steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
   train->add_option("--final-guidance", t.final_guidance, "conditional runs: guidance scale w of samples.png and the previews")
       ->check(CLI::Range(-1000.0, 1000.0));
+  train->add_option("--eval-every", t.eval_every,
+                    "every N steps, measure --eval-n EMA samples (DDIM, --sampling-steps) against the --data images: FID, "
+                    "KID, precision, recall, appended to eval_log.csv (0: never; needs --inception or --classifier)")
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--eval-n", t.eval_n, "samples per measurement while training")->check(CLI::Range(2, 1000000));
+  train->add_option("--inception", t.inception,
+                    "feature extractor of the measurements: pytorch-fid's Inception-v3 weights in safetensors "
+                    "(scripts/convert_fid_inception.py)");
+  train->add_option("--classifier", t.classifier,
+                    "feature extractor of the measurements for 1 x 28 x 28 images: the Fashion-MNIST classifier "
+                    "(examples/fashion_classifier/fashion_classifier.safetensors)");
   train->add_option("--threads", t.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
 
   SampleOptions s;
@@ -516,6 +662,36 @@ int main(int argc, char** argv) {
   sample->add_option("--gif", s.gif, "also write the denoising of the first 8 images as a GIF");
   sample->add_option("--threads", s.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
 
+  EvalOptions ev;
+  CLI::App* eval = app.add_subcommand("eval", "measure a model's samples against a folder of images: FID, KID, "
+                                              "precision, recall");
+  eval->add_option("--checkpoint", ev.sample.checkpoint, "weights or checkpoint written by `train_images train`")->required();
+  eval->add_option("--data", ev.data, "the reference images: a folder (usually the training folder), decoded at the "
+                                     "model's size and channels")->required();
+  eval->add_option("--inception", ev.inception,
+                   "feature extractor: pytorch-fid's Inception-v3 weights in safetensors (scripts/convert_fid_inception.py)");
+  eval->add_option("--classifier", ev.classifier,
+                   "feature extractor for 1 x 28 x 28 images: the Fashion-MNIST classifier's weights");
+  eval->add_option("--n", ev.n, "samples to measure")->check(CLI::Range(2, 1000000));
+  eval->add_option("--batch", ev.batch, "images sampled at a time")->check(CLI::Range(1, 4096));
+  eval->add_option("--sampler", ev.sample.sampler, "sampler")->check(samplers);
+  eval->add_option("--steps", ev.sample.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  eval->add_option("--eta", ev.sample.eta, "noise scale of ddim / ancestral samplers");
+  eval->add_option("--seed", ev.sample.seed, "seed of x_T and the sampler's noise");
+  eval->add_option("--class", ev.sample.class_name,
+                   "conditional models: the class of every sample (a class folder's name or index; -1: no class); "
+                   "default: the classes in turn");
+  eval->add_option("--guidance", ev.sample.guidance, "conditional models: classifier-free guidance scale w (0: none)")
+      ->check(CLI::Range(-1000.0, 1000.0));
+  eval->add_option("--rescaled-phi", ev.sample.rescaled_phi, "conditional models: rescaled guidance, 0 to 1")
+      ->check(CLI::Range(0.0, 1.0));
+  eval->add_option("--cache", ev.cache,
+                   "reference statistics cache (default: reference_inception.safetensors or "
+                   "reference_classifier.safetensors next to the checkpoint; recomputed when the images or weights differ)");
+  eval->add_flag("--skip-bad-files", ev.skip_bad_files, "skip files of --data that do not decode (and list them)");
+  eval->add_option("--json", ev.json, "also write the report as JSON to this file");
+  eval->add_option("--threads", ev.sample.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -523,6 +699,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*train) return run_train(t, given_flags(*train));
+    if (*eval) return run_eval(ev);
     return run_sample(s);
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -3,7 +3,7 @@
 //   "fashion_mnist.options" \0 "fashion_mnist.run" \0 "diffusion.train" \0 "diffusion.unet" \0 "diffusion.unet.extensions"
 // The target pairs them with the tensors of a real small checkpoint (checkpoint_resume_seed.hpp: the example's own
 // code trained one step of a dim-4 ConvNeXt U-Net) and runs the example's resume path on it, the code of
-// examples/fashion_mnist/{options,resume,progress}.cpp compiled in:
+// examples/fashion_mnist/{options,resume}.cpp and examples/common/progress.cpp compiled in:
 //   1. prepare_resume with three command lines: `--resume` alone; with optimiser and run flags (--lr, --steps,
 //      --threads, --out, --data); with configuration flags that may differ from the stored ones (--dim, --schedule);
 //   2. when `--resume` alone is accepted: check_resume_images, the network and trainer run_train builds from the

@@ -2,7 +2,8 @@
 // subfolders, 24x20 images cropped to a non-square 8x16), trains a tiny U-Net a few steps with micro-batches,
 // labels, previews and checkpoints, and checks what it writes (grid sizes, GIF, log, the data set's description in
 // the checkpoint, weights that load back); `sample` from the weights and from the checkpoint; `--resume` continues
-// the step count and refuses a folder whose classes differ; a missing folder is a one-line error.
+// the step count and refuses a folder whose classes differ; a missing folder is a one-line error; `eval` and
+// `train --eval-every` measure samples with the Fashion-MNIST classifier or Inception weights.
 #include <catch2/catch.hpp>
 
 
@@ -14,6 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,7 +24,11 @@
 #include "diffusion/io/image.hpp"
 #include "diffusion/io/image_folder.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/metrics/fashion_mnist.hpp"
+#include "diffusion/metrics/reference_stats.hpp"
+#include "diffusion/model/inception.hpp"
 #include "diffusion/model/unet_weights.hpp"
+#include <nlohmann/json.hpp>
 #include "../program_runner.hpp"
 #include "diffusion/train/checkpoint.hpp"
 
@@ -246,4 +253,223 @@ TEST_CASE("train_images --conditional: a model of two plain-colour class folders
   r = run(dir, {"sample", "--checkpoint", dir + "/u/model.safetensors", "--class", "dark", "--steps", "2"});
   CHECK(r.status == 1);
   CHECK(r.err.find("holds an unconditional model") != std::string::npos);
+}
+
+namespace {
+
+// `n` gray 28x28 PNGs: a bright rectangle of random size and place on a dark background (one class folder each
+// for even and odd i, so that the classes of a labelled run exist).
+void make_gray_folder(const std::string& root, int n) {
+  diffusion::Rng rng(7);
+  for (int i = 0; i < n; ++i) {
+    const fs::path dir = fs::path(root) / (i % 2 ? "odd" : "even");
+    fs::create_directories(dir);
+    diffusion::io::Image8 im;
+    im.width = im.height = 28;
+    im.channels = 1;
+    im.pixels.assign(28 * 28, 10);
+    const int x0 = 2 + static_cast<int>(rng.uniform_int(10)), y0 = 2 + static_cast<int>(rng.uniform_int(10));
+    const int w = 6 + static_cast<int>(rng.uniform_int(10)), h = 6 + static_cast<int>(rng.uniform_int(10));
+    for (int y = y0; y < y0 + h; ++y)
+      for (int x = x0; x < x0 + w; ++x) im.at(y, x, 0) = static_cast<std::uint8_t>(150 + 10 * (i % 10));
+    diffusion::io::write_png((dir / ("im" + std::to_string(i) + ".png")).string(), im);
+  }
+}
+
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(slurp(path)); }
+
+// The lines of a CSV file after its header, each split at the commas.
+std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(slurp(path));
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::istringstream cs(line);
+    for (std::string cell; std::getline(cs, cell, ',');) cells.push_back(cell);
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+std::string fixed6(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", v);
+  return buf;
+}
+
+}  // namespace
+
+TEST_CASE("train_images measures its samples while training (--eval-every) and with eval, the same numbers",
+          "[example]") {
+  // 20 gray 28x28 images measured in the Fashion-MNIST classifier's space (the cheap extractor; Inception is the
+  // next case). The training run measures at steps 2 and 4; `eval` of the final weights with the same sampler, seed
+  // and batch must reproduce the step-4 line, at any thread count, from the reference statistics the run cached.
+  const std::string dir = scratch("eval");
+  const std::string data = dir + "/data", out = dir + "/out", classifier = FASHION_CLASSIFIER_WEIGHTS;
+  make_gray_folder(data, 20);
+  Result r = run(dir, {"train", "--data", data, "--out", out, "--channels", "1", "--size", "28", "--dim", "8",
+                       "--dim-mults", "1,2", "--batch", "4", "--timesteps", "20", "--sampling-steps", "3", "--steps",
+                       "4", "--final-samples", "1", "--eval-every", "2", "--eval-n", "6", "--classifier", classifier,
+                       "--threads", "2"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("metrics:    " + out + "/eval_log.csv") != std::string::npos);
+  CHECK(slurp(out + "/eval_log.csv").rfind("step,epoch,n,fid,kid_mean,kid_std,precision,recall,eval_s\n", 0) == 0);
+  const auto rows = csv_rows(out + "/eval_log.csv");
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0][0] == "2");
+  CHECK(rows[1][0] == "4");
+  CHECK(rows[1][1] == "0.800");  // 4 steps of 5 per epoch (20 images, batch 4)
+  CHECK(rows[1][2] == "6");
+  CHECK(fs::exists(out + "/reference_classifier.safetensors"));
+
+  nlohmann::json reports[2];
+  for (int threads : {1, 2}) {
+    const std::string json = dir + "/eval" + std::to_string(threads) + ".json";
+    r = run(dir, {"eval", "--checkpoint", out + "/model.safetensors", "--data", data, "--classifier", classifier,
+                  "--n", "6", "--steps", "3", "--json", json, "--threads", std::to_string(threads)});
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(r.out.find("reference: 20 images of " + data) != std::string::npos);
+    CHECK(r.out.find("statistics loaded in " + out + "/reference_classifier.safetensors") != std::string::npos);
+    CHECK(r.out.find("  classes: T-shirt/top ") != std::string::npos);
+    reports[threads - 1] = read_json(json);
+  }
+  const nlohmann::json& j = reports[0];
+  CHECK(j.at("count") == 6);
+  CHECK(j.at("reference_count") == 20);
+  CHECK(j.at("steps") == 3);
+  const std::vector<long> histogram = j.at("class_histogram").get<std::vector<long>>();
+  CHECK(histogram.size() == 10);
+  CHECK(std::accumulate(histogram.begin(), histogram.end(), 0L) == 6);
+  const double fid = j.at("fid").get<double>();
+  CHECK(std::isfinite(fid));
+  CHECK(fid >= 0.0);
+  CHECK(fixed6(fid) == rows[1][3]);                                         // the training run's step-4 line
+  CHECK(fixed6(j.at("precision").get<double>()) == rows[1][6]);
+  CHECK(reports[1].at("fid").get<double>() == fid);                         // 2 threads: the same bits
+  CHECK(reports[1].at("kid_mean").get<double>() == j.at("kid_mean").get<double>());
+
+  // The cached reference is the folder decoded at the model's size and channels, in the classifier's space.
+  diffusion::io::ImageFolderOptions fo;
+  fo.decode.channels = 1;
+  fo.decode.height = fo.decode.width = 28;
+  const diffusion::io::ImageFolder folder(data, fo);
+  diffusion::metrics::FashionMnistExtractor extractor(classifier);
+  bool recomputed = false;
+  const auto cached = diffusion::metrics::cached_reference_stats(
+      out + "/reference_classifier.safetensors", diffusion::metrics::tensor_key(folder.images()), extractor.key(),
+      diffusion::metrics::FeatureStatisticsOptions{}, [&] {
+        recomputed = true;
+        return diffusion::metrics::ReferenceStats{};
+      });
+  CHECK(!recomputed);
+  CHECK(cached.status == diffusion::metrics::CacheStatus::Loaded);
+  REQUIRE(cached.stats.gaussian.count == 20);
+  // Its mean is the mean of the classifier's features of those images, converted to [-1, 1] as training converts
+  // them (p / 255 * 2 - 1).
+  diffusion::Tensor<float> x(folder.images().shape()), features;
+  for (diffusion::Index i = 0; i < x.numel(); ++i)
+    x[i] = static_cast<float>(folder.images()[i]) / 255.0f * 2.0f - 1.0f;
+  extractor.extract(x, features, nullptr);
+  const diffusion::Index D = features.dim(1);
+  REQUIRE(cached.stats.gaussian.mean.numel() == D);
+  for (diffusion::Index d = 0; d < D; ++d) {
+    double mean = 0.0;
+    for (diffusion::Index n = 0; n < 20; ++n) mean += static_cast<double>(features[n * D + d]);
+    mean /= 20.0;
+    INFO("feature " << d);
+    REQUIRE(std::fabs(cached.stats.gaussian.mean[d] - mean) <= 1e-9 * (1.0 + std::fabs(mean)));
+  }
+}
+
+TEST_CASE("train_images eval refuses a missing, doubled or unsuitable feature extractor", "[example]") {
+  const std::string dir = scratch("eval_errors");
+  const std::string data = dir + "/data", out = dir + "/out", classifier = FASHION_CLASSIFIER_WEIGHTS;
+  make_class(data, "red", 220, 30, 20, 4);
+  std::vector<std::string> args = tiny(data, out);
+  args.insert(args.end(), {"--steps", "1", "--final-samples", "1"});
+  REQUIRE(run(dir, args).status == 0);
+  const std::string model = out + "/model.safetensors";
+
+  Result r = run(dir, {"eval", "--checkpoint", model, "--data", data, "--n", "4", "--steps", "2"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("measuring needs a feature extractor: --inception FILE") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+  r = run(dir, {"eval", "--checkpoint", model, "--data", data, "--n", "4", "--steps", "2", "--inception", classifier,
+                "--classifier", classifier});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--inception and --classifier are two feature extractors; give one") != std::string::npos);
+  r = run(dir, {"eval", "--checkpoint", model, "--data", data, "--n", "4", "--steps", "2", "--classifier", classifier});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("the Fashion-MNIST classifier measures 1 x 28 x 28 images, the data are 3 x 8 x 16") !=
+        std::string::npos);
+  r = run(dir, {"eval", "--checkpoint", model, "--data", data, "--n", "4", "--steps", "2", "--inception",
+                dir + "/none.safetensors"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--inception '" + dir + "/none.safetensors' does not exist") != std::string::npos);
+  // A file that is not Inception's weights names the first tensor it lacks.
+  r = run(dir, {"eval", "--checkpoint", model, "--data", data, "--n", "4", "--steps", "2", "--inception", model});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("missing tensor 'Conv2d_1a_3x3.conv.weight'") != std::string::npos);
+  // Training refuses before its first step.
+  r = run(dir, {"train", "--data", data, "--out", dir + "/o2", "--size", "8", "16", "--dim", "8", "--dim-mults", "1,2",
+                "--steps", "1", "--eval-every", "1"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("measuring needs a feature extractor") != std::string::npos);
+  CHECK(!fs::exists(dir + "/o2/checkpoint.safetensors"));
+}
+
+TEST_CASE("train_images eval measures RGB samples in Inception's space from a converted weights file", "[example]") {
+  // Random Inception weights written under pytorch-fid's state_dict names (what scripts/convert_fid_inception.py
+  // writes): each convolution's weights uniform with variance 2 / fan-in (He's, so that the activations keep their
+  // scale through 94 ReLU layers), BatchNorm the identity. The network itself
+  // is checked against torchvision in tests/metrics/test_inception.cpp; this checks the program's path: the
+  // 8 x 16 RGB samples and the 8 reference images go through it, the report has Inception's shape (no classes), and
+  // the reference is cached (loading a cache is checked with the classifier above: Inception's cost 5 s a run).
+  const std::string dir = scratch("eval_inception");
+  const std::string data = dir + "/data", out = dir + "/out", weights = dir + "/inception.safetensors";
+  make_class(data, "red", 220, 30, 20, 4);
+  make_class(data, "blue", 20, 30, 220, 4);
+  {
+    diffusion::io::SafetensorsWriter writer;
+    diffusion::Rng rng(11);
+    std::vector<diffusion::Tensor<float>> tensors;
+    const diffusion::FidInceptionV3 net([&](const std::string& name, const diffusion::Shape& shape, double* v) {
+      diffusion::Tensor<float> t(shape);
+      const bool weight = name.find(".conv.weight") != std::string::npos;
+      const double bound = weight ? std::sqrt(6.0 / static_cast<double>(shape.numel() / shape[0])) : 0.0;
+      for (diffusion::Index i = 0; i < t.numel(); ++i) {
+        const double value = weight ? (2.0 * rng.uniform() - 1.0) * bound
+                             : name.find("running_var") != std::string::npos || name.find("bn.weight") != std::string::npos
+                                 ? 1.0
+                                 : 0.0;
+        t[i] = static_cast<float>(value);
+        v[i] = static_cast<double>(t[i]);
+      }
+      writer.add(name, shape, t.data());
+    });
+    writer.write(weights);
+  }
+  std::vector<std::string> args = tiny(data, out);
+  args.insert(args.end(), {"--steps", "1", "--final-samples", "1"});
+  REQUIRE(run(dir, args).status == 0);
+  const std::string json = dir + "/report.json";
+  Result r = run(dir, {"eval", "--checkpoint", out + "/checkpoint.safetensors", "--data", data, "--inception", weights,
+                       "--n", "4", "--steps", "2", "--json", json, "--threads", "2"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("in Inception-v3 pool3 features (" + weights + "), statistics created in " + out +
+                   "/reference_inception.safetensors") != std::string::npos);
+  CHECK(r.out.find("classes:") == std::string::npos);
+  const nlohmann::json j = read_json(json);
+  CHECK(j.at("count") == 4);
+  CHECK(j.at("reference_count") == 8);
+  CHECK(j.at("class_histogram").empty());
+  CHECK(std::isfinite(j.at("fid").get<double>()));
+  CHECK(j.at("fid").get<double>() > 0.0);
+  CHECK(j.at("extractor").get<std::string>().rfind("Inception-v3", 0) == 0);
+  CHECK(fs::exists(out + "/reference_inception.safetensors"));
 }
