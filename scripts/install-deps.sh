@@ -11,6 +11,7 @@ packages=(
   gnuplot-nox fonts-liberation         # scripts/plot_training.sh (the loss and FID curves of a run)
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (tests/fuzz/): clang, its runtimes, OpenMP
   libdnnl-dev ocl-icd-opencl-dev       # the optional oneDNN GEMM backend (DIFFUSION_ONEDNN), tested by .ci/run
+  libopenmpi-dev openmpi-bin           # the optional data-parallel training over MPI (DIFFUSION_MPI), tested by .ci/run
 )
 # PyTorch for the suite's check that an exported U-Net loads into the reference (tests/golden/verify_export.py):
 # without it that test is skipped and says so; CI (.ci/run) sets DIFFUSION_WITH_TORCH=1 and requires it.

@@ -37,7 +37,7 @@ std::string format_duration(double seconds) {
 ProgressDisplay::ProgressDisplay(std::int64_t first_step, std::int64_t total_steps, std::int64_t steps_per_epoch,
                                  double elapsed_before, std::FILE* stream)
     : stream_(stream),
-      interactive_(::isatty(::fileno(stream)) != 0),
+      interactive_(stream != nullptr && ::isatty(::fileno(stream)) != 0),
       first_step_(first_step),
       total_steps_(total_steps),
       steps_per_epoch_(std::max<std::int64_t>(1, steps_per_epoch)),
@@ -90,6 +90,7 @@ std::string ProgressDisplay::line() const {
 }
 
 void ProgressDisplay::draw(bool force) {
+  if (stream_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_draw_).count();
   if (interactive_) {
@@ -106,6 +107,7 @@ void ProgressDisplay::draw(bool force) {
 }
 
 void ProgressDisplay::clear_line() {
+  if (stream_ == nullptr) return;
   if (line_open_) {
     std::fprintf(stream_, "\r\x1b[K");
     line_open_ = false;
@@ -113,6 +115,7 @@ void ProgressDisplay::clear_line() {
 }
 
 void ProgressDisplay::note(const std::string& text) {
+  if (stream_ == nullptr) return;
   clear_line();
   std::fprintf(stream_, "%s\n", text.c_str());
   std::fflush(stream_);
@@ -120,13 +123,15 @@ void ProgressDisplay::note(const std::string& text) {
 }
 
 void ProgressDisplay::finish() {
+  if (stream_ == nullptr) return;
   // Off a terminal the last step already printed its line (update forces it at the final step).
   if (line_open_) std::fprintf(stream_, "\n");
   line_open_ = false;
   std::fflush(stream_);
 }
 
-TrainLog::TrainLog(std::string path) : path_(std::move(path)) {
+TrainLog::TrainLog(std::string path, bool create) : path_(std::move(path)) {
+  if (!create) return;
   std::error_code ec;
   const bool fresh = !std::filesystem::exists(path_, ec) || std::filesystem::file_size(path_, ec) == 0;
   if (!fresh) return;

@@ -23,6 +23,7 @@ double seconds_since(std::chrono::steady_clock::time_point start);
 class ProgressDisplay {
  public:
   // first_step: the step this process starts at (> 0 when resuming); elapsed_before: seconds of earlier sessions.
+  // stream null: counts without printing (the ranks of a data-parallel run other than the leader).
   ProgressDisplay(std::int64_t first_step, std::int64_t total_steps, std::int64_t steps_per_epoch,
                   double elapsed_before, std::FILE* stream = stderr);
 
@@ -60,7 +61,8 @@ class ProgressDisplay {
 // that stops inside an epoch). Appends, so a resumed run continues the same file.
 class TrainLog {
  public:
-  explicit TrainLog(std::string path);
+  // Creates the file with its header line unless it exists (a resumed run appends); create false: only names it.
+  explicit TrainLog(std::string path, bool create = true);
   void add(std::int64_t step, double epoch, double loss, double images_per_s, double elapsed_s) const;
   const std::string& path() const { return path_; }
 

@@ -12,8 +12,6 @@ void TrainingLoop::run(diffusion::Trainer<float>& trainer, diffusion::BatchSampl
                        ProgressDisplay& progress, const TrainLog& log) const {
   std::string last_checkpoint = resumed_from;
   std::int64_t last_checkpoint_step = resumed_from.empty() ? -1 : trainer.step_count();
-  diffusion::Tensor<float> batch;  // (B, C, H, W)
-  std::vector<std::int64_t> labels;  // (B): a class-conditional model's labels (dropped to "no class" by the trainer)
   const bool conditional = trainer.model().is_conditional();
   DIFFUSION_CHECK(!conditional || sampler.has_labels(),
                   "the model is class-conditional but the training data have no labels");
@@ -21,11 +19,10 @@ void TrainingLoop::run(diffusion::Trainer<float>& trainer, diffusion::BatchSampl
   std::int64_t epoch_steps = 0;
   while (trainer.step_count() < total_steps) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (conditional) sampler.batch(trainer.step_count(), batch, labels);
-    else sampler.batch(trainer.step_count(), batch);
+    const std::int64_t images = sampler.batch_size_of(trainer.step_count());
     diffusion::StepResult r;
     try {
-      r = conditional ? trainer.step(batch, labels) : trainer.step(batch);
+      r = trainer.step(sampler);  // each rank of a data-parallel run reads only its share of the batch
     } catch (const diffusion::TrainingDiverged& e) {
       progress.finish();
       const std::string kept = last_checkpoint.empty()
@@ -38,21 +35,22 @@ void TrainingLoop::run(diffusion::Trainer<float>& trainer, diffusion::BatchSampl
     }
     const std::int64_t s = trainer.step_count();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    progress.update(s, r.loss, batch.dim(0), seconds);
+    progress.update(s, r.loss, images, seconds);
     epoch_loss += r.loss;
     ++epoch_steps;
     if (s % steps_per_epoch == 0 || s == total_steps) {
-      log.add(s, static_cast<double>(s) / static_cast<double>(steps_per_epoch),
-              epoch_loss / static_cast<double>(epoch_steps), progress.images_per_second(), progress.elapsed());
+      if (leader)
+        log.add(s, static_cast<double>(s) / static_cast<double>(steps_per_epoch),
+                epoch_loss / static_cast<double>(epoch_steps), progress.images_per_second(), progress.elapsed());
       epoch_loss = 0.0;
       epoch_steps = 0;
     }
     if (checkpoint_every > 0 && s % checkpoint_every == 0 && s != total_steps) {
-      save();
+      if (leader) save();
       last_checkpoint = checkpoint_path;
       last_checkpoint_step = s;
     }
-    if (after_step) after_step(s);
+    if (leader && after_step) after_step(s);
   }
   progress.finish();
 }

@@ -21,6 +21,9 @@ struct TrainingLoop {
   std::string resumed_from;           // the checkpoint this run continues ("" for a new run)
   std::string divergence_advice;      // appended to the message of a diverged step, e.g. "Try a lower --lr"
   std::string resume_advice;          // appended after it when there is a checkpoint to resume from
+  // False on the ranks of a data-parallel run other than rank 0: they train but write nothing (no log lines, no
+  // checkpoints, no after_step work); rank 0 does.
+  bool leader = true;
   std::function<void()> save;                         // writes the checkpoint of the trainer's current step
   std::function<void(std::int64_t step)> after_step;  // previews, evaluations; may be empty
 

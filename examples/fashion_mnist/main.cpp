@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/ranks.hpp"
 #include "evaluation.hpp"
 #include "options.hpp"
 #include "sampling.hpp"
@@ -25,6 +26,12 @@ std::string one_line(std::string s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    examples::Ranks::init(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fashion_mnist: %s.\n", one_line(e.what()).c_str());
+    return 1;
+  }
   CLI::App app{"Train a denoising diffusion model on Fashion-MNIST, and sample from it.", "fashion_mnist"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
@@ -47,10 +54,13 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
+    DIFFUSION_CHECK(*train || examples::Ranks::get().size() == 1,
+                    "only `train` runs on several ranks; run `sample` and `eval` as one process");
     if (*train) return fashion_mnist::run_train(train_options, fashion_mnist::given_flags(*train));
     if (*eval) return fashion_mnist::run_eval(eval_options, fashion_mnist::given_flags(*eval));
     return fashion_mnist::run_sample(sample_options, fashion_mnist::given_flags(*sample));
   } catch (const std::exception& e) {
+    if (examples::Ranks::get().size() > 1) examples::Ranks::get().fail("fashion_mnist", one_line(e.what()), 1);
     std::fflush(stdout);
     std::fprintf(stderr, "fashion_mnist: %s.\n", one_line(e.what()).c_str());
     return 1;

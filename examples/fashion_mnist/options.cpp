@@ -32,6 +32,7 @@ const NumberRange kStoredStepsRange{0, 1099511627776.0};  // 0: the length is --
 constexpr auto kMaxDimMults = static_cast<std::size_t>(diffusion::UnetConfig::kMaxLevels);
 const NumberRange kLrRange{0, kInf, true};
 const NumberRange kBatchRange{1, 1 << 20};
+const NumberRange kGradientShardsRange{0, 65536};
 const NumberRange kThreadsRange{0, 4096};
 const NumberRange kEmaDecayRange{0, 1};
 const NumberRange kNonNegative{0, kInf};  // --grad-clip, --sample-every, --checkpoint-every, --eta
@@ -73,7 +74,8 @@ CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<in
 // Keys of the stored options, by how a resumed run treats them.
 const std::vector<std::string> kConfigKeys = {"schedule", "timesteps", "loss",      "prediction",
                                               "block",    "dim",       "dim-mults", "batch",
-                                              "seed",     "ema-decay", "conditional", "cond-drop-prob"};
+                                              "seed",     "ema-decay", "conditional", "cond-drop-prob",
+                                              "gradient-shards"};
 const std::vector<std::string> kOptimizerKeys = {"lr", "grad-clip"};
 const std::vector<std::string> kRunKeys = {"data",          "threads",       "sample-every", "checkpoint-every",
                                            "final-samples", "final-sampler", "eval-every",   "eval-n",
@@ -156,6 +158,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->check(in_range(kStepsRange));
   app.add_option("--lr", o.lr, "Adam learning rate")->check(in_range(kLrRange));
   app.add_option("--batch", o.batch, "images per step")->check(in_range(kBatchRange));
+  app.add_option("--gradient-shards", o.gradient_shards,
+                 "parts of each batch whose gradients are added in a fixed order, so that any number of ranks "
+                 "(mpirun -np R, R dividing it) gives the same weights; stored with the run (0: the number of ranks)")
+      ->check(in_range(kGradientShardsRange));
   app.add_option("--seed", o.seed, "seed of the initial weights, the data order and the noise");
   app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
   app.add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0 disables the EMA)")
@@ -295,6 +301,7 @@ nlohmann::json to_json(const TrainOptions& o) {
   j["eval-n"] = o.eval_n;
   j["conditional"] = o.conditional;
   j["cond-drop-prob"] = o.cond_drop_prob;
+  j["gradient-shards"] = o.gradient_shards;
   j["final-guidance"] = o.final_guidance;
   return j;
 }
@@ -409,6 +416,8 @@ TrainOptions train_options_from_json(const nlohmann::json& j, const std::string&
     o.conditional = v.get<bool>();
   }
   if (j.contains("cond-drop-prob")) o.cond_drop_prob = number("cond-drop-prob", kProbabilityRange);
+  // Absent in checkpoints written before data-parallel training: one shard.
+  o.gradient_shards = j.contains("gradient-shards") ? static_cast<int>(integer("gradient-shards", NumberRange{1, kGradientShardsRange.max})) : 1;
   if (j.contains("final-guidance")) o.final_guidance = number("final-guidance", kGuidanceRange);
   return o;
 }

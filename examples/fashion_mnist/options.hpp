@@ -46,6 +46,9 @@ struct TrainOptions {
   // probability cond_drop_prob so that one network learns both predictions classifier-free guidance combines.
   bool conditional = false;
   double cond_drop_prob = 0.1;
+  // Data-parallel runs (mpirun -np R): the batch's parts whose gradients are added in a fixed order, so that any R
+  // dividing it gives the same weights. 0: the number of ranks of a new run.
+  int gradient_shards = 0;
   // Optimiser settings: a resumed run may change them (a note is printed), e.g. to get past a divergence.
   double lr = 1e-3;
   double grad_clip = 0.0;  // max global gradient norm; 0 disables clipping

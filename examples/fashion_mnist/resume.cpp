@@ -95,6 +95,7 @@ diffusion::TrainerOptions trainer_options(const TrainOptions& o) {
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
   to.seed = o.seed;
   to.cond_drop_prob = o.cond_drop_prob;  // used by conditional runs only
+  to.gradient_shards = o.gradient_shards;
   return to;
 }
 

@@ -22,6 +22,7 @@
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/trainer.hpp"
 #include "evaluation.hpp"
+#include "common/ranks.hpp"
 #include "common/training_loop.hpp"
 #include "progress.hpp"
 #include "resume.hpp"
@@ -123,9 +124,18 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(flags.resume);
     resumed = prepare_resume(*resume_reader, flags, given);
   }
-  const TrainOptions o = resumed ? resumed->options : flags;
+  TrainOptions o = resumed ? resumed->options : flags;
   const std::vector<std::string> notes = resumed ? resumed->notes : std::vector<std::string>{};
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  examples::Ranks& ranks = examples::Ranks::get();
+  if (o.gradient_shards == 0) o.gradient_shards = ranks.size();  // a new run: one shard per rank
+  DIFFUSION_CHECK(o.gradient_shards % ranks.size() == 0,
+                  "the run has --gradient-shards " << o.gradient_shards << " but was started on " << ranks.size()
+                      << " ranks, which do not divide it: start it on a number of ranks that does (the shards fix the "
+                      << "order of the gradient sums, so the weights stay the same for any such number)");
+  DIFFUSION_CHECK(o.batch >= o.gradient_shards,
+                  "--batch " << o.batch << " is smaller than --gradient-shards " << o.gradient_shards
+                             << ": every shard needs an image");
 
   // Everything that can be wrong with the inputs is found before the first step.
   const Images images = load_training_images(o.data);  // (N, 1, H, W)
@@ -140,7 +150,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
                   "--dim-mults " << int_list_text(o.dim_mults) << " gives " << config.levels() << " resolution levels, "
                                  << "so the image size must be divisible by " << divisor << ", but the images are "
                                  << H << "x" << W << "; use fewer levels (e.g. 1,2,4)");
-  check_output_folder(o.out);
+  if (ranks.leader()) check_output_folder(o.out);  // the leader writes every output
 
   const fs::path out(o.out);
   const std::string checkpoint_path = join(out, "checkpoint.safetensors");
@@ -155,18 +165,34 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     diffusion::load_checkpoint(*resume_reader, trainer);
     resume_reader.reset();  // the file's bytes are not needed any more
   }
+  {  // every rank must train the same run on the same data
+    nlohmann::json run = to_json(o);
+    for (const char* local : {"data", "out", "threads"}) run.erase(local);  // may differ between machines
+    run["resume-step"] = trainer.step_count();
+    ranks.join(trainer, run.dump(),
+               std::to_string(N) + " images " + diffusion::hash_key(diffusion::fnv1a64(
+                                                    images.data(), static_cast<std::size_t>(images.numel()) * sizeof(float))) +
+                   (o.conditional ? ", labels " + diffusion::hash_key(diffusion::fnv1a64(
+                                                      labels.data(), labels.size() * sizeof(std::int64_t)))
+                                  : std::string()));
+  }
 
   diffusion::BatchOptions bo;
   bo.batch_size = o.batch;
   bo.seed = o.seed;
   diffusion::BatchSampler<float> sampler(images, bo, o.conditional ? &labels : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
+  DIFFUSION_CHECK(sampler.batch_size_of(per_epoch - 1) >= o.gradient_shards,
+                  "the last batch of each epoch has " << sampler.batch_size_of(per_epoch - 1) << " images (" << N
+                      << " images in batches of " << o.batch << "), fewer than the " << o.gradient_shards
+                      << " gradient shards; change --batch");
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
 
   const nlohmann::json stored = stored_options(o, N, H, total);  // what `sample` and `--resume` read back
 
   const auto parameters = static_cast<std::size_t>(plan.parameter_count);  // params().size() has padding too
+  if (ranks.leader()) {
   std::fprintf(stderr, "fashion_mnist: training a %s%s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
                        "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
                o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),
@@ -178,9 +204,14 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "
                          "to train, writing the final outputs\n",
                  static_cast<long long>(first), static_cast<long long>(total));
+  if (ranks.size() > 1)
+    std::fprintf(stderr, "fashion_mnist: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
+                 o.gradient_shards);
+  }
 
-  ProgressDisplay progress(first, total, per_epoch, resumed ? resumed->info.elapsed : 0.0, stderr);
-  const TrainLog log(join(out, "train_log.csv"));
+  ProgressDisplay progress(first, total, per_epoch, resumed ? resumed->info.elapsed : 0.0,
+                           ranks.leader() ? stderr : nullptr);
+  const TrainLog log(join(out, "train_log.csv"), ranks.leader());
   auto save = [&] {
     diffusion::save_checkpoint(checkpoint_path, trainer,
                                {{kOptionsKey, stored.dump()}, {kRunKey, run_info(progress.elapsed()).dump()}});
@@ -203,7 +234,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   // Measured quality every --eval-every steps: the EMA network, DDIM 50, --eval-n samples from the same x_T each time.
   std::unique_ptr<diffusion::metrics::FashionMnistMetrics> metrics;
   std::unique_ptr<EvalLog> eval_log;
-  if (o.eval_every > 0) {
+  if (o.eval_every > 0 && ranks.leader()) {
     DIFFUSION_CHECK(H == 28 && W == 28, "--eval-every: the Fashion-MNIST classifier measures 28x28 images, the data are "
                                             << H << "x" << W);
     metrics = make_metrics(o.data, "test", kDefaultClassifier, join(out, "reference_test.safetensors"));
@@ -230,6 +261,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   loop.divergence_advice = "Try a lower --lr or --grad-clip 1";
   loop.resume_advice = "(both may be changed with --resume)";
   loop.save = save;
+  loop.leader = ranks.leader();
   loop.after_step = [&](std::int64_t s) {
     if (o.sample_every > 0 && s % o.sample_every == 0) {
       char name[64];
@@ -243,6 +275,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
     if (metrics && s % o.eval_every == 0) evaluate(s);
   };
   loop.run(trainer, sampler, progress, log);
+  if (!ranks.leader()) return 0;  // the leader writes the final outputs
 
   // The final outputs.
   save();

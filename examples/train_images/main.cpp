@@ -25,6 +25,7 @@
 
 #include "common/evaluation.hpp"
 #include "common/progress.hpp"
+#include "common/ranks.hpp"
 #include "common/sampling.hpp"
 #include "common/training_loop.hpp"
 #include "diffusion/diffusion.hpp"
@@ -68,6 +69,7 @@ struct TrainOptions {
   double ema_decay = 0.995;
   int batch = 32;
   std::uint64_t seed = 0;
+  int gradient_shards = 0;  // parts of each batch whose gradients are summed in a fixed order (0: the ranks)
   // Free to change on resume.
   int accumulate = 1;
   double lr = 1e-3;
@@ -91,7 +93,8 @@ struct TrainOptions {
 // The flags that define the model, the noise and the data: stored in the checkpoint, taken from it on resume.
 const std::vector<std::string> kFixedFlags = {"channels", "size", "labels", "background", "upscale", "flip", "block",
                                               "dim", "dim-mults", "timesteps", "schedule", "loss", "prediction",
-                                              "ema-decay", "batch", "seed", "conditional", "cond-drop-prob"};
+                                              "ema-decay", "batch", "seed", "conditional", "cond-drop-prob",
+                                              "gradient-shards"};
 
 nlohmann::json to_json(const TrainOptions& o) {
   return {{"channels", o.channels}, {"size", o.size},           {"labels", o.labels},
@@ -99,7 +102,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"block", o.block},       {"dim", o.dim},             {"dim-mults", o.dim_mults},
           {"timesteps", o.timesteps}, {"schedule", o.schedule}, {"loss", o.loss},
           {"prediction", o.prediction}, {"ema-decay", o.ema_decay}, {"batch", o.batch},
-          {"seed", o.seed},         {"conditional", o.conditional}, {"cond-drop-prob", o.cond_drop_prob}};
+          {"seed", o.seed},         {"conditional", o.conditional}, {"cond-drop-prob", o.cond_drop_prob},
+          {"gradient-shards", o.gradient_shards}};
 }
 
 void from_json(const nlohmann::json& j, TrainOptions& o) {
@@ -122,6 +126,8 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
   // Absent in files written before --conditional existed: unconditional.
   o.conditional = j.value("conditional", false);
   o.cond_drop_prob = j.value("cond-drop-prob", 0.1);
+  // Absent in files written before data-parallel training: one shard.
+  o.gradient_shards = j.value("gradient-shards", 1);
 }
 
 std::set<std::string> given_flags(const CLI::App& app) {
@@ -201,6 +207,12 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     if (diffusion::io::dataset_info_from_metadata(resume_reader->metadata(), o.resume, info)) stored_info = info;
   }
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
+  examples::Ranks& ranks = examples::Ranks::get();
+  if (o.gradient_shards == 0) o.gradient_shards = ranks.size();  // a new run: one shard per rank
+  DIFFUSION_CHECK(o.gradient_shards % ranks.size() == 0,
+                  "the run has --gradient-shards " << o.gradient_shards << " but was started on " << ranks.size()
+                      << " ranks, which do not divide it: start it on a number of ranks that does (the shards fix the "
+                      << "order of the gradient sums, so the weights stay the same for any such number)");
   DIFFUSION_CHECK(!o.conditional || o.labels,
                   "--conditional needs --labels: the classes are the first level of subfolders of --data");
   DIFFUSION_CHECK(o.size.size() == 1 || o.size.size() == 2, "--size takes H or H W");
@@ -236,7 +248,9 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
                   "--dim-mults gives " << config.levels() << " resolution levels, so the image size must be divisible by "
                                        << divisor << ", but it is " << H << "x" << W);
-  DIFFUSION_CHECK(o.batch >= o.accumulate, "--accumulate " << o.accumulate << " needs --batch >= " << o.accumulate);
+  DIFFUSION_CHECK(o.batch >= o.accumulate * o.gradient_shards,
+                  "--accumulate " << o.accumulate << " with " << o.gradient_shards << " gradient shard(s) needs --batch >= "
+                                  << o.accumulate * o.gradient_shards);
   if (resume_reader) diffusion::check_checkpoint(*resume_reader, config);
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -256,10 +270,23 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   to.seed = o.seed;
   to.accumulate = o.accumulate;
   to.cond_drop_prob = o.cond_drop_prob;
+  to.gradient_shards = o.gradient_shards;
   diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
   if (resume_reader) {
     diffusion::load_checkpoint(*resume_reader, trainer);
     resume_reader.reset();
+  }
+  {  // every rank must train the same run on the same data
+    nlohmann::json run = to_json(o);
+    run["lr"] = o.lr;
+    run["grad-clip"] = o.grad_clip;
+    run["accumulate"] = o.accumulate;
+    run["steps"] = o.steps;
+    run["epochs"] = o.epochs;
+    run["resume-step"] = trainer.step_count();
+    const auto& bytes = data.images();
+    ranks.join(trainer, run.dump(), data.info().to_json().dump() + " " +
+                                        diffusion::hash_key(diffusion::fnv1a64(bytes.data(), static_cast<std::size_t>(bytes.numel()))));
   }
 
   diffusion::BatchOptions bo;
@@ -268,19 +295,27 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   bo.horizontal_flip = o.flip;
   diffusion::BatchSampler<float> sampler(data.images(), bo, o.conditional ? &data.labels() : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
+  DIFFUSION_CHECK(sampler.batch_size_of(per_epoch - 1) >= o.accumulate * o.gradient_shards,
+                  "the last batch of each epoch has " << sampler.batch_size_of(per_epoch - 1) << " images ("
+                      << data.size() << " images in batches of " << o.batch << "), too few for --accumulate "
+                      << o.accumulate << " x " << o.gradient_shards << " gradient shard(s); change --batch");
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
   const std::map<std::string, std::string> metadata = {{kOptionsKey, to_json(o).dump()},
                                                        {diffusion::io::kDatasetInfoKey, data.info().to_json().dump()}};
+  if (ranks.leader())
   std::fprintf(stderr, "train_images: %lld images %dx%d, %d channel(s)%s from %s; %s%s U-Net (dim %d, %zu parameters), "
                        "steps %lld to %lld (%lld per epoch), batch %d (%d micro-batches); output in %s\n",
                static_cast<long long>(data.size()), H, W, o.channels,
                o.labels ? (", " + std::to_string(data.classes().size()) + " classes").c_str() : "", o.data.c_str(),
                o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
                static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate, o.out.c_str());
+  if (ranks.leader() && ranks.size() > 1)
+    std::fprintf(stderr, "train_images: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
+                 o.gradient_shards);
 
-  examples::ProgressDisplay progress(first, total, per_epoch, elapsed_before, stderr);
-  const examples::TrainLog log((out / "train_log.csv").string());
+  examples::ProgressDisplay progress(first, total, per_epoch, elapsed_before, ranks.leader() ? stderr : nullptr);
+  const examples::TrainLog log((out / "train_log.csv").string(), ranks.leader());
   auto save = [&] {
     nlohmann::json run;
     run["elapsed_s"] = progress.elapsed();
@@ -305,7 +340,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   // same x_T each time, against the training folder's images.
   std::unique_ptr<train_images::FolderMetrics> metrics;
   std::unique_ptr<examples::EvalLog> eval_log;
-  if (o.eval_every > 0) {
+  if (o.eval_every > 0 && ranks.leader()) {
     metrics = train_images::make_folder_metrics({o.inception, o.classifier, reference_cache_path(o.out, o.inception)},
                                                 data.images());
     eval_log = std::make_unique<examples::EvalLog>((out / "eval_log.csv").string());
@@ -329,6 +364,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   loop.resumed_from = o.resume;
   loop.divergence_advice = "Try a new run with a lower --lr or --grad-clip 1";
   loop.save = save;
+  loop.leader = ranks.leader();
   loop.after_step = [&](std::int64_t s) {
     if (o.sample_every > 0 && s % o.sample_every == 0) {
       char name[64];
@@ -344,6 +380,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
     if (metrics && s % o.eval_every == 0) evaluate(s);
   };
   loop.run(trainer, sampler, progress, log);
+  if (!ranks.leader()) return 0;  // the leader writes the final outputs
 
   save();
   diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(), metadata);
@@ -575,6 +612,12 @@ int run_eval(const EvalOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    examples::Ranks::init(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_images: %s.\n", one_line(e.what()).c_str());
+    return 1;
+  }
   CLI::App app{"Train a denoising diffusion model on a folder of images, and sample from it.", "train_images"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
@@ -615,6 +658,10 @@ int main(int argc, char** argv) {
   train->add_option("--ema-decay", t.ema_decay, "EMA decay of the weights (0: no EMA)")->check(CLI::Range(0.0, 0.99999));
   train->add_option("--batch", t.batch, "images per optimisation step")->check(CLI::Range(1, 65536));
   train->add_option("--accumulate", t.accumulate, "micro-batches per step (same result, less memory)")->check(CLI::Range(1, 65536));
+  train->add_option("--gradient-shards", t.gradient_shards,
+                    "parts of each batch whose gradients are added in a fixed order, so that any number of ranks "
+                    "(mpirun -np R, R dividing it) gives the same weights; stored with the run (0: the number of ranks)")
+      ->check(CLI::Range(0, 65536));
   train->add_option("--lr", t.lr, "Adam learning rate")->check(CLI::PositiveNumber);
   train->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0: none)")->check(CLI::NonNegativeNumber);
   train->add_option("--steps", t.steps, "optimisation steps (wins over --epochs)")->check(CLI::NonNegativeNumber);
@@ -698,10 +745,13 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
+    DIFFUSION_CHECK(*train || examples::Ranks::get().size() == 1,
+                    "only `train` runs on several ranks; run `sample` and `eval` as one process");
     if (*train) return run_train(t, given_flags(*train));
     if (*eval) return run_eval(ev);
     return run_sample(s);
   } catch (const std::exception& e) {
+    if (examples::Ranks::get().size() > 1) examples::Ranks::get().fail("train_images", one_line(e.what()), 1);
     std::fflush(stdout);
     std::fprintf(stderr, "train_images: %s.\n", one_line(e.what()).c_str());
     return 1;

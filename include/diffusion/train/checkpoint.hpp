@@ -64,6 +64,9 @@ void save_checkpoint(const std::string& path, const Trainer<T>& trainer,
   // Conditional runs only (an unconditional checkpoint's metadata is as before); informative, not checked on load:
   // a resumed run may change the drop rate as it may the learning rate.
   if (model.config().num_classes > 0) state["cond_drop_prob"] = o.cond_drop_prob;
+  // Data-parallel runs only: the shard count fixes the order of the gradient sums, so a run resumed with the same
+  // count (on any number of ranks dividing it) continues bit for bit. Informative here, as the learning rate is.
+  if (o.gradient_shards > 1) state["gradient_shards"] = o.gradient_shards;
   w.add_metadata(kTrainStateKey, state.dump());
   w.add_metadata(kUnetConfigKey, model.config().to_json().dump());
   const nlohmann::json ext = model.config().extensions_to_json();

@@ -60,13 +60,28 @@ class BatchSampler {
   }
   std::int64_t epoch_of(std::int64_t step) const { return step / batches_per_epoch(); }
 
+  // The number of images B of global step `step`'s batch (batch_size, or fewer for an epoch's last one).
+  Index batch_size_of(std::int64_t step) const {
+    DIFFUSION_CHECK(step >= 0, "BatchSampler: step must be >= 0, got " << step);
+    const Index begin = static_cast<Index>(step % batches_per_epoch()) * options_.batch_size;
+    return std::min(options_.batch_size, shape_[0] - begin);
+  }
+
   // Fills `out` (resized to (B, C, H, W)) with the images of global step `step`.
-  void batch(std::int64_t step, Tensor<T>& out) { fill(step, out, nullptr); }
+  void batch(std::int64_t step, Tensor<T>& out) { fill(step, 0, -1, out, nullptr); }
 
   // The same, and the images' labels into `labels` (resized to B); requires labels.
   void batch(std::int64_t step, Tensor<T>& out, std::vector<std::int64_t>& labels) {
-    DIFFUSION_CHECK(labels_ != nullptr, "BatchSampler::batch: labels asked for, but the sampler was given none");
-    fill(step, out, &labels);
+    check_has_labels();
+    fill(step, 0, -1, out, &labels);
+  }
+
+  // Images [begin, end) of step `step`'s batch (and their labels): exactly those images of batch(step, ...), read
+  // without the others (a data-parallel rank's share). 0 <= begin <= end <= batch_size_of(step).
+  void batch_part(std::int64_t step, Index begin, Index end, Tensor<T>& out) { fill(step, begin, end, out, nullptr); }
+  void batch_part(std::int64_t step, Index begin, Index end, Tensor<T>& out, std::vector<std::int64_t>& labels) {
+    check_has_labels();
+    fill(step, begin, end, out, &labels);
   }
 
  private:
@@ -81,7 +96,12 @@ class BatchSampler {
                     what << ": " << labels_->size() << " labels for " << shape_[0] << " images");
   }
 
-  void fill(std::int64_t step, Tensor<T>& out, std::vector<std::int64_t>* labels) {
+  void check_has_labels() const {
+    DIFFUSION_CHECK(labels_ != nullptr, "BatchSampler::batch: labels asked for, but the sampler was given none");
+  }
+
+  // Images [part_begin, part_end) of the batch (part_end -1: to the batch's end).
+  void fill(std::int64_t step, Index part_begin, Index part_end, Tensor<T>& out, std::vector<std::int64_t>* labels) {
     DIFFUSION_CHECK(step >= 0, "BatchSampler::batch: step must be >= 0, got " << step);
     // The images must not have changed shape since construction (they are kept by reference).
     DIFFUSION_CHECK((values_ ? values_->shape() : bytes_->shape()) == shape_,
@@ -90,13 +110,20 @@ class BatchSampler {
     const Index b = static_cast<Index>(step % batches_per_epoch());
     prepare_epoch(epoch);
     const Index n = shape_[0], begin = b * options_.batch_size;
-    const Index count = std::min(options_.batch_size, n - begin);
+    const Index batch = std::min(options_.batch_size, n - begin);
+    if (part_end < 0) part_end = batch;
+    DIFFUSION_CHECK(0 <= part_begin && part_begin <= part_end && part_end <= batch,
+                    "BatchSampler::batch_part: images [" << part_begin << ", " << part_end << ") of step " << step
+                                                         << "'s batch of " << batch << " asked for");
+    const Index count = part_end - part_begin;
     const Index C = shape_[1], H = shape_[2], W = shape_[3], per = C * H * W;
     out.resize(Shape{count, C, H, W});
     if (labels) labels->resize(static_cast<std::size_t>(count));
     Rng flips = Rng(options_.seed).fork(kDataStream).fork(static_cast<std::uint64_t>(epoch)).fork(static_cast<std::uint64_t>(b) + 1);
+    if (options_.horizontal_flip)  // one draw per image in batch order: skip the part's predecessors'
+      for (Index i = 0; i < part_begin; ++i) flips.next_u32();
     for (Index i = 0; i < count; ++i) {
-      const Index index = order_[static_cast<std::size_t>(begin + i)];
+      const Index index = order_[static_cast<std::size_t>(begin + part_begin + i)];
       if (labels) (*labels)[static_cast<std::size_t>(i)] = (*labels_)[static_cast<std::size_t>(index)];
       T* dst = out.data() + i * per;
       const bool flip = options_.horizontal_flip && (flips.next_u32() & 1u);

@@ -18,6 +18,12 @@
 // .fork(kCondDropStream), a child of the step's stream that leaves the t and noise draws as they are. The decisions
 // are made for the whole batch before the micro-batches, like t and noise: a pure function of (seed, step, N).
 // The model, its optimiser moments and the EMA are the whole state besides the step count (see checkpoint.hpp).
+// Data parallelism (options.gradient_shards = S, use_communicator): the batch's N images are cut into S contiguous
+// shards, images [s N / S, (s + 1) N / S); each shard's gradient is summed from zero (its micro-batches in turn, as
+// above) and the S shard gradients are added in shard order (distributed/gradient_sum.hpp), as are the shards' loss
+// sums. On R ranks (R divides S) rank r computes only shards [r S / R, (r + 1) S / R), reads only their images,
+// and every rank ends the step with the same summed gradient, so takes the same Adam step: R ranks give exactly the
+// weights of one process with the same S, for any R and any thread counts. S = 1 is the plain step above.
 
 #include <algorithm>
 #include <cmath>
@@ -26,7 +32,10 @@
 #include <vector>
 
 #include "diffusion/core/error.hpp"
+#include "diffusion/core/hash.hpp"
 #include "diffusion/core/random.hpp"
+#include "diffusion/distributed/communicator.hpp"
+#include "diffusion/distributed/gradient_sum.hpp"
 #include "diffusion/model/unet.hpp"
 #include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/process/forward_process.hpp"
@@ -59,6 +68,13 @@ struct TrainerOptions {
   // conditional model, which guided sampling leans on most. lucidrains' classifier_free_guidance.py defaults to
   // cond_drop_prob = 0.5, the value that finding argues against.
   double cond_drop_prob = 0.1;
+  // Gradient shards per step (see the top of this file): the batch is cut into this many parts whose gradients are
+  // summed in a fixed order, so that a run on any number of ranks dividing it gives the same weights. 1: no cut.
+  // Needs N >= gradient_shards x accumulate images per batch.
+  Index gradient_shards = 1;
+  // With more than one rank: every this many steps the ranks compare a hash of their weights, Adam moments and EMA
+  // and stop with an Error naming the ranks that differ (0: never).
+  std::int64_t replica_check_every = 100;
 };
 
 // Raised when the loss or a gradient is NaN or infinite; training state is left as it was before the step.
@@ -91,7 +107,14 @@ class Trainer {
   // A pure function of (seed, step, p, labels): independent of the thread count, the micro-batches and the past.
   static void drop_classes(std::uint64_t seed, std::int64_t step, double p, const std::vector<std::int64_t>& labels,
                            std::vector<std::int64_t>& out) {
+    drop_classes(seed, step, p, 0, labels, out);
+  }
+  // The same for images [first, first + labels.size()) of the batch: the decisions those images get in the call
+  // above (a data-parallel rank's share).
+  static void drop_classes(std::uint64_t seed, std::int64_t step, double p, Index first,
+                           const std::vector<std::int64_t>& labels, std::vector<std::int64_t>& out) {
     Rng rng = Rng(seed).fork(kStepStream).fork(static_cast<std::uint64_t>(step)).fork(kCondDropStream);
+    for (Index n = 0; n < first; ++n) rng.uniform();
     out.resize(labels.size());
     for (std::size_t n = 0; n < labels.size(); ++n) out[n] = rng.uniform() < p ? kNullClass : labels[n];
   }
@@ -103,6 +126,10 @@ class Trainer {
     DIFFUSION_CHECK(options.grad_clip >= 0.0, "Trainer: grad_clip must be >= 0 (0 disables), got " << options.grad_clip);
     DIFFUSION_CHECK(options.accumulate >= 1,
                     "Trainer: accumulate (micro-batches per step) must be >= 1, got " << options.accumulate);
+    DIFFUSION_CHECK(options.gradient_shards >= 1,
+                    "Trainer: gradient_shards must be >= 1, got " << options.gradient_shards);
+    DIFFUSION_CHECK(options.replica_check_every >= 0,
+                    "Trainer: replica_check_every must be >= 0 (0 never checks), got " << options.replica_check_every);
     DIFFUSION_CHECK(options.cond_drop_prob >= 0.0 && options.cond_drop_prob <= 1.0,
                     "Trainer: cond_drop_prob must be in [0, 1], got " << options.cond_drop_prob);
     // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
@@ -123,8 +150,9 @@ class Trainer {
     DIFFUSION_CHECK(!model_.is_conditional(),
                     "Trainer::step: the model is class-conditional (num_classes " << model_.config().num_classes
                         << "): train it with step(x0, labels), a class id per image");
-    draw(x0);
-    return step_with(x0, t_, noise_, nullptr);
+    draw(x0.dim(0), x0.shape());
+    const Images mine = local_images(x0.dim(0));
+    return step_with(image_range(x0, mine), x0.dim(0), mine.first, t_, noise_.data(), nullptr);
   }
 
   // One optimisation step of a class-conditional network on x0 (N, channels, H, W) and labels (N), each in
@@ -132,31 +160,35 @@ class Trainer {
   // kNullClass with probability options.cond_drop_prob (drop_classes(seed, step_count(), ...)).
   StepResult step(const Tensor<T>& x0, const std::vector<std::int64_t>& labels) {
     check_batch(x0);
-    check_labels(x0, labels, "labels");
-    for (std::size_t n = 0; n < labels.size(); ++n)
-      DIFFUSION_CHECK(labels[n] >= 0 && labels[n] < model_.config().num_classes,
-                      "Trainer::step: label " << labels[n] << " of image " << n << " is outside [0, "
-                                              << model_.config().num_classes
-                                              << ") (kNullClass ids are what condition dropout makes)");
-    draw(x0);
+    check_labels(x0.dim(0), labels, "labels");
+    check_label_range(labels);
+    draw(x0.dim(0), x0.shape());
     drop_classes(options_.seed, step_, options_.cond_drop_prob, labels, classes_);
-    return step_with(x0, t_, noise_, &classes_);
+    const Images mine = local_images(x0.dim(0));
+    return step_with(image_range(x0, mine), x0.dim(0), mine.first, t_, noise_.data(), classes_.data() + mine.first);
   }
 
   // One optimisation step on the batch `batches` gives for this trainer's step count, with the batch's labels when
   // the model is class-conditional (the sampler must then have labels; an unconditional model ignores any). The data
   // order is then a function of the step, as the draws are: a run resumed at step s continues both exactly, and the
-  // sampler and the trainer cannot get out of step.
+  // sampler and the trainer cannot get out of step. With more than one rank, each reads only its share of the batch.
   StepResult step(BatchSampler<T>& batches) {
+    const Index N = batches.batch_size_of(step_);
+    check_batch_size(N);
+    const Images mine = local_images(N);
     if (!model_.is_conditional()) {
-      batches.batch(step_, batch_);
-      return step(batch_);
+      batches.batch_part(step_, mine.first, mine.last, batch_);
+      draw(N, batch_.shape());
+      return step_with(TensorView<T>(batch_), N, mine.first, t_, noise_.data(), nullptr);
     }
     DIFFUSION_CHECK(batches.has_labels(), "Trainer::step: the model is class-conditional (num_classes "
                                               << model_.config().num_classes
                                               << ") but the BatchSampler has no labels; give it the images' labels");
-    batches.batch(step_, batch_, batch_labels_);
-    return step(batch_, batch_labels_);
+    batches.batch_part(step_, mine.first, mine.last, batch_, batch_labels_);
+    check_label_range(batch_labels_);
+    draw(N, batch_.shape());
+    drop_classes(options_.seed, step_, options_.cond_drop_prob, mine.first, batch_labels_, classes_);
+    return step_with(TensorView<T>(batch_), N, mine.first, t_, noise_.data(), classes_.data());
   }
 
   // One optimisation step with the caller's timesteps t (N,) in [0, T) and noise (x0's shape) instead of the
@@ -169,7 +201,9 @@ class Trainer {
                     "Trainer::step: the model is class-conditional (num_classes " << model_.config().num_classes
                         << "): give the class ids too, step(x0, t, noise, classes)");
     check_shape(noise, x0.shape(), "Trainer::step: noise");
-    return step_with(x0, t, noise, nullptr);
+    check_batch_timesteps(schedule_, TensorView<T>(x0), t, "Trainer::step: x0");
+    const Images mine = local_images(x0.dim(0));
+    return step_with(image_range(x0, mine), x0.dim(0), mine.first, t, noise.data(), nullptr);
   }
 
   // The same for a class-conditional network, with the caller's class ids (N) used as given: ids in
@@ -177,14 +211,42 @@ class Trainer {
   StepResult step(const Tensor<T>& x0, const std::vector<std::int64_t>& t, const Tensor<T>& noise,
                   const std::vector<std::int64_t>& classes) {
     check_batch(x0);
-    check_labels(x0, classes, "classes");
+    check_labels(x0.dim(0), classes, "classes");
     for (std::size_t n = 0; n < classes.size(); ++n)
       DIFFUSION_CHECK(classes[n] == kNullClass || (classes[n] >= 0 && classes[n] < model_.config().num_classes),
                       "Trainer::step: class id " << classes[n] << " of image " << n << " is neither in [0, "
                                                  << model_.config().num_classes << ") nor kNullClass (" << kNullClass
                                                  << ")");
     check_shape(noise, x0.shape(), "Trainer::step: noise");
-    return step_with(x0, t, noise, &classes);
+    check_batch_timesteps(schedule_, TensorView<T>(x0), t, "Trainer::step: x0");
+    const Images mine = local_images(x0.dim(0));
+    return step_with(image_range(x0, mine), x0.dim(0), mine.first, t, noise.data(), classes.data() + mine.first);
+  }
+
+  // Data-parallel training: this trainer is rank comm.rank() of comm.size() (e.g. an MpiCommunicator), computes
+  // its share of every batch's shards and exchanges the gradients with the other ranks; each rank keeps a replica
+  // of the model and takes the same step. The communicator must outlive the trainer; its size must divide
+  // options.gradient_shards. Checks at once that the ranks hold the same weights (check_replicas()).
+  void use_communicator(Communicator& comm) {
+    local_shards(options_.gradient_shards, comm.rank(), comm.size());  // throws unless size() divides the shards
+    comm_ = &comm;
+    check_replicas();
+  }
+  Communicator& communicator() { return comm_ ? *comm_ : single_; }
+
+  // Throws an Error naming the ranks whose weights, Adam moments, EMA or step count differ from rank 0's (compared
+  // by a hash); a collective: every rank calls it. Run every options.replica_check_every steps by step().
+  void check_replicas() {
+    if (communicator().size() == 1) return;
+    const ParameterStore<T>& params = model_.params();
+    std::uint64_t h = fnv1a64(params.values(), params.size() * sizeof(T));
+    if (optimizer_.size() == params.size()) {
+      h = fnv1a64(optimizer_.exp_avg(), params.size() * sizeof(T), h);
+      h = fnv1a64(optimizer_.exp_avg_sq(), params.size() * sizeof(T), h);
+    }
+    if (ema_) h = fnv1a64(ema_->shadow(), params.size() * sizeof(T), h);
+    check_same_on_all_ranks(communicator(), "the model replica at step " + std::to_string(step_),
+                            "step " + std::to_string(step_) + ", weights, Adam moments and EMA " + hash_key(h));
   }
 
   std::int64_t step_count() const { return step_; }
@@ -218,60 +280,112 @@ class Trainer {
   }
 
  private:
+  // Images [first, last) of a batch: this rank's shards.
+  struct Images {
+    Index first = 0, last = 0;
+  };
+
+  // Rank r's images of a batch of N: shards [r S / R, (r + 1) S / R), shard s being images [s N / S, (s + 1) N / S).
+  Images local_images(Index N) {
+    const Index S = options_.gradient_shards;
+    const ShardRange mine = local_shards(S, communicator().rank(), communicator().size());
+    return {mine.first * N / S, (mine.first + mine.count) * N / S};
+  }
+
+  static TensorView<T> image_range(const Tensor<T>& x, Images images) {
+    const Index per_image = x.numel() / x.dim(0);
+    return TensorView<T>(x.data() + images.first * per_image,
+                         Shape{images.last - images.first, x.dim(1), x.dim(2), x.dim(3)});
+  }
+
   void check_batch(const Tensor<T>& x0) const {
     DIFFUSION_CHECK(x0.rank() == 4 && x0.dim(0) > 0,
                     "Trainer::step: expected a non-empty batch (N, C, H, W), got " << x0.shape());
-    DIFFUSION_CHECK(x0.dim(0) >= options_.accumulate,
-                    "Trainer::step: a batch of " << x0.dim(0) << " images cannot be split into accumulate = "
-                                                 << options_.accumulate << " micro-batches");
+    check_batch_size(x0.dim(0));
+  }
+
+  // Every shard needs an image per micro-batch.
+  void check_batch_size(Index N) const {
+    const Index S = options_.gradient_shards, k = options_.accumulate;
+    DIFFUSION_CHECK(N >= S * k, "Trainer::step: a batch of "
+                                    << N << " images cannot be split into "
+                                    << (S > 1 ? "gradient_shards = " + std::to_string(S) + " shards of " : std::string())
+                                    << "accumulate = " << k << " micro-batches" << (S > 1 ? " each" : ""));
   }
 
   // A conditional model and one class id per image (the ids themselves are checked by the U-Net).
-  void check_labels(const Tensor<T>& x0, const std::vector<std::int64_t>& labels, const char* what) const {
+  void check_labels(Index N, const std::vector<std::int64_t>& labels, const char* what) const {
     DIFFUSION_CHECK(model_.is_conditional(),
                     "Trainer::step: " << what << " given, but the model is unconditional (num_classes 0); train it with "
                                       << "step(x0), or build a U-Net with num_classes > 0");
-    DIFFUSION_CHECK(static_cast<Index>(labels.size()) == x0.dim(0),
-                    "Trainer::step: " << labels.size() << " " << what << " for a batch of " << x0.dim(0) << " images");
+    DIFFUSION_CHECK(static_cast<Index>(labels.size()) == N,
+                    "Trainer::step: " << labels.size() << " " << what << " for a batch of " << N << " images");
   }
 
-  // t_ (N) and noise_ (x0's shape) from the step's stream Rng(seed).fork(kStepStream).fork(step_count()):
-  // sample_timesteps, then normal over the noise in element order.
-  void draw(const Tensor<T>& x0) {
+  void check_label_range(const std::vector<std::int64_t>& labels) const {
+    for (std::size_t n = 0; n < labels.size(); ++n)
+      DIFFUSION_CHECK(labels[n] >= 0 && labels[n] < model_.config().num_classes,
+                      "Trainer::step: label " << labels[n] << " of image " << n << " is outside [0, "
+                                              << model_.config().num_classes
+                                              << ") (kNullClass ids are what condition dropout makes)");
+  }
+
+  // t_ (N) and noise_ (N images of `image`'s per-image shape) from the step's stream
+  // Rng(seed).fork(kStepStream).fork(step_count()): sample_timesteps, then normal over the noise in element order.
+  // Every rank draws the whole batch's numbers and uses its share.
+  void draw(Index N, const Shape& image) {
     Rng rng = Rng(options_.seed).fork(kStepStream).fork(static_cast<std::uint64_t>(step_));
-    sample_timesteps(rng, schedule_, x0.dim(0), t_);
-    noise_.resize(x0.shape());
+    sample_timesteps(rng, schedule_, N, t_);
+    noise_.resize(Shape{N, image[1], image[2], image[3]});
     rng.normal(noise_.data(), noise_.numel());
   }
 
-  // The step proper: q_sample and the target for the whole batch, then forward, loss and backward per micro-batch
-  // (images [j N / k, (j + 1) N / k), views into x_t_ and target_; the micro-batch's class ids when `classes` (N) is
-  // given, for a conditional model), [clip], Adam, [EMA]. t and noise may be t_ and noise_.
-  StepResult step_with(const Tensor<T>& x0, const std::vector<std::int64_t>& t, const Tensor<T>& noise,
-                       const std::vector<std::int64_t>* classes) {
-    q_sample(schedule_, x0, t, noise, x_t_);  // checks t against the batch and the schedule
-    training_target(options_.prediction, schedule_, x0, t, noise, target_);
+  // The step proper, on this rank's images x0 = images [first, first + n) of a batch of N: q_sample and the target
+  // for them; per local shard, forward, loss and backward per micro-batch (the shard's images [a, b) cut into
+  // [a + j (b - a) / k, a + (j + 1) (b - a) / k)), the gradient summed from zero; the shards' gradients and loss
+  // sums added in shard order across the ranks; [clip], Adam, [EMA]. t (N) and noise (N images) are the whole
+  // batch's; classes (n), the local images' class ids of a conditional model, or null.
+  StepResult step_with(TensorView<T> x0, Index N, Index first, const std::vector<std::int64_t>& t, const T* noise,
+                       const std::int64_t* classes) {
+    const Index n = x0.dim(0), per_image = x0.numel() / n;
+    local_t_.assign(t.begin() + first, t.begin() + first + n);
+    const TensorView<T> local_noise(noise + first * per_image, x0.shape());
+    q_sample(schedule_, x0, local_t_, local_noise, x_t_);  // checks t against the batch and the schedule
+    training_target(options_.prediction, schedule_, x0, local_t_, local_noise, target_);
 
     ParameterStore<T>& params = model_.params();
-    params.zero_grad();
-    const Index N = x0.dim(0), k = options_.accumulate, per_image = x0.numel() / N;
-    const double count = static_cast<double>(x0.numel());
-    double sum = 0.0;  // the loss sum over the whole batch, in element order
-    for (Index j = 0; j < k; ++j) {
-      const Index n0 = j * N / k, n1 = (j + 1) * N / k;
-      const Shape micro{n1 - n0, x0.dim(1), x0.dim(2), x0.dim(3)};
-      const TensorView<T> x(x_t_.data() + n0 * per_image, micro), target(target_.data() + n0 * per_image, micro);
-      micro_t_.assign(t.begin() + n0, t.begin() + n1);
-      if (classes) {
-        micro_classes_.assign(classes->begin() + n0, classes->begin() + n1);
-        model_.forward(x, micro_t_, micro_classes_, out_);
-      } else {
-        model_.forward(x, micro_t_, out_);
+    Communicator& comm = communicator();
+    const Index S = options_.gradient_shards, k = options_.accumulate;
+    const ShardRange mine = local_shards(S, comm.rank(), comm.size());
+    const bool exchange = S > 1 || comm.size() > 1;  // otherwise the one shard's gradient is the sum
+    if (exchange) gradient_sum_.reset(comm, S, params.size());
+    const double count = static_cast<double>(N * per_image);
+    shard_sums_.assign(static_cast<std::size_t>(mine.count), 0.0);
+    for (Index i = 0; i < mine.count; ++i) {
+      const Index a = (mine.first + i) * N / S - first, b = (mine.first + i + 1) * N / S - first;
+      params.zero_grad();
+      double sum = 0.0;  // the shard's loss sum, in element order
+      for (Index j = 0; j < k; ++j) {
+        const Index n0 = a + j * (b - a) / k, n1 = a + (j + 1) * (b - a) / k;
+        const Shape micro{n1 - n0, x0.dim(1), x0.dim(2), x0.dim(3)};
+        const TensorView<T> x(x_t_.data() + n0 * per_image, micro), target(target_.data() + n0 * per_image, micro);
+        micro_t_.assign(local_t_.begin() + n0, local_t_.begin() + n1);
+        if (classes) {
+          micro_classes_.assign(classes + n0, classes + n1);
+          model_.forward(x, micro_t_, micro_classes_, out_);
+        } else {
+          model_.forward(x, micro_t_, out_);
+        }
+        sum = loss_sum_backward(options_.loss, TensorView<T>(out_), target, 1.0 / count, sum, dout_);
+        model_.backward(dout_);
       }
-      sum = loss_sum_backward(options_.loss, TensorView<T>(out_), target, 1.0 / count, sum, dout_);
-      if (!std::isfinite(sum)) throw TrainingDiverged(step_, "the loss is " + std::to_string(sum / count));
-      model_.backward(dout_);
+      shard_sums_[static_cast<std::size_t>(i)] = sum;
+      if (exchange) gradient_sum_.add(static_cast<std::size_t>(i), params.grads());
     }
+    if (exchange) gradient_sum_.finish(params.grads());
+    // Every rank sees the same loss and gradient, so every rank stops here together when they are not finite.
+    const double sum = sum_in_shard_order(comm, shard_sums_);
+    if (!std::isfinite(sum)) throw TrainingDiverged(step_, "the loss is " + std::to_string(sum / count));
     StepResult r;
     r.loss = sum / count;
     r.grad_norm = options_.grad_clip > 0.0 ? clip_grad_norm(params, options_.grad_clip)
@@ -282,6 +396,8 @@ class Trainer {
     if (ema_) ema_->update(params.values(), params.size());
     ++step_;
     last_loss_ = r.loss;
+    if (comm.size() > 1 && options_.replica_check_every > 0 && step_ % options_.replica_check_every == 0)
+      check_replicas();
     return r;
   }
 
@@ -293,12 +409,17 @@ class Trainer {
   std::unique_ptr<Unet<T>> ema_model_;  // sampling_model()'s network with EMA on
   std::int64_t step_ = 0;
   double last_loss_ = 0.0;
-  // Per-step buffers, reused: (N, C, H, W) each, t_ (N), classes_ (N) (a conditional step's ids after dropout);
-  // out_ and dout_ of one micro-batch; micro_t_ and micro_classes_ its timesteps and class ids.
-  std::vector<std::int64_t> t_, micro_t_, classes_, micro_classes_;
+  SingleProcess single_;            // the communicator without use_communicator()
+  Communicator* comm_ = nullptr;    // use_communicator()'s, or null
+  ShardedGradientSum<T> gradient_sum_;
+  std::vector<double> shard_sums_;  // this rank's shards' loss sums
+  // Per-step buffers, reused: t_ (N) and noise_ (N, C, H, W) of the whole batch, classes_ (a conditional step's ids
+  // after dropout); local_t_, x_t_ and target_ of this rank's images; out_ and dout_ of one micro-batch; micro_t_
+  // and micro_classes_ its timesteps and class ids.
+  std::vector<std::int64_t> t_, local_t_, micro_t_, classes_, micro_classes_;
   Tensor<T> noise_, x_t_, target_, out_, dout_;
-  Tensor<T> batch_;                           // step(batches)'s images (B, C, H, W)
-  std::vector<std::int64_t> batch_labels_;    // and their labels (B), for a conditional model
+  Tensor<T> batch_;                           // step(batches)'s images (this rank's share of the batch)
+  std::vector<std::int64_t> batch_labels_;    // and their labels, for a conditional model
 };
 
 }  // namespace diffusion
