@@ -416,8 +416,8 @@ TrainOptions train_options_from_json(const nlohmann::json& j, const std::string&
     o.conditional = v.get<bool>();
   }
   if (j.contains("cond-drop-prob")) o.cond_drop_prob = number("cond-drop-prob", kProbabilityRange);
-  // Absent in checkpoints written before data-parallel training: one shard.
-  o.gradient_shards = j.contains("gradient-shards") ? static_cast<int>(integer("gradient-shards", NumberRange{1, kGradientShardsRange.max})) : 1;
+  // Absent in checkpoints written before data-parallel training: one shard (0 would mean one per rank).
+  o.gradient_shards = j.contains("gradient-shards") ? static_cast<int>(integer("gradient-shards", kGradientShardsRange)) : 1;
   if (j.contains("final-guidance")) o.final_guidance = number("final-guidance", kGuidanceRange);
   return o;
 }

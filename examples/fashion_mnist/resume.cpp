@@ -95,7 +95,7 @@ diffusion::TrainerOptions trainer_options(const TrainOptions& o) {
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
   to.seed = o.seed;
   to.cond_drop_prob = o.cond_drop_prob;  // used by conditional runs only
-  to.gradient_shards = o.gradient_shards;
+  to.gradient_shards = o.gradient_shards > 0 ? o.gradient_shards : 1;  // 0: one per rank, resolved by run_train
   return to;
 }
 

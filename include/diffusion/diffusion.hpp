@@ -48,6 +48,11 @@
 #include "diffusion/samplers/solvers.hpp"
 #include "diffusion/samplers/timesteps.hpp"
 
+#include "diffusion/distributed/build_id.hpp"
+#include "diffusion/distributed/communicator.hpp"
+#include "diffusion/distributed/gradient_sum.hpp"
+// (distributed/mpi_communicator.hpp is left out: it needs <mpi.h>; include it where you start MPI.)
+
 #include "diffusion/train/adam.hpp"
 #include "diffusion/train/checkpoint.hpp"
 #include "diffusion/train/dataset.hpp"

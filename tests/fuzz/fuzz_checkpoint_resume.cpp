@@ -124,7 +124,8 @@ void require_flags_accept(const fm::TrainOptions& o) {
                      " --checkpoint-every " + std::to_string(o.checkpoint_every) + " --final-samples " +
                      std::to_string(o.final_samples) + " --final-sampler " + o.final_sampler + " --eval-every " +
                      std::to_string(o.eval_every) + " --eval-n " + std::to_string(o.eval_n) + " --cond-drop-prob " +
-                     number(o.cond_drop_prob) + " --final-guidance " + number(o.final_guidance);
+                     number(o.cond_drop_prob) + " --final-guidance " + number(o.final_guidance) +
+                     " --gradient-shards " + std::to_string(o.gradient_shards);
   if (o.conditional) line += " --conditional";
   if (o.steps != 0) line += " --steps " + std::to_string(o.steps);  // 0 (stored only): the length is --epochs
   // Every stored option but those set below has its flag in the line: an option added to TrainOptions without
@@ -156,7 +157,8 @@ void require_flags_accept(const fm::TrainOptions& o) {
 bool same_configuration(const fm::TrainOptions& a, const fm::TrainOptions& b) {
   return a.schedule == b.schedule && a.timesteps == b.timesteps && a.loss == b.loss && a.prediction == b.prediction &&
          a.block == b.block && a.dim == b.dim && a.dim_mults == b.dim_mults && a.batch == b.batch && a.seed == b.seed &&
-         a.ema_decay == b.ema_decay && a.conditional == b.conditional && a.cond_drop_prob == b.cond_drop_prob;
+         a.ema_decay == b.ema_decay && a.conditional == b.conditional && a.cond_drop_prob == b.cond_drop_prob &&
+         a.gradient_shards == b.gradient_shards;
 }
 
 }  // namespace

@@ -36,10 +36,11 @@ inline ShardRange local_shards(Index shards, int rank, int ranks) {
 }
 
 // The sum of the per-shard values (e.g. the loss sums, one per shard), added in shard order on every rank:
-// 0 + v_0 + v_1 + ... + v_{S-1}. `local` holds this rank's shards' values.
-inline double sum_in_shard_order(Communicator& comm, const std::vector<double>& local) {
+// 0 + v_0 + v_1 + ... + v_{S-1}. `local` holds this rank's shards' values; `all` is scratch (reused: no allocation
+// once sized).
+inline double sum_in_shard_order(Communicator& comm, const std::vector<double>& local, std::vector<double>& all) {
   const std::size_t n = local.size(), ranks = static_cast<std::size_t>(comm.size());
-  std::vector<double> all(n * ranks);
+  all.resize(n * ranks);
   comm.all_gather(local.data(), all.data(), n * sizeof(double));
   double sum = 0.0;
   for (double v : all) sum += v;

@@ -384,7 +384,7 @@ class Trainer {
     }
     if (exchange) gradient_sum_.finish(params.grads());
     // Every rank sees the same loss and gradient, so every rank stops here together when they are not finite.
-    const double sum = sum_in_shard_order(comm, shard_sums_);
+    const double sum = sum_in_shard_order(comm, shard_sums_, all_shard_sums_);
     if (!std::isfinite(sum)) throw TrainingDiverged(step_, "the loss is " + std::to_string(sum / count));
     StepResult r;
     r.loss = sum / count;
@@ -412,7 +412,7 @@ class Trainer {
   SingleProcess single_;            // the communicator without use_communicator()
   Communicator* comm_ = nullptr;    // use_communicator()'s, or null
   ShardedGradientSum<T> gradient_sum_;
-  std::vector<double> shard_sums_;  // this rank's shards' loss sums
+  std::vector<double> shard_sums_, all_shard_sums_;  // this rank's shards' loss sums, and every rank's
   // Per-step buffers, reused: t_ (N) and noise_ (N, C, H, W) of the whole batch, classes_ (a conditional step's ids
   // after dropout); local_t_, x_t_ and target_ of this rank's images; out_ and dout_ of one micro-batch; micro_t_
   // and micro_classes_ its timesteps and class ids.
