@@ -102,7 +102,9 @@ void Ranks::join(diffusion::Trainer<float>& trainer, const std::string& run, con
 
 void Ranks::fail(const char* program, const std::string& message, int status) {
   std::fflush(stdout);
-  std::fprintf(stderr, "%s: rank %d of %d: %s.\n", program, rank(), size(), message.c_str());
+  // The library's MPI errors name the rank already.
+  const std::string who = "rank " + std::to_string(rank()) + " of " + std::to_string(size()) + ": ";
+  std::fprintf(stderr, "%s: %s%s.\n", program, message.rfind(who, 0) == 0 ? "" : who.c_str(), message.c_str());
   std::fflush(stderr);
 #ifdef DIFFUSION_WITH_MPI
   if (size() > 1) diffusion::MpiSession::abort(status);

@@ -65,9 +65,10 @@ std::string quoted(const std::vector<std::string>& args) {
 // `mpirun -np ranks program args` (or an MPMD line when `second` is given: rank 0 with args, rank 1 with second),
 // each rank on one thread, killed after `limit` seconds; output captured in dir.
 ProgramResult mpirun(const std::string& dir, int ranks, const std::vector<std::string>& args,
-                     const std::vector<std::string>& second = {}, int limit = 300) {
-  std::string cmd = "timeout -s KILL " + std::to_string(limit) + " " + shell_quote(MPIEXEC_EXE) +
-                    " --oversubscribe -x OMP_NUM_THREADS=1";
+                     const std::vector<std::string>& second = {}, int limit = 300, const std::string& env = "") {
+  std::string cmd = (env.empty() ? "" : env + " ") + "timeout -s KILL " + std::to_string(limit) + " " +
+                    shell_quote(MPIEXEC_EXE) + " --oversubscribe -x OMP_NUM_THREADS=1";
+  if (!env.empty()) cmd += " -x " + env.substr(0, env.find('='));
   if (geteuid() == 0) cmd += " --allow-run-as-root";
   if (second.empty()) {
     cmd += " -np " + std::to_string(ranks) + " " + shell_quote(TRAIN_IMAGES_EXE) + quoted(args);
@@ -148,14 +149,9 @@ TEST_CASE("ranks started with different settings or data refuse to train, naming
   CHECK(images.err.find("disagree on the training data") != std::string::npos);
 }
 
-TEST_CASE("a rank killed with SIGKILL ends the job and leaves the last checkpoint intact", "[mpi]") {
-  const std::string data = make_data("data_kill", 3);
-  const std::string dir = scratch("kill");
-  auto args = tiny(data, dir, "100000");  // far more steps than the test waits for
-  const auto start = std::chrono::steady_clock::now();
-  ProgramResult result;
-  std::thread job([&] { result = mpirun(dir, 2, args, {}, 240); });
-  // Find rank 1 (the environment mpirun gives it names its rank) once a checkpoint exists, and kill it.
+// The process of rank 1 of the run writing into `dir` (the environment mpirun gives it names its rank), once the
+// run has written a checkpoint; 0 if none within 120 s.
+pid_t rank_one_once_checkpointed(const std::string& dir) {
   pid_t victim = 0;
   for (int tries = 0; tries < 1200 && victim == 0; ++tries) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -172,6 +168,17 @@ TEST_CASE("a rank killed with SIGKILL ends the job and leaves the last checkpoin
       }
     }
   }
+  return victim;
+}
+
+TEST_CASE("a rank killed with SIGKILL ends the job and leaves the last checkpoint intact", "[mpi]") {
+  const std::string data = make_data("data_kill", 3);
+  const std::string dir = scratch("kill");
+  auto args = tiny(data, dir, "100000");  // far more steps than the test waits for
+  const auto start = std::chrono::steady_clock::now();
+  ProgramResult result;
+  std::thread job([&] { result = mpirun(dir, 2, args, {}, 240); });
+  const pid_t victim = rank_one_once_checkpointed(dir);
   REQUIRE(victim != 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // mid-run, maybe mid-checkpoint on rank 0
   REQUIRE(kill(victim, SIGKILL) == 0);
@@ -188,4 +195,25 @@ TEST_CASE("a rank killed with SIGKILL ends the job and leaves the last checkpoin
   const auto state = diffusion::read_train_state(reader);
   CHECK(state.at("step").get<std::int64_t>() >= 1);
   CHECK(state.at("gradient_shards").get<std::int64_t>() == 2);
+}
+
+TEST_CASE("a rank that stops answering makes the others stop after DIFFUSION_RANK_TIMEOUT, saying why", "[mpi]") {
+  const std::string data = make_data("data_stop", 4);
+  const std::string dir = scratch("stop");
+  const auto start = std::chrono::steady_clock::now();
+  ProgramResult result;
+  std::thread job([&] { result = mpirun(dir, 2, tiny(data, dir, "100000"), {}, 240, "DIFFUSION_RANK_TIMEOUT=3"); });
+  const pid_t victim = rank_one_once_checkpointed(dir);
+  REQUIRE(victim != 0);
+  REQUIRE(kill(victim, SIGSTOP) == 0);  // alive, but silent: mpirun sees nothing wrong
+  job.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  INFO(result.err);
+  CHECK(result.status != 0);
+  CHECK(seconds < 200);
+  CHECK(result.err.find("train_images: rank 0 of 2: the all-") != std::string::npos);
+  CHECK(result.err.find("exchange did not complete within 3 s: another rank has died or stopped answering") !=
+        std::string::npos);
+  const diffusion::io::SafetensorsReader reader(dir + "/checkpoint.safetensors");
+  CHECK(diffusion::read_train_state(reader).at("step").get<std::int64_t>() >= 1);
 }
