@@ -67,9 +67,9 @@ void Ranks::init(int& argc, char**& argv) {
     ranks->mpi_ = std::make_unique<Mpi>(argc, argv);
     // A rank that died is usually reported by mpirun, which ends the job; a rank that hangs is found by this timeout
     // (it must be longer than the leader's work between two steps: previews, measurements, checkpoints).
-    double timeout = 1800.0;
-    if (const char* t = std::getenv("DIFFUSION_RANK_TIMEOUT")) timeout = std::atof(t);
-    ranks->comm_ = std::make_unique<diffusion::MpiCommunicator>(MPI_COMM_WORLD, timeout > 0 ? timeout : 1800.0);
+    const char* given = std::getenv("DIFFUSION_RANK_TIMEOUT");
+    const double timeout = given != nullptr && std::atof(given) > 0.0 ? std::atof(given) : 1800.0;
+    ranks->comm_ = std::make_unique<diffusion::MpiCommunicator>(MPI_COMM_WORLD, timeout);
     if (ranks->comm_->size() > 1) say_why_when_stopped(ranks->comm_->rank(), ranks->comm_->size());
   }
 #else
@@ -90,6 +90,15 @@ Ranks& Ranks::get() {
     init(argc, argv);
   }
   return *instance();
+}
+
+int Ranks::gradient_shards(int requested) const {
+  if (requested == 0) return size();
+  DIFFUSION_CHECK(requested % size() == 0,
+                  "the run has --gradient-shards " << requested << " but was started on " << size()
+                      << " ranks, which do not divide it: start it on a number of ranks that does (the shards fix the "
+                      << "order of the gradient sums, so the weights stay the same for any such number)");
+  return requested;
 }
 
 void Ranks::join(diffusion::Trainer<float>& trainer, const std::string& run, const std::string& data) {

@@ -22,7 +22,10 @@ class Ranks {
   int rank() const { return comm_->rank(); }
   int size() const { return comm_->size(); }
   bool leader() const { return comm_->rank() == 0; }
-  diffusion::Communicator& communicator() { return *comm_; }
+
+  // The gradient shards of a run asked for `requested` (0: one per rank, for a new run), checked against the ranks:
+  // their number must divide it (the shards fix the order of the gradient sums).
+  int gradient_shards(int requested) const;
 
   // Joins `trainer` to the other ranks: checks that every rank runs the same library build, `run` (the run's
   // settings, e.g. its options as JSON) and `data` (a key of the training data), naming what differs, then

@@ -15,6 +15,15 @@ void TrainingLoop::run(diffusion::Trainer<float>& trainer, diffusion::BatchSampl
   const bool conditional = trainer.model().is_conditional();
   DIFFUSION_CHECK(!conditional || sampler.has_labels(),
                   "the model is class-conditional but the training data have no labels");
+  // Every batch must split into the trainer's shards and micro-batches: an epoch's last, the smallest, tells now.
+  const std::int64_t smallest = sampler.batch_size_of(sampler.batches_per_epoch() - 1);
+  try {
+    trainer.check_batch_size(smallest);
+  } catch (const diffusion::Error& e) {
+    throw diffusion::Error("the last batch of each epoch has " + std::to_string(smallest) + " images (" +
+                           std::to_string(sampler.dataset_size()) + " in batches of the run's size): " + e.what() +
+                           "; change the batch size");
+  }
   double epoch_loss = 0.0;
   std::int64_t epoch_steps = 0;
   while (trainer.step_count() < total_steps) {

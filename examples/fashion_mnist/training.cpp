@@ -128,14 +128,7 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   const std::vector<std::string> notes = resumed ? resumed->notes : std::vector<std::string>{};
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
   examples::Ranks& ranks = examples::Ranks::get();
-  if (o.gradient_shards == 0) o.gradient_shards = ranks.size();  // a new run: one shard per rank
-  DIFFUSION_CHECK(o.gradient_shards % ranks.size() == 0,
-                  "the run has --gradient-shards " << o.gradient_shards << " but was started on " << ranks.size()
-                      << " ranks, which do not divide it: start it on a number of ranks that does (the shards fix the "
-                      << "order of the gradient sums, so the weights stay the same for any such number)");
-  DIFFUSION_CHECK(o.batch >= o.gradient_shards,
-                  "--batch " << o.batch << " is smaller than --gradient-shards " << o.gradient_shards
-                             << ": every shard needs an image");
+  o.gradient_shards = ranks.gradient_shards(o.gradient_shards);
 
   // Everything that can be wrong with the inputs is found before the first step.
   const Images images = load_training_images(o.data);  // (N, 1, H, W)
@@ -182,10 +175,6 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   bo.seed = o.seed;
   diffusion::BatchSampler<float> sampler(images, bo, o.conditional ? &labels : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
-  DIFFUSION_CHECK(sampler.batch_size_of(per_epoch - 1) >= o.gradient_shards,
-                  "the last batch of each epoch has " << sampler.batch_size_of(per_epoch - 1) << " images (" << N
-                      << " images in batches of " << o.batch << "), fewer than the " << o.gradient_shards
-                      << " gradient shards; change --batch");
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
 

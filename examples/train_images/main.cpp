@@ -208,11 +208,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   }
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
   examples::Ranks& ranks = examples::Ranks::get();
-  if (o.gradient_shards == 0) o.gradient_shards = ranks.size();  // a new run: one shard per rank
-  DIFFUSION_CHECK(o.gradient_shards % ranks.size() == 0,
-                  "the run has --gradient-shards " << o.gradient_shards << " but was started on " << ranks.size()
-                      << " ranks, which do not divide it: start it on a number of ranks that does (the shards fix the "
-                      << "order of the gradient sums, so the weights stay the same for any such number)");
+  o.gradient_shards = ranks.gradient_shards(o.gradient_shards);
   DIFFUSION_CHECK(!o.conditional || o.labels,
                   "--conditional needs --labels: the classes are the first level of subfolders of --data");
   DIFFUSION_CHECK(o.size.size() == 1 || o.size.size() == 2, "--size takes H or H W");
@@ -248,9 +244,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
                   "--dim-mults gives " << config.levels() << " resolution levels, so the image size must be divisible by "
                                        << divisor << ", but it is " << H << "x" << W);
-  DIFFUSION_CHECK(o.batch >= o.accumulate * o.gradient_shards,
-                  "--accumulate " << o.accumulate << " with " << o.gradient_shards << " gradient shard(s) needs --batch >= "
-                                  << o.accumulate * o.gradient_shards);
+  DIFFUSION_CHECK(o.batch >= o.accumulate, "--accumulate " << o.accumulate << " needs --batch >= " << o.accumulate);
   if (resume_reader) diffusion::check_checkpoint(*resume_reader, config);
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -295,10 +289,6 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   bo.horizontal_flip = o.flip;
   diffusion::BatchSampler<float> sampler(data.images(), bo, o.conditional ? &data.labels() : nullptr);
   const std::int64_t per_epoch = sampler.batches_per_epoch();
-  DIFFUSION_CHECK(sampler.batch_size_of(per_epoch - 1) >= o.accumulate * o.gradient_shards,
-                  "the last batch of each epoch has " << sampler.batch_size_of(per_epoch - 1) << " images ("
-                      << data.size() << " images in batches of " << o.batch << "), too few for --accumulate "
-                      << o.accumulate << " x " << o.gradient_shards << " gradient shard(s); change --batch");
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
   const std::map<std::string, std::string> metadata = {{kOptionsKey, to_json(o).dump()},

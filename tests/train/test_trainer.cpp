@@ -13,30 +13,16 @@
 #include "support/build_kind.hpp"
 #include "support/skip.hpp"
 #include "support/threads.hpp"
+#include "support/tiny_unet.hpp"
 
 using namespace diffusion;
 
 namespace {
 
 // 64 images 8x8, background -1, a 3x3 bright square at a random place: easy structure for a tiny U-Net.
-Tensor<float> squares(Index n) {
-  Tensor<float> images(Shape{n, 1, 8, 8}, -1.0f);
-  Rng rng(99);
-  for (Index i = 0; i < n; ++i) {
-    const Index r = rng.uniform_int(6), c = rng.uniform_int(6);
-    for (Index y = r; y < r + 3; ++y)
-      for (Index x = c; x < c + 3; ++x) images.at(i, 0, y, x) = 1.0f;
-  }
-  return images;
-}
+Tensor<float> squares(Index n) { return testing::bright_squares(n, 99); }
 
-UnetConfig trainer_tiny() {
-  UnetConfig c;
-  c.dim = 8;
-  c.channels = 1;
-  c.dim_mults = {1, 2};
-  return c;
-}
+UnetConfig trainer_tiny() { return testing::tiny_unet_config(1); }
 
 struct Run {
   std::vector<float> weights, ema, adam_m;

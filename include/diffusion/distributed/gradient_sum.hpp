@@ -64,8 +64,12 @@ class ShardedGradientSum {
       send_.resize(ranks_ * local_ * slice_);  // [destination rank][local shard][slice element]
       recv_.resize(ranks_ * local_ * slice_);  // [source rank][its local shard][element of this rank's slice]
       gathered_.resize(ranks_ * slice_);       // [owner rank][slice element]
-      // The padding past `size` in the last slice is sent as zeros and dropped at the end.
-      std::fill(send_.begin(), send_.end(), T(0));
+      // The padding past `size` (the end of the last slices, never written by add) is sent as zeros, dropped at the end.
+      for (std::size_t q = 0; q < ranks_; ++q)
+        for (std::size_t i = 0; i < local_; ++i) {
+          T* block = send_.data() + (q * local_ + i) * slice_;
+          std::fill(block + slice_elements(q), block + slice_, T(0));
+        }
     }
   }
 
@@ -81,8 +85,8 @@ class ShardedGradientSum {
       return;
     }
     for (std::size_t q = 0; q < ranks_; ++q) {
-      const std::size_t begin = std::min(q * slice_, size_), end = std::min(begin + slice_, size_);
-      std::copy(g + begin, g + end, send_.data() + (q * local_ + i) * slice_);
+      const std::size_t begin = std::min(q * slice_, size_);
+      std::copy(g + begin, g + begin + slice_elements(q), send_.data() + (q * local_ + i) * slice_);
     }
   }
 
@@ -103,6 +107,12 @@ class ShardedGradientSum {
   }
 
  private:
+  // How many of the `size` elements fall in rank q's slice [q slice, (q + 1) slice).
+  std::size_t slice_elements(std::size_t q) const {
+    const std::size_t begin = std::min(q * slice_, size_);
+    return std::min(begin + slice_, size_) - begin;
+  }
+
   static void add_into(T* acc, const T* g, std::size_t n) {
     for (std::size_t j = 0; j < n; ++j) acc[j] += g[j];
   }

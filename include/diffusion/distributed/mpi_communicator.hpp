@@ -110,7 +110,7 @@ class MpiCommunicator final : public Communicator {
   // taken more than a millisecond so that a waiting rank leaves the core to the ranks still computing.
   void wait(MPI_Request& request, const char* what) {
     const auto start = std::chrono::steady_clock::now();
-    for (long polls = 0;; ++polls) {
+    for (;;) {
       int done = 0;
       check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
       if (done) return;

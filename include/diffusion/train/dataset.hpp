@@ -68,12 +68,12 @@ class BatchSampler {
   }
 
   // Fills `out` (resized to (B, C, H, W)) with the images of global step `step`.
-  void batch(std::int64_t step, Tensor<T>& out) { fill(step, 0, -1, out, nullptr); }
+  void batch(std::int64_t step, Tensor<T>& out) { fill(step, 0, batch_size_of(step), out, nullptr); }
 
   // The same, and the images' labels into `labels` (resized to B); requires labels.
   void batch(std::int64_t step, Tensor<T>& out, std::vector<std::int64_t>& labels) {
     check_has_labels();
-    fill(step, 0, -1, out, &labels);
+    fill(step, 0, batch_size_of(step), out, &labels);
   }
 
   // Images [begin, end) of step `step`'s batch (and their labels): exactly those images of batch(step, ...), read
@@ -100,7 +100,7 @@ class BatchSampler {
     DIFFUSION_CHECK(labels_ != nullptr, "BatchSampler::batch: labels asked for, but the sampler was given none");
   }
 
-  // Images [part_begin, part_end) of the batch (part_end -1: to the batch's end).
+  // Images [part_begin, part_end) of the batch.
   void fill(std::int64_t step, Index part_begin, Index part_end, Tensor<T>& out, std::vector<std::int64_t>* labels) {
     DIFFUSION_CHECK(step >= 0, "BatchSampler::batch: step must be >= 0, got " << step);
     // The images must not have changed shape since construction (they are kept by reference).
@@ -109,9 +109,7 @@ class BatchSampler {
     const std::int64_t epoch = epoch_of(step);
     const Index b = static_cast<Index>(step % batches_per_epoch());
     prepare_epoch(epoch);
-    const Index n = shape_[0], begin = b * options_.batch_size;
-    const Index batch = std::min(options_.batch_size, n - begin);
-    if (part_end < 0) part_end = batch;
+    const Index begin = b * options_.batch_size, batch = batch_size_of(step);
     DIFFUSION_CHECK(0 <= part_begin && part_begin <= part_end && part_end <= batch,
                     "BatchSampler::batch_part: images [" << part_begin << ", " << part_end << ") of step " << step
                                                          << "'s batch of " << batch << " asked for");

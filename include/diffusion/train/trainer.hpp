@@ -234,6 +234,17 @@ class Trainer {
   }
   Communicator& communicator() { return comm_ ? *comm_ : single_; }
 
+  // Throws unless a batch of N images can be cut into options.gradient_shards shards of options.accumulate
+  // micro-batches each (an image per micro-batch): step() checks every batch; a training loop may check its smallest
+  // batch (an epoch's last) before the first step.
+  void check_batch_size(Index N) const {
+    const Index S = options_.gradient_shards, k = options_.accumulate;
+    DIFFUSION_CHECK(N >= S * k, "Trainer::step: a batch of "
+                                    << N << " images cannot be split into "
+                                    << (S > 1 ? "gradient_shards = " + std::to_string(S) + " shards of " : std::string())
+                                    << "accumulate = " << k << " micro-batches" << (S > 1 ? " each" : ""));
+  }
+
   // Throws an Error naming the ranks whose weights, Adam moments, EMA or step count differ from rank 0's (compared
   // by a hash); a collective: every rank calls it. Run every options.replica_check_every steps by step().
   void check_replicas() {
@@ -304,14 +315,6 @@ class Trainer {
     check_batch_size(x0.dim(0));
   }
 
-  // Every shard needs an image per micro-batch.
-  void check_batch_size(Index N) const {
-    const Index S = options_.gradient_shards, k = options_.accumulate;
-    DIFFUSION_CHECK(N >= S * k, "Trainer::step: a batch of "
-                                    << N << " images cannot be split into "
-                                    << (S > 1 ? "gradient_shards = " + std::to_string(S) + " shards of " : std::string())
-                                    << "accumulate = " << k << " micro-batches" << (S > 1 ? " each" : ""));
-  }
 
   // A conditional model and one class id per image (the ids themselves are checked by the U-Net).
   void check_labels(Index N, const std::vector<std::int64_t>& labels, const char* what) const {

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -94,6 +95,7 @@ void require_same_tensors(const std::string& a, const std::string& b) {
     INFO(name);
     const auto x = ra.read<double>(name), y = rb.read<double>(name);
     REQUIRE(x.numel() == y.numel());
+    for (double v : x) REQUIRE(std::isfinite(v));  // equal NaNs would compare equal byte for byte
     REQUIRE(std::memcmp(x.data(), y.data(), static_cast<std::size_t>(x.numel()) * sizeof(double)) == 0);
   }
 }
