@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <sstream>
 
 #include "diffusion/core/error.hpp"
 
@@ -29,7 +28,7 @@ const NumberRange kDimRange{4, 4096};
 const NumberRange kEpochsRange{1, 1000000};
 const NumberRange kStepsRange{1, 1099511627776.0};  // 2^40
 const NumberRange kStoredStepsRange{0, 1099511627776.0};  // 0: the length is --epochs
-constexpr auto kMaxDimMults = static_cast<std::size_t>(diffusion::UnetConfig::kMaxLevels);
+const NumberRange kDimMultsCount{1, static_cast<double>(diffusion::UnetConfig::kMaxLevels)};  // the list's length
 const NumberRange kLrRange{0, kInf, true};
 const NumberRange kBatchRange{1, 1 << 20};
 const NumberRange kGradientShardsRange{0, 65536};
@@ -47,152 +46,74 @@ const NumberRange kProbabilityRange{0, 1};
 const NumberRange kGuidanceRange{-1000, 1000};  // w; negative w pushes away from the class (allowed, rarely wanted)
 const NumberRange kClassRange{-1, 65535};       // --class: -1 is kNullClass; the model's num_classes is checked later
 
-std::string number_text(double v) {
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (v == std::floor(v) && std::fabs(v) < 9.0e15) return std::to_string(static_cast<std::int64_t>(v));
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-// Binds a comma-separated integer list flag to `target`.
-CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<int>& target, const std::string& help) {
-  CLI::Option* opt = app.add_option_function<std::string>(
-      name,
-      [&target, name](const std::string& text) {
-        try {
-          target = parse_int_list(text, name);
-        } catch (const diffusion::Error& e) {
-          throw CLI::ValidationError(name, e.what());
-        }
-      },
-      help);
-  opt->type_name("LIST")->default_str(int_list_text(target));
-  return opt;
-}
-
-// Keys of the stored options, by how a resumed run treats them.
-const std::vector<std::string> kConfigKeys = {"schedule", "timesteps", "loss",      "prediction",
-                                              "block",    "dim",       "dim-mults", "batch",
-                                              "seed",     "ema-decay", "conditional", "cond-drop-prob",
-                                              "gradient-shards"};
-const std::vector<std::string> kOptimizerKeys = {"lr", "grad-clip"};
-const std::vector<std::string> kRunKeys = {"data",          "threads",       "sample-every", "checkpoint-every",
-                                           "final-samples", "final-sampler", "eval-every",   "eval-n",
-                                           "final-guidance"};
-
-// An option's value for a message ("linear", "1,2,4", "0.001"); a stored one may be anything: at most 40 characters.
-std::string value_text(const nlohmann::json& v) {
-  std::string s;
-  if (v.is_string()) {
-    s = v.get<std::string>();
-  } else if (v.is_array()) {
-    for (const auto& e : v) s += (s.empty() ? "" : ",") + e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  } else {
-    s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-}
+using examples::add_int_list;
 
 }  // namespace
 
-bool NumberRange::contains(double v) const {
-  return (min_open ? v > min : v >= min) && v <= max;  // false for NaN
+const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
+  using O = TrainOptions;
+  using examples::OnResume;
+  // The fields of a row after the help: accepted values (a range, or for strings a set), the value of a key absent
+  // from a file written before the option existed, a stored value's range when wider than the flag's.
+  static const std::vector<examples::OptionRow<O>> rows = {
+      {"data", &O::data, OnResume::Run,
+       "folder holding " + std::string(kTrainImagesFile) + " (Debian package dataset-fashion-mnist)"},
+      {"schedule", &O::schedule, OnResume::Fixed, "beta schedule", {}, kSchedules},
+      {"timesteps", &O::timesteps, OnResume::Fixed, "number of diffusion steps T", kTimestepsRange},
+      {"loss", &O::loss, OnResume::Fixed, "denoising loss", {}, kLosses},
+      {"prediction", &O::prediction, OnResume::Fixed, "what the network predicts", {}, kPredictions},
+      {"block", &O::block, OnResume::Fixed, "U-Net block type", {}, kBlocks},
+      {"dim", &O::dim, OnResume::Fixed, "U-Net base channel count", kDimRange},
+      {"dim-mults", &O::dim_mults, OnResume::Fixed, "channel multipliers per resolution level, e.g. 1,2,4",
+       kDimMultsCount},
+      {"epochs", &O::epochs, OnResume::Length, "training length in epochs (ignored when --steps is given)",
+       kEpochsRange},
+      {"steps", &O::steps, OnResume::Length, "training length in optimisation steps (wins over --epochs)",
+       kStepsRange, {}, {}, kStoredStepsRange},
+      {"lr", &O::lr, OnResume::Optimizer, "Adam learning rate", kLrRange},
+      {"batch", &O::batch, OnResume::Fixed, "images per step", kBatchRange},
+      // Absent in checkpoints written before data-parallel training: one shard (0 would mean one per rank).
+      {"gradient-shards", &O::gradient_shards, OnResume::Fixed,
+       "parts of each batch whose gradients are added in a fixed order, so that any number of ranks "
+       "(mpirun -np R, R dividing it) gives the same weights; stored with the run (0: the number of ranks)",
+       kGradientShardsRange, {}, nlohmann::json(1)},
+      {"seed", &O::seed, OnResume::Fixed, "seed of the initial weights, the data order and the noise"},
+      {"threads", &O::threads, OnResume::Run, "worker threads (0: all cores)", kThreadsRange},
+      {"ema-decay", &O::ema_decay, OnResume::Fixed, "EMA decay of the sampling weights (0 disables the EMA)",
+       kEmaDecayRange},
+      {"grad-clip", &O::grad_clip, OnResume::Optimizer, "max global gradient norm (0: no clipping)", kNonNegative},
+      // Absent in checkpoints written before `train --conditional` existed: an unconditional run.
+      {"conditional", &O::conditional, OnResume::Fixed,
+       "train a class-conditional model on the labels in " + std::string(kTrainLabelsFile) +
+           " (sample a class with `sample --class K --guidance W`)",
+       {}, {}, nlohmann::json(false)},
+      {"cond-drop-prob", &O::cond_drop_prob, OnResume::Fixed,
+       "conditional runs: probability that an image's label is dropped (the model then learns the "
+       "unconditional prediction too, which guidance needs)",
+       kProbabilityRange, {}, nlohmann::json(0.1)},
+      {"out", &O::out, OnResume::Run, "output folder (default with --resume: the checkpoint's folder)"},
+      {"sample-every", &O::sample_every, OnResume::Run, "write a 4x4 grid of EMA samples every N steps (0: never)",
+       kNonNegative},
+      {"checkpoint-every", &O::checkpoint_every, OnResume::Run,
+       "write the checkpoint every N steps (0: only at the end)", kNonNegative},
+      {"resume", &O::resume, OnResume::NotStored, "continue the run of this checkpoint exactly"},
+      {"final-samples", &O::final_samples, OnResume::Run, "number of images in the final grid", kFinalSamplesRange},
+      {"final-sampler", &O::final_sampler, OnResume::Run, "sampler of the final grid and GIF", {}, kSamplers},
+      {"final-guidance", &O::final_guidance, OnResume::Run,
+       "conditional runs: guidance scale w of the final class grid, the previews and the evaluations",
+       kGuidanceRange, {}, nlohmann::json(3.0)},
+      // Absent in checkpoints written before `train --eval-every` existed: the defaults.
+      {"eval-every", &O::eval_every, OnResume::Run,
+       "every N steps, measure --eval-n EMA samples (DDIM 50) against the test set in --data: FID, KID, "
+       "precision, recall, appended to eval_log.csv (0: never)",
+       kNonNegative, {}, nlohmann::json(0)},
+      {"eval-n", &O::eval_n, OnResume::Run, "samples per evaluation during training", kEvalImagesRange, {},
+       nlohmann::json(1000)},
+  };
+  return rows;
 }
 
-std::string NumberRange::text() const {
-  if (std::isinf(max)) return (min_open ? "> " : ">= ") + number_text(min);
-  return std::string("in ") + (min_open ? "(" : "[") + number_text(min) + ", " + number_text(max) + "]";
-}
-
-CLI::Validator in_range(const NumberRange& range) {
-  return CLI::Validator(
-      [range](std::string& input) {
-        double v = 0.0;
-        if (CLI::detail::lexical_cast(input, v) && std::isfinite(v) && range.contains(v)) return std::string();
-        return "must be " + range.text() + ", got " + input;
-      },
-      range.text());
-}
-
-std::vector<int> parse_int_list(const std::string& text, const std::string& flag) {
-  std::vector<int> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    std::size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    while (used < item.size() && item[used] == ' ') ++used;
-    DIFFUSION_CHECK(used == item.size() && !item.empty() && v > 0,
-                    flag << " expects positive integers separated by commas (e.g. 1,2,4), got '" << text << "'");
-    out.push_back(v);
-  }
-  DIFFUSION_CHECK(!out.empty(), flag << " expects positive integers separated by commas (e.g. 1,2,4), got '" << text << "'");
-  return out;
-}
-
-std::string int_list_text(const std::vector<int>& v) {
-  std::string s;
-  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
-  return s;
-}
-
-void add_train_flags(CLI::App& app, TrainOptions& o) {
-  app.add_option("--data", o.data, "folder holding " + std::string(kTrainImagesFile) +
-                                       " (Debian package dataset-fashion-mnist)");
-  app.add_option("--schedule", o.schedule, "beta schedule")->check(CLI::IsMember(kSchedules));
-  app.add_option("--timesteps", o.timesteps, "number of diffusion steps T")->check(in_range(kTimestepsRange));
-  app.add_option("--loss", o.loss, "denoising loss")->check(CLI::IsMember(kLosses));
-  app.add_option("--prediction", o.prediction, "what the network predicts")->check(CLI::IsMember(kPredictions));
-  app.add_option("--block", o.block, "U-Net block type")->check(CLI::IsMember(kBlocks));
-  app.add_option("--dim", o.dim, "U-Net base channel count")->check(in_range(kDimRange));
-  add_int_list(app, "--dim-mults", o.dim_mults, "channel multipliers per resolution level, e.g. 1,2,4");
-  app.add_option("--epochs", o.epochs, "training length in epochs (ignored when --steps is given)")
-      ->check(in_range(kEpochsRange));
-  app.add_option("--steps", o.steps, "training length in optimisation steps (wins over --epochs)")
-      ->check(in_range(kStepsRange));
-  app.add_option("--lr", o.lr, "Adam learning rate")->check(in_range(kLrRange));
-  app.add_option("--batch", o.batch, "images per step")->check(in_range(kBatchRange));
-  app.add_option("--gradient-shards", o.gradient_shards,
-                 "parts of each batch whose gradients are added in a fixed order, so that any number of ranks "
-                 "(mpirun -np R, R dividing it) gives the same weights; stored with the run (0: the number of ranks)")
-      ->check(in_range(kGradientShardsRange));
-  app.add_option("--seed", o.seed, "seed of the initial weights, the data order and the noise");
-  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
-  app.add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0 disables the EMA)")
-      ->check(in_range(kEmaDecayRange));
-  app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: no clipping)")
-      ->check(in_range(kNonNegative));
-  app.add_flag("--conditional", o.conditional,
-               "train a class-conditional model on the labels in " + std::string(kTrainLabelsFile) +
-                   " (sample a class with `sample --class K --guidance W`)");
-  app.add_option("--cond-drop-prob", o.cond_drop_prob,
-                 "conditional runs: probability that an image's label is dropped (the model then learns the "
-                 "unconditional prediction too, which guidance needs)")
-      ->check(in_range(kProbabilityRange));
-  app.add_option("--out", o.out, "output folder (default with --resume: the checkpoint's folder)");
-  app.add_option("--sample-every", o.sample_every, "write a 4x4 grid of EMA samples every N steps (0: never)")
-      ->check(in_range(kNonNegative));
-  app.add_option("--checkpoint-every", o.checkpoint_every, "write the checkpoint every N steps (0: only at the end)")
-      ->check(in_range(kNonNegative));
-  app.add_option("--resume", o.resume, "continue the run of this checkpoint exactly");
-  app.add_option("--final-samples", o.final_samples, "number of images in the final grid")
-      ->check(in_range(kFinalSamplesRange));
-  app.add_option("--final-sampler", o.final_sampler, "sampler of the final grid and GIF")->check(CLI::IsMember(kSamplers));
-  app.add_option("--final-guidance", o.final_guidance,
-                 "conditional runs: guidance scale w of the final class grid, the previews and the evaluations")
-      ->check(in_range(kGuidanceRange));
-  app.add_option("--eval-every", o.eval_every,
-                 "every N steps, measure --eval-n EMA samples (DDIM 50) against the test set in --data: FID, KID, "
-                 "precision, recall, appended to eval_log.csv (0: never)")
-      ->check(in_range(kNonNegative));
-  app.add_option("--eval-n", o.eval_n, "samples per evaluation during training")->check(in_range(kEvalImagesRange));
-}
+void add_train_flags(CLI::App& app, TrainOptions& o) { examples::add_flags(app, o, train_option_rows()); }
 
 namespace {
 
@@ -267,186 +188,16 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--json", o.json, "also write the report as JSON to this file");
 }
 
-std::set<std::string> given_flags(const CLI::App& app) {
-  std::set<std::string> out;
-  for (const CLI::Option* opt : app.get_options())
-    if (opt->count() > 0) out.insert(opt->get_single_name());
-  return out;
-}
-
-nlohmann::json to_json(const TrainOptions& o) {
-  nlohmann::json j;
-  j["schedule"] = o.schedule;
-  j["timesteps"] = o.timesteps;
-  j["loss"] = o.loss;
-  j["prediction"] = o.prediction;
-  j["block"] = o.block;
-  j["dim"] = o.dim;
-  j["dim-mults"] = o.dim_mults;
-  j["batch"] = o.batch;
-  j["seed"] = o.seed;
-  j["ema-decay"] = o.ema_decay;
-  j["lr"] = o.lr;
-  j["grad-clip"] = o.grad_clip;
-  j["epochs"] = o.epochs;
-  j["steps"] = o.steps;
-  j["data"] = o.data;
-  j["out"] = o.out;
-  j["threads"] = o.threads;
-  j["sample-every"] = o.sample_every;
-  j["checkpoint-every"] = o.checkpoint_every;
-  j["final-samples"] = o.final_samples;
-  j["final-sampler"] = o.final_sampler;
-  j["eval-every"] = o.eval_every;
-  j["eval-n"] = o.eval_n;
-  j["conditional"] = o.conditional;
-  j["cond-drop-prob"] = o.cond_drop_prob;
-  j["gradient-shards"] = o.gradient_shards;
-  j["final-guidance"] = o.final_guidance;
-  return j;
-}
-
-std::string json_brief(const nlohmann::json& v) {
-  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > 40) s = s.substr(0, 37) + "...";
-  return s;
-}
-
-namespace {
-
-const nlohmann::json& stored_field(const nlohmann::json& object, const std::string& key, const std::string& where) {
-  const auto it = object.find(key);
-  DIFFUSION_CHECK(it != object.end(), where << "metadata has no key '" << key << "'");
-  return *it;
-}
-
-}  // namespace
-
-std::int64_t stored_integer(const nlohmann::json& object, const std::string& key, const NumberRange& range,
-                            const std::string& where) {
-  const nlohmann::json& v = stored_field(object, key, where);
-  bool ok = false;
-  std::int64_t x = 0;
-  if (v.is_number_unsigned()) {
-    const std::uint64_t u = v.get<std::uint64_t>();
-    ok = u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    x = ok ? static_cast<std::int64_t>(u) : 0;
-  } else if (v.is_number_integer()) {
-    x = v.get<std::int64_t>();
-    ok = true;
-  }
-  DIFFUSION_CHECK(ok && range.contains(static_cast<double>(x)),
-                  where << "key '" << key << "' is " << json_brief(v) << ", expected an integer " << range.text());
-  return x;
-}
-
-double stored_number(const nlohmann::json& object, const std::string& key, const NumberRange& range,
-                     const std::string& where) {
-  const nlohmann::json& v = stored_field(object, key, where);
-  const double x = v.is_number() ? v.get<double>() : 0.0;
-  DIFFUSION_CHECK(v.is_number() && std::isfinite(x) && range.contains(x),
-                  where << "key '" << key << "' is " << json_brief(v) << ", expected a number " << range.text());
-  return x;
-}
+nlohmann::json to_json(const TrainOptions& o) { return examples::options_to_json(o, train_option_rows()); }
 
 TrainOptions train_options_from_json(const nlohmann::json& j, const std::string& source) {
-  const std::string where = "'" + source + "': the stored '" + kOptionsKey + "' ";
-  DIFFUSION_CHECK(j.is_object(), where << "metadata is " << json_brief(j) << ", not a JSON object");
-  const auto integer = [&](const char* key, const NumberRange& range) { return stored_integer(j, key, range, where); };
-  const auto number = [&](const char* key, const NumberRange& range) { return stored_number(j, key, range, where); };
-  const auto text = [&](const char* key) {
-    const nlohmann::json& v = stored_field(j, key, where);
-    DIFFUSION_CHECK(v.is_string(), where << "key '" << key << "' is " << json_brief(v) << ", expected a string");
-    return v.get<std::string>();
-  };
-  const auto one_of = [&](const char* key, const std::vector<std::string>& allowed) {
-    const nlohmann::json& v = stored_field(j, key, where);
-    const bool ok = v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end();
-    if (!ok) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      throw diffusion::Error(where + "key '" + key + "' is " + json_brief(v) + ", expected one of " + list);
-    }
-    return v.get<std::string>();
-  };
-  TrainOptions o;
-  o.schedule = one_of("schedule", kSchedules);
-  o.timesteps = static_cast<int>(integer("timesteps", kTimestepsRange));
-  o.loss = one_of("loss", kLosses);
-  o.prediction = one_of("prediction", kPredictions);
-  o.block = one_of("block", kBlocks);
-  o.dim = static_cast<int>(integer("dim", kDimRange));
-  {
-    const nlohmann::json& v = stored_field(j, "dim-mults", where);
-    bool ok = v.is_array() && !v.empty() && v.size() <= kMaxDimMults;
-    for (std::size_t i = 0; ok && i < v.size(); ++i)
-      ok = (v[i].is_number_unsigned() || v[i].is_number_integer()) && v[i].get<std::int64_t>() >= 1 &&
-           v[i].get<std::int64_t>() <= std::numeric_limits<int>::max();
-    DIFFUSION_CHECK(ok, where << "key 'dim-mults' is " << json_brief(v) << ", expected a list of 1 to " << kMaxDimMults
-                              << " positive integers");
-    o.dim_mults.clear();
-    for (const auto& m : v) o.dim_mults.push_back(static_cast<int>(m.get<std::int64_t>()));
-  }
-  o.batch = static_cast<int>(integer("batch", kBatchRange));
-  {
-    const nlohmann::json& v = stored_field(j, "seed", where);
-    DIFFUSION_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0),
-                    where << "key 'seed' is " << json_brief(v) << ", expected an integer in [0, 2^64)");
-    o.seed = v.get<std::uint64_t>();
-  }
-  o.ema_decay = number("ema-decay", kEmaDecayRange);
-  o.lr = number("lr", kLrRange);
-  o.grad_clip = number("grad-clip", kNonNegative);
-  o.epochs = static_cast<int>(integer("epochs", kEpochsRange));
-  o.steps = integer("steps", kStoredStepsRange);
-  o.data = text("data");
-  o.out = text("out");
-  o.threads = static_cast<int>(integer("threads", kThreadsRange));
-  o.sample_every = integer("sample-every", kNonNegative);
-  o.checkpoint_every = integer("checkpoint-every", kNonNegative);
-  o.final_samples = static_cast<int>(integer("final-samples", kFinalSamplesRange));
-  o.final_sampler = one_of("final-sampler", kSamplers);
-  // Absent in checkpoints written before `train --eval-every` existed: the defaults.
-  if (j.contains("eval-every")) o.eval_every = integer("eval-every", kNonNegative);
-  if (j.contains("eval-n")) o.eval_n = static_cast<int>(integer("eval-n", kEvalImagesRange));
-  // Absent in checkpoints written before `train --conditional` existed: an unconditional run.
-  if (j.contains("conditional")) {
-    const nlohmann::json& v = stored_field(j, "conditional", where);
-    DIFFUSION_CHECK(v.is_boolean(), where << "key 'conditional' is " << json_brief(v) << ", expected true or false");
-    o.conditional = v.get<bool>();
-  }
-  if (j.contains("cond-drop-prob")) o.cond_drop_prob = number("cond-drop-prob", kProbabilityRange);
-  // Absent in checkpoints written before data-parallel training: one shard (0 would mean one per rank).
-  o.gradient_shards = j.contains("gradient-shards") ? static_cast<int>(integer("gradient-shards", kGradientShardsRange)) : 1;
-  if (j.contains("final-guidance")) o.final_guidance = number("final-guidance", kGuidanceRange);
-  return o;
+  return examples::options_from_json(j, "'" + source + "': the stored '" + kOptionsKey + "' ", train_option_rows());
 }
 
 TrainOptions merge_resume_options(const TrainOptions& flags, const std::set<std::string>& given,
                                   const nlohmann::json& stored, const std::string& checkpoint,
                                   std::vector<std::string>& notes) {
-  const nlohmann::json current = to_json(flags);
-  nlohmann::json merged = stored;
-  std::string mismatches;
-  for (const std::string& key : kConfigKeys) {
-    if (!given.count(key)) continue;
-    if (!stored.contains(key) || stored.at(key) != current.at(key)) {
-      mismatches += std::string(mismatches.empty() ? "" : ", ") + "--" + key + " " + value_text(current.at(key)) +
-                    " (the checkpoint has " + (stored.contains(key) ? value_text(stored.at(key)) : "none") + ")";
-    }
-  }
-  DIFFUSION_CHECK(mismatches.empty(),
-                  "cannot resume from '" << checkpoint << "': its configuration differs from the command line: "
-                                         << mismatches
-                                         << ". Drop these flags to continue that run, or start a new run with --out DIR");
-  for (const std::string& key : kOptimizerKeys) {
-    if (!given.count(key) || stored.value(key, nlohmann::json()) == current.at(key)) continue;
-    notes.push_back("--" + key + " changes from " + value_text(stored.value(key, nlohmann::json())) + " to " +
-                    value_text(current.at(key)) + " for the rest of the run");
-    merged[key] = current.at(key);
-  }
-  for (const std::string& key : kRunKeys)
-    if (given.count(key)) merged[key] = current.at(key);
+  nlohmann::json merged = examples::merge_resume_json(flags, given, stored, train_option_rows(), checkpoint, notes);
   // Length: --steps wins; --epochs alone replaces the stored length; neither keeps it.
   if (given.count("steps")) {
     merged["steps"] = flags.steps;

@@ -4,7 +4,6 @@
 // know the configuration a model was trained with.
 
 #include <cstdint>
-#include <limits>
 #include <optional>
 #include <set>
 #include <string>
@@ -13,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/option_table.hpp"
 #include "diffusion/model/unet_config.hpp"
 #include "diffusion/model/unet_plan.hpp"
 
@@ -120,46 +120,31 @@ struct EvalOptions {
   std::string json;
 };
 
-// The values a numeric option accepts: [min, max], or (min, max] when min_open. One definition per option, used by
-// its flag's validator (in_range) and when a resumed run reads the option back from a checkpoint.
-struct NumberRange {
-  double min = 0.0;
-  double max = std::numeric_limits<double>::infinity();
-  bool min_open = false;
-  bool contains(double v) const;  // false for NaN
-  std::string text() const;       // ">= 0", "> 0", "in [1, 100000]", "in (0, 1]"
-};
+// The helpers every option table uses (examples/common/option_table.hpp), under the names this program has always
+// used for them.
+using examples::given_flags;
+using examples::in_range;
+using examples::int_list_text;
+using examples::json_brief;
+using examples::NumberRange;
+using examples::parse_int_list;
+using examples::stored_integer;
+using examples::stored_number;
 
-// A CLI11 validator: the value must be a finite number in `range`; otherwise the flag's error says
-// "must be <range.text()>, got <value>" (CLI11's own Range(0, DBL_MAX) would print DBL_MAX's 309 digits).
-CLI::Validator in_range(const NumberRange& range);
+// `train`'s options, one row each (flag, member, how a resumed run treats it, help, accepted values): the table
+// behind add_train_flags, to_json, train_options_from_json and merge_resume_options.
+const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows();
 
 // Registers the flags of each subcommand on `app`, bound to `o`.
 void add_train_flags(CLI::App& app, TrainOptions& o);
 void add_sample_flags(CLI::App& app, SampleOptions& o);
 void add_eval_flags(CLI::App& app, EvalOptions& o);
 
-// The flags given on the command line of `app` (names without dashes, e.g. "dim-mults").
-std::set<std::string> given_flags(const CLI::App& app);
-
-// "1,2,4" -> {1, 2, 4}; throws diffusion::Error naming `flag` when malformed.
-std::vector<int> parse_int_list(const std::string& text, const std::string& flag);
-std::string int_list_text(const std::vector<int>& v);
-
 // TrainOptions <-> JSON keyed by flag name. train_options_from_json reads options stored in a file (`source`,
 // named in error messages) as strictly as the flags: every key present, integers as JSON integers, every value in its
 // flag's range or set; otherwise a diffusion::Error naming the file, the metadata key and the option.
 nlohmann::json to_json(const TrainOptions& o);
 TrainOptions train_options_from_json(const nlohmann::json& j, const std::string& source);
-
-// A stored JSON value for an error message: at most 40 characters.
-std::string json_brief(const nlohmann::json& v);
-// The integer / finite number `key` of a stored JSON object, within `range`; `where` starts the error message (it
-// names the file and the metadata key), e.g. "'run/checkpoint.safetensors': the stored 'fashion_mnist.options' ".
-std::int64_t stored_integer(const nlohmann::json& object, const std::string& key, const NumberRange& range,
-                            const std::string& where);
-double stored_number(const nlohmann::json& object, const std::string& key, const NumberRange& range,
-                     const std::string& where);
 
 // The options of a resumed run: flags given on the command line win; the rest come from the checkpoint's stored
 // options. Throws diffusion::Error naming every configuration flag that differs from the checkpoint. `notes`

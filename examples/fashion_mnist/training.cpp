@@ -113,167 +113,201 @@ void check_output_folder(const std::string& out) {
   fs::remove(probe, ec);
 }
 
-int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
+namespace {
+
+// A run, built and checked before its first step: the options (merged with a resumed checkpoint's), the data, the
+// network, the trainer and the batches, where the outputs go. Held by pointer: the trainer refers to the network
+// and the batch sampler to the images.
+struct Run {
+  TrainOptions o;
+  std::vector<std::string> notes;  // of the resume merge, printed with the summary
+  std::optional<ResumedRun> resumed;
+  Images images;  // (N, 1, H, W) in [-1, 1]
+  Index N = 0, H = 0, W = 0;
+  std::vector<std::int64_t> labels;  // (N) conditional runs only
+  diffusion::UnetPlan plan;
+  std::unique_ptr<diffusion::Unet<float>> net;
+  diffusion::TrainerOptions trainer_options;
+  std::unique_ptr<diffusion::Trainer<float>> trainer;
+  std::unique_ptr<diffusion::BatchSampler<float>> batches;
+  std::int64_t per_epoch = 0, total = 0, first = 0;  // steps per epoch, the run's length, the step it starts at
+  nlohmann::json stored;                             // the options as `sample` and `--resume` read them back
+  fs::path out;
+  std::string path(const std::string& name) const { return join(out, name); }
+};
+
+// Sampler settings of the previews, the evaluations and the final grid. A conditional run's images take the classes
+// in turn (0, 1, ..., 9, 0, ...) when n is given.
+SamplerSettings settings_for(const Run& run, const std::string& sampler_name, Index n = 0) {
+  SamplerSettings s;
+  s.sampler = sampler_name;
+  s.ddim_steps = std::min(kPreviewDdimSteps, run.o.timesteps);
+  s.prediction = run.trainer_options.prediction;
+  if (run.o.conditional) s.guidance = run.o.final_guidance;
+  if (run.o.conditional && n > 0) s.classes = examples::classes_in_turn(n, kNumClasses);
+  return s;
+}
+
+// 1. Building: everything that can be wrong with the inputs is found before the first step.
+std::unique_ptr<Run> build_run(const TrainOptions& flags, const std::set<std::string>& given) {
+  auto run = std::make_unique<Run>();
   // A resumed run: options, network and tensors checked against the checkpoint before anything is allocated.
   std::unique_ptr<diffusion::io::SafetensorsReader> resume_reader;
-  std::optional<ResumedRun> resumed;
   if (!flags.resume.empty()) {
     DIFFUSION_CHECK(fs::exists(flags.resume),
                     "--resume '" << flags.resume << "' does not exist. Pass the checkpoint.safetensors of the run to "
                                  << "continue (results/fashion_mnist/checkpoint.safetensors by default)");
     resume_reader = std::make_unique<diffusion::io::SafetensorsReader>(flags.resume);
-    resumed = prepare_resume(*resume_reader, flags, given);
+    run->resumed = prepare_resume(*resume_reader, flags, given);
   }
-  TrainOptions o = resumed ? resumed->options : flags;
-  const std::vector<std::string> notes = resumed ? resumed->notes : std::vector<std::string>{};
+  const std::optional<ResumedRun>& resumed = run->resumed;
+  TrainOptions& o = run->o;
+  o = resumed ? resumed->options : flags;
+  if (resumed) run->notes = resumed->notes;
   if (o.threads > 0) diffusion::set_num_threads(o.threads);
   examples::Ranks& ranks = examples::Ranks::get();
   o.gradient_shards = ranks.gradient_shards(o.gradient_shards);
 
-  // Everything that can be wrong with the inputs is found before the first step.
-  const Images images = load_training_images(o.data);  // (N, 1, H, W)
-  const Index N = images.dim(0), H = images.dim(2), W = images.dim(3);
-  if (resumed) check_resume_images(*resumed, N, o.data);
-  const std::vector<std::int64_t> labels = o.conditional ? load_training_labels(o.data, N) : std::vector<std::int64_t>{};
+  run->images = load_training_images(o.data);  // (N, 1, H, W)
+  run->N = run->images.dim(0);
+  run->H = run->images.dim(2);
+  run->W = run->images.dim(3);
+  if (resumed) check_resume_images(*resumed, run->N, o.data);
+  if (o.conditional) run->labels = load_training_labels(o.data, run->N);
   const diffusion::UnetConfig config =
       resumed ? resumed->config : unet_config(o.block, o.dim, o.dim_mults, 1, o.conditional ? kNumClasses : 0);
-  const diffusion::UnetPlan plan = resumed ? resumed->plan : plan_model(config);
+  run->plan = resumed ? resumed->plan : plan_model(config);
   const Index divisor = Index(1) << (config.levels() - 1);
-  DIFFUSION_CHECK(H % divisor == 0 && W % divisor == 0,
+  DIFFUSION_CHECK(run->H % divisor == 0 && run->W % divisor == 0,
                   "--dim-mults " << int_list_text(o.dim_mults) << " gives " << config.levels() << " resolution levels, "
                                  << "so the image size must be divisible by " << divisor << ", but the images are "
-                                 << H << "x" << W << "; use fewer levels (e.g. 1,2,4)");
+                                 << run->H << "x" << run->W << "; use fewer levels (e.g. 1,2,4)");
   if (ranks.leader()) check_output_folder(o.out);  // the leader writes every output
+  run->out = fs::path(o.out);
 
-  const fs::path out(o.out);
-  const std::string checkpoint_path = join(out, "checkpoint.safetensors");
-  const std::string model_path = join(out, "model.safetensors");
-  const std::string samples_path = join(out, "samples.png");
-  const std::string gif_path = join(out, "denoising.gif");
-
-  diffusion::Unet<float> net(config, o.seed);
-  const diffusion::TrainerOptions to = trainer_options(o);
-  diffusion::Trainer<float> trainer(net, noise_schedule(o), to);
+  run->net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
+  run->trainer_options = trainer_options(o);
+  run->trainer = std::make_unique<diffusion::Trainer<float>>(*run->net, noise_schedule(o), run->trainer_options);
   if (resume_reader) {
-    diffusion::load_checkpoint(*resume_reader, trainer);
+    diffusion::load_checkpoint(*resume_reader, *run->trainer);
     resume_reader.reset();  // the file's bytes are not needed any more
   }
   {  // every rank must train the same run on the same data
-    nlohmann::json run = to_json(o);
-    for (const char* local : {"data", "out", "threads"}) run.erase(local);  // may differ between machines
-    run["resume-step"] = trainer.step_count();
-    ranks.join(trainer, run.dump(),
-               std::to_string(N) + " images " + diffusion::hash_key(diffusion::fnv1a64(
-                                                    images.data(), static_cast<std::size_t>(images.numel()) * sizeof(float))) +
-                   (o.conditional ? ", labels " + diffusion::hash_key(diffusion::fnv1a64(
-                                                      labels.data(), labels.size() * sizeof(std::int64_t)))
+    nlohmann::json settings = to_json(o);
+    for (const char* local : {"data", "out", "threads"}) settings.erase(local);  // may differ between machines
+    settings["resume-step"] = run->trainer->step_count();
+    const auto bytes = [](const auto& v, std::size_t n) { return diffusion::hash_key(diffusion::fnv1a64(v, n)); };
+    ranks.join(*run->trainer, settings.dump(),
+               std::to_string(run->N) + " images " +
+                   bytes(run->images.data(), static_cast<std::size_t>(run->images.numel()) * sizeof(float)) +
+                   (o.conditional ? ", labels " + bytes(run->labels.data(), run->labels.size() * sizeof(std::int64_t))
                                   : std::string()));
   }
 
   diffusion::BatchOptions bo;
   bo.batch_size = o.batch;
   bo.seed = o.seed;
-  diffusion::BatchSampler<float> sampler(images, bo, o.conditional ? &labels : nullptr);
-  const std::int64_t per_epoch = sampler.batches_per_epoch();
-  const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
-  const std::int64_t first = trainer.step_count();
+  run->batches = std::make_unique<diffusion::BatchSampler<float>>(run->images, bo,
+                                                                  o.conditional ? &run->labels : nullptr);
+  run->per_epoch = run->batches->batches_per_epoch();
+  run->total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * run->per_epoch;
+  run->first = run->trainer->step_count();
+  run->stored = stored_options(o, run->N, run->H, run->total);
+  return run;
+}
 
-  const nlohmann::json stored = stored_options(o, N, H, total);  // what `sample` and `--resume` read back
-
-  const auto parameters = static_cast<std::size_t>(plan.parameter_count);  // params().size() has padding too
-  if (ranks.leader()) {
-  std::fprintf(stderr, "fashion_mnist: training a %s%s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images %lldx%lld, "
-                       "steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
-               o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(), parameters, static_cast<long long>(N),
-               static_cast<long long>(H), static_cast<long long>(W), static_cast<long long>(first),
-               static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.loss.c_str(), o.timesteps,
-               o.schedule.c_str(), o.out.c_str());
-  for (const std::string& note : notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
-  if (first >= total)
+void print_summary(const Run& run, int ranks) {
+  const TrainOptions& o = run.o;
+  const auto parameters = static_cast<std::size_t>(run.plan.parameter_count);  // params().size() has padding too
+  std::fprintf(stderr, "fashion_mnist: training a %s%s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images "
+                       "%lldx%lld, steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
+               o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(),
+               parameters, static_cast<long long>(run.N), static_cast<long long>(run.H), static_cast<long long>(run.W),
+               static_cast<long long>(run.first), static_cast<long long>(run.total),
+               static_cast<long long>(run.per_epoch), o.batch, o.loss.c_str(), o.timesteps, o.schedule.c_str(),
+               o.out.c_str());
+  for (const std::string& note : run.notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
+  if (run.first >= run.total)
     std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "
                          "to train, writing the final outputs\n",
-                 static_cast<long long>(first), static_cast<long long>(total));
-  if (ranks.size() > 1)
-    std::fprintf(stderr, "fashion_mnist: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
+                 static_cast<long long>(run.first), static_cast<long long>(run.total));
+  if (ranks > 1)
+    std::fprintf(stderr, "fashion_mnist: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks,
                  o.gradient_shards);
-  }
+}
 
-  ProgressDisplay progress(first, total, per_epoch, resumed ? resumed->info.elapsed : 0.0,
-                           ranks.leader() ? stderr : nullptr);
-  const TrainLog log(join(out, "train_log.csv"), ranks.leader());
-  auto save = [&] {
-    diffusion::save_checkpoint(checkpoint_path, trainer,
-                               {{kOptionsKey, stored.dump()}, {kRunKey, run_info(progress.elapsed()).dump()}});
-  };
-  auto settings_for = [&](const std::string& sampler_name) {
-    SamplerSettings s;
-    s.sampler = sampler_name;
-    s.ddim_steps = std::min(kPreviewDdimSteps, o.timesteps);
-    s.prediction = to.prediction;
-    if (o.conditional) s.guidance = o.final_guidance;
-    return s;
-  };
-  // The settings for n images: a conditional run's images take the classes in turn (0, 1, ..., 9, 0, ...).
-  auto settings_for_images = [&](const std::string& sampler_name, Index n) {
-    SamplerSettings s = settings_for(sampler_name);
-    if (o.conditional) s.classes = examples::classes_in_turn(n, kNumClasses);
-    return s;
-  };
+void save_checkpoint(const Run& run, const ProgressDisplay& progress) {
+  diffusion::save_checkpoint(run.path("checkpoint.safetensors"), *run.trainer,
+                             {{kOptionsKey, run.stored.dump()}, {kRunKey, run_info(progress.elapsed()).dump()}});
+}
 
+// 2. The loop: the steps, with checkpoints, previews every --sample-every steps and measurements every --eval-every
+// steps (returns the measurements' log, or null).
+std::unique_ptr<EvalLog> train_steps(Run& run, ProgressDisplay& progress, const TrainLog& log, bool leader) {
+  const TrainOptions& o = run.o;
+  diffusion::Trainer<float>& trainer = *run.trainer;
   // Measured quality every --eval-every steps: the EMA network, DDIM 50, --eval-n samples from the same x_T each time.
   std::unique_ptr<diffusion::metrics::FashionMnistMetrics> metrics;
   std::unique_ptr<EvalLog> eval_log;
-  if (o.eval_every > 0 && ranks.leader()) {
-    DIFFUSION_CHECK(H == 28 && W == 28, "--eval-every: the Fashion-MNIST classifier measures 28x28 images, the data are "
-                                            << H << "x" << W);
-    metrics = make_metrics(o.data, "test", kDefaultClassifier, join(out, "reference_test.safetensors"));
-    eval_log = std::make_unique<EvalLog>(join(out, "eval_log.csv"));
+  if (o.eval_every > 0 && leader) {
+    DIFFUSION_CHECK(run.H == 28 && run.W == 28, "--eval-every: the Fashion-MNIST classifier measures 28x28 images, "
+                                                "the data are " << run.H << "x" << run.W);
+    metrics = make_metrics(o.data, "test", kDefaultClassifier, run.path("reference_test.safetensors"));
+    eval_log = std::make_unique<EvalLog>(run.path("eval_log.csv"));
   }
-  auto evaluate = [&](std::int64_t s) {
+  const auto evaluate = [&](std::int64_t s) {
     double sampling_seconds = 0.0;
     const auto t0 = std::chrono::steady_clock::now();
-    const EvalResult r = evaluate_samples(trainer.sampling_model(), trainer.schedule(), settings_for("ddim"), *metrics,
-                                          o.eval_n, 250, o.seed, eval_classes(trainer.sampling_model(), o.eval_n, {}),
-                                          sampling_seconds, false);
+    const EvalResult r = evaluate_samples(trainer.sampling_model(), trainer.schedule(), settings_for(run, "ddim"),
+                                          *metrics, o.eval_n, 250, o.seed,
+                                          eval_classes(trainer.sampling_model(), o.eval_n, {}), sampling_seconds, false);
     const double seconds = examples::seconds_since(t0);
-    eval_log->add(s, static_cast<double>(s) / static_cast<double>(per_epoch), r.report, seconds);
+    eval_log->add(s, static_cast<double>(s) / static_cast<double>(run.per_epoch), r.report, seconds);
     std::fprintf(stderr, "\nfashion_mnist: step %lld: %s%s\n", static_cast<long long>(s), r.report.summary().c_str(),
                  r.accuracy.asked.empty() ? "" : (", class accuracy " + r.accuracy.summary()).c_str());
   };
 
   examples::TrainingLoop loop;
-  loop.total_steps = total;
-  loop.steps_per_epoch = per_epoch;
+  loop.total_steps = run.total;
+  loop.steps_per_epoch = run.per_epoch;
   loop.checkpoint_every = o.checkpoint_every;
-  loop.checkpoint_path = checkpoint_path;
+  loop.checkpoint_path = run.path("checkpoint.safetensors");
   loop.resumed_from = o.resume;
   loop.divergence_advice = "Try a lower --lr or --grad-clip 1";
   loop.resume_advice = "(both may be changed with --resume)";
-  loop.save = save;
-  loop.leader = ranks.leader();
+  loop.save = [&] { save_checkpoint(run, progress); };
+  loop.leader = leader;
   loop.after_step = [&](std::int64_t s) {
     if (o.sample_every > 0 && s % o.sample_every == 0) {
       char name[64];
       std::snprintf(name, sizeof name, "preview_step_%06lld.png", static_cast<long long>(s));
       Images x;
       diffusion::Rng rng = diffusion::Rng(o.seed).fork(kPreviewStream);
-      generate(trainer.sampling_model(), trainer.schedule(), settings_for_images("ddim", kPreviewImages), kPreviewImages,
-               1, H, W, rng, x, nullptr);
-      write_grid_png(join(out, name), x);
+      generate(trainer.sampling_model(), trainer.schedule(), settings_for(run, "ddim", kPreviewImages), kPreviewImages,
+               1, run.H, run.W, rng, x, nullptr);
+      write_grid_png(run.path(name), x);
     }
     if (metrics && s % o.eval_every == 0) evaluate(s);
   };
-  loop.run(trainer, sampler, progress, log);
-  if (!ranks.leader()) return 0;  // the leader writes the final outputs
+  loop.run(trainer, *run.batches, progress, log);
+  return eval_log;
+}
 
-  // The final outputs.
-  save();
-  diffusion::save_unet_weights(net, model_path, trainer.sampling_weights(),
-                               {{kOptionsKey, stored.dump()}, {"fashion_mnist.weights", trainer.ema() ? "ema" : "raw"}});
+// 3. The outputs (the leader's): the last checkpoint, the sampling weights, a grid of samples and its GIF, and the
+// summary on stdout.
+void write_outputs(const Run& run, const ProgressDisplay& progress, const TrainLog& log, const EvalLog* eval_log) {
+  const TrainOptions& o = run.o;
+  diffusion::Trainer<float>& trainer = *run.trainer;
+  const std::string checkpoint_path = run.path("checkpoint.safetensors"), model_path = run.path("model.safetensors");
+  const std::string samples_path = run.path("samples.png"), gif_path = run.path("denoising.gif");
+  save_checkpoint(run, progress);
+  diffusion::save_unet_weights(*run.net, model_path, trainer.sampling_weights(),
+                               {{kOptionsKey, run.stored.dump()},
+                                {"fashion_mnist.weights", trainer.ema() ? "ema" : "raw"}});
   // A conditional run's grid is a class grid: one row per class, ceil(final_samples / 10) images each.
   const int per_row = (o.final_samples + kNumClasses - 1) / kNumClasses;
   const Index final_n = o.conditional ? static_cast<Index>(per_row) * kNumClasses : o.final_samples;
-  SamplerSettings final_settings = settings_for(o.final_sampler);
+  SamplerSettings final_settings = settings_for(run, o.final_sampler);
   if (o.conditional) final_settings.classes = examples::class_grid_ids(kNumClasses, per_row);
   // A class grid's GIF shows the first image of each row: one per class.
   const int sampler_steps = final_settings.steps(o.timesteps);
@@ -285,16 +319,16 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   if (o.conditional) std::snprintf(class_note, sizeof class_note, ", one row per class, guidance %g", o.final_guidance);
   std::fprintf(stderr, "fashion_mnist: sampling %lld images (%s, %d steps%s)\n", static_cast<long long>(final_n),
                o.final_sampler.c_str(), sampler_steps, class_note);
-  generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, 1, H, W, rng, x, &gif);
+  generate(trainer.sampling_model(), trainer.schedule(), final_settings, final_n, 1, run.H, run.W, rng, x, &gif);
   if (o.conditional) write_grid_png(samples_path, x, per_row);
   else write_grid_png(samples_path, x);
   gif.write(gif_path);
 
   std::printf("fashion_mnist: trained to step %lld in %s", static_cast<long long>(trainer.step_count()),
               format_duration(progress.elapsed()).c_str());
-  if (trainer.step_count() > first)
+  if (trainer.step_count() > run.first)
     std::printf(", loss %.4f (mean of the last %lld steps)", progress.mean_loss(),
-                static_cast<long long>(std::min<std::int64_t>(100, trainer.step_count() - first)));
+                static_cast<long long>(std::min<std::int64_t>(100, trainer.step_count() - run.first)));
   std::printf("\n");
   std::printf("  checkpoint: %s  (resume with --resume, sample with `fashion_mnist sample --checkpoint ...`)\n",
               checkpoint_path.c_str());
@@ -304,6 +338,20 @@ int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
   std::printf("  denoising:  %s\n", gif_path.c_str());
   std::printf("  log:        %s\n", log.path().c_str());
   if (eval_log) std::printf("  metrics:    %s\n", eval_log->path().c_str());
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& flags, const std::set<std::string>& given) {
+  const std::unique_ptr<Run> run = build_run(flags, given);
+  const examples::Ranks& ranks = examples::Ranks::get();
+  if (ranks.leader()) print_summary(*run, ranks.size());
+  ProgressDisplay progress(run->first, run->total, run->per_epoch, run->resumed ? run->resumed->info.elapsed : 0.0,
+                           ranks.leader() ? stderr : nullptr);
+  const TrainLog log(run->path("train_log.csv"), ranks.leader());
+  const std::unique_ptr<EvalLog> eval_log = train_steps(*run, progress, log, ranks.leader());
+  if (!ranks.leader()) return 0;  // the leader writes the final outputs
+  write_outputs(*run, progress, log, eval_log.get());
   return 0;
 }
 

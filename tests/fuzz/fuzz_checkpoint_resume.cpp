@@ -108,35 +108,13 @@ void train_from(const io::SafetensorsReader& reader, const fm::ResumedRun& run) 
 }
 
 // Every option of a resumed run must be a value the command line accepts: the example's own flags (add_train_flags,
-// with their CLI11 validators) parse `o`'s values back unchanged. Independent of train_options_from_json's checks.
+// with their CLI11 validators) parse `o`'s values back unchanged. The line is rendered from the option table that
+// also writes the stored JSON, so every stored option is in it; independent of train_options_from_json's checks.
 void require_flags_accept(const fm::TrainOptions& o) {
-  const auto number = [](double v) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    return std::string(buf);
-  };
-  std::string line = "--schedule " + o.schedule + " --timesteps " + std::to_string(o.timesteps) + " --loss " + o.loss +
-                     " --prediction " + o.prediction + " --block " + o.block + " --dim " + std::to_string(o.dim) +
-                     " --dim-mults " + fm::int_list_text(o.dim_mults) + " --batch " + std::to_string(o.batch) +
-                     " --seed " + std::to_string(o.seed) + " --ema-decay " + number(o.ema_decay) + " --lr " +
-                     number(o.lr) + " --grad-clip " + number(o.grad_clip) + " --epochs " + std::to_string(o.epochs) +
-                     " --threads " + std::to_string(o.threads) + " --sample-every " + std::to_string(o.sample_every) +
-                     " --checkpoint-every " + std::to_string(o.checkpoint_every) + " --final-samples " +
-                     std::to_string(o.final_samples) + " --final-sampler " + o.final_sampler + " --eval-every " +
-                     std::to_string(o.eval_every) + " --eval-n " + std::to_string(o.eval_n) + " --cond-drop-prob " +
-                     number(o.cond_drop_prob) + " --final-guidance " + number(o.final_guidance) +
-                     " --gradient-shards " + std::to_string(o.gradient_shards);
-  if (o.conditional) line += " --conditional";
-  if (o.steps != 0) line += " --steps " + std::to_string(o.steps);  // 0 (stored only): the length is --epochs
-  // Every stored option but those set below has its flag in the line: an option added to TrainOptions without
-  // being added here fails on the first input, not when the fuzzer happens to store a non-default value.
-  const nlohmann::json stored = fm::to_json(o);  // named: items() of a temporary would dangle in the loop
-  for (const auto& kv : stored.items()) {
-    const std::string& key = kv.key();
-    if (key == "steps" || key == "data" || key == "out" || key == "conditional") continue;
-    if (line.find("--" + key + " ") == std::string::npos)
-      bad_message("the harness's flag line misses a stored option", "--" + key + " (add it to require_flags_accept)");
-  }
+  // Not rendered: the paths (free text, set below) and steps 0, stored only ("the length is --epochs").
+  const std::string line = examples::command_line(o, fm::train_option_rows(), [&o](const std::string& flag) {
+    return flag != "data" && flag != "out" && flag != "resume" && (flag != "steps" || o.steps != 0);
+  });
   CLI::App app;
   fm::TrainOptions parsed;
   fm::add_train_flags(app, parsed);

@@ -23,12 +23,14 @@
 // Like the reference, every up stage upsamples and the first level's skip is never used; H and W must be
 // divisible by 2^(levels - 1). backward(dy) accumulates every parameter gradient into params().
 //
-// Memory (nn/workspace.hpp): every activation backward reads is owned by the stage or layer that saves it; the
-// temporaries of one call live in one workspace the network owns and passes down (one for all blocks, one for all
-// attention layers, one for the stages' gradients), and the gradient between stages flows through two buffers that
-// trade roles (GradientRelay). Everything is allocated on the first batch and reused after: no allocation per step.
-// predict (the model call of the samplers) is the same computation keeping nothing: what forward saves goes to the
-// workspaces' buffers, so that sampling needs about a stage's activations instead of the whole network's.
+// Structure (model/unet_stages.hpp): init_conv, a UnetConditioning (time and class MLPs), the down stages, the
+// middle, the up stages and the head; forward runs them in that order and backward in the reverse one, each stage's
+// backward its forward reversed. Memory (nn/workspace.hpp): every activation backward reads is owned by the stage
+// or layer that saves it; the temporaries of one call live in one UnetStageWorkspace the network owns and passes
+// down, and the gradient between stages flows through two buffers that trade roles (GradientRelay). Everything is
+// allocated on the first batch and reused after: no allocation per step. predict (the model call of the samplers)
+// is the same computation keeping nothing: what forward saves goes to the workspace's buffers, so that sampling
+// needs about a stage's activations instead of the whole network's.
 
 #include <algorithm>
 #include <cstddef>
@@ -42,13 +44,8 @@
 #include "diffusion/model/unet_config.hpp"
 #include "diffusion/model/unet_plan.hpp"
 #include "diffusion/model/unet_stages.hpp"
-#include "diffusion/nn/activations.hpp"
-#include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/nn/conv2d.hpp"
-#include "diffusion/nn/conv_transpose2d.hpp"
-#include "diffusion/nn/linear.hpp"
-#include "diffusion/nn/tensor_ops.hpp"
-#include "diffusion/nn/time_embedding.hpp"
+#include "diffusion/nn/workspace.hpp"
 
 namespace diffusion {
 
@@ -136,35 +133,25 @@ class Unet {
     DIFFUSION_CHECK(input_.view.data() != nullptr,
                     "Unet::backward needs a forward just before it: none since the network was built, copied or "
                     "moved, or the last pass was predict (or the model call), which keeps nothing for backward");
-    // What the blocks took (temb_, or cond_ = cat(temb_, cemb_) when conditional) and the gradient they add to.
-    const Tensor<T>* temb = config_.with_time_emb ? (is_conditional() ? &cond_ : &temb_) : nullptr;
-    Tensor<T>* dtemb = temb ? (is_conditional() ? &dcond_ : &dtemb_) : nullptr;
-    // The gradients that several stages add to, zeroed once: the blocks' embedding's and every skip connection's.
-    if (dtemb) nn::zero_like(*dtemb, *temb);
-    for (auto& s : downs_) nn::zero_like(s.dskip, s.skip);
+    // What the blocks took (temb, or cat(temb, cemb)), and the gradients several stages add to, zeroed once.
+    const Tensor<T>* temb = conditioning_.output();
+    Tensor<T>* dtemb = conditioning_.zeroed_gradient();
+    for (auto& s : downs_) s.zero_skip_gradient();
     GradientRelay& g = relay_;
-    final_backward(dy, g.dx_for(*final_input_));
+    head_.backward(dy, g.dx_for(*head_.input), ws_);
     g.pass();
     for (std::size_t i = ups_.size(); i-- > 0;) {
       ups_[i].backward(temb, g.dy(), g.dx_for(*ups_[i].input), skip_of(i).dskip, dtemb, ws_);
       g.pass();
     }
-    mid_backward(temb, g.dy(), g.dx_for(*mid_input_), dtemb);
+    middle_.backward(temb, g.dy(), g.dx_for(*middle_.input), dtemb, ws_);
     g.pass();
     for (std::size_t l = downs_.size(); l-- > 0;) {
       downs_[l].backward(temb, g.dy(), g.dx_for(*downs_[l].input), dtemb, ws_);
       g.pass();
     }
     init_conv_->backward(input_.view, g.dy(), dx);
-    if (!dtemb) return;
-    if (is_conditional()) {
-      // dcond_ = [dtemb | dcemb]: the time MLP's share and the class MLP's, split once.
-      nn::zero_like(dtemb_, temb_);
-      nn::zero_like(dcemb_, cemb_);
-      split_features_backward(dcond_, dtemb_, dcemb_);
-      classes_backward();
-    }
-    time_backward();
+    conditioning_.backward();
   }
 
  private:
@@ -190,29 +177,15 @@ class Unet {
                     Tensor<T>& y, nn::ForwardMode mode) {
     check_input(x, t, classes);
     input_.view = TensorView<T>();  // backward may run only after a training forward that completed
-    t_ = t;
-    if (classes) classes_ = *classes;
     init_conv_->forward(x, x0_);
-    const Tensor<T>* temb = time_forward(t);
-    if (classes) temb = classes_forward(*temb);
+    const Tensor<T>* temb = conditioning_.forward(t, classes);
     const Tensor<T>* cur = &x0_;
     for (auto& s : downs_) cur = &s.forward(*cur, temb, ws_, mode);
-    cur = &mid_forward(*cur, temb, mode);
+    cur = &middle_.forward(*cur, temb, ws_, mode);
     for (std::size_t i = 0; i < ups_.size(); ++i) cur = &ups_[i].forward(*cur, skip_of(i).skip, temb, ws_, mode);
-    final_forward(*cur, y, mode);
+    head_.forward(*cur, y, ws_, mode);
     if (mode == nn::ForwardMode::Training) input_.view = x;
   }
-
-  // Temporaries of one stage's call, shared by every stage: a stage's backward ends before the next one's begins.
-  // An inference forward (predict) keeps its stage's block and attention outputs here, in the buffers of their
-  // gradients: free until a backward, which cannot follow an inference pass.
-  struct StageWorkspace {
-    Tensor<T> db1, db2;  // d(loss)/d(block1 output), d(block2 output); the final stage: db1 = d(final block output)
-    Tensor<T> dattn;     // d(loss)/d(attention output) of an up stage or the middle
-    Tensor<T> dcat;      // d(loss)/d(cat(x, skip)) of an up stage
-    typename UnetBlock<T>::Workspace block;          // every block's
-    typename UnetAttention<T>::Workspace attention;  // every attention layer's
-  };
 
   // The gradient flowing down the stages, in two buffers that trade roles: while a stage's backward runs, dy() is
   // d(loss)/d(its output) and dx_for(input) (zeroed to the input's shape) receives d(loss)/d(its input); pass()
@@ -231,78 +204,6 @@ class Unet {
     int dx_ = 0;
   };
 
-  // One level of the down path: skip = attn(block2(block1(x, temb), temb)); output = downsample(skip), or skip on
-  // the last level.
-  struct DownStage {
-    std::unique_ptr<UnetBlock<T>> block1, block2;
-    std::unique_ptr<UnetAttention<T>> attn;
-    std::unique_ptr<nn::Conv2d<T>> downsample;  // null on the last level (the reference's nn.Identity)
-    const Tensor<T>* input = nullptr;            // x of the last forward: the previous stage's output
-    Tensor<T> b1, b2, skip, down;                // block outputs, attention output (= skip), downsampled
-    Tensor<T> dskip;                             // d(loss)/d(skip): the up path's share, then this stage's
-
-    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>* temb, StageWorkspace& ws, nn::ForwardMode mode) {
-      const bool keep = mode == nn::ForwardMode::Training;
-      input = &x;
-      Tensor<T>& o1 = keep ? b1 : ws.db1;
-      Tensor<T>& o2 = keep ? b2 : ws.db2;
-      block1->forward(x, temb, o1, ws.block, mode);
-      block2->forward(o1, temb, o2, ws.block, mode);
-      attn->forward(o2, skip, ws.attention, mode);  // skip: the up path reads it
-      if (!downsample) return skip;
-      downsample->forward(skip, down);
-      return down;
-    }
-    // dy = d(loss)/d(output); dx (zeroed, x's shape) receives d(loss)/d(x). dskip must hold the up path's share.
-    void backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>* dtemb, StageWorkspace& ws) {
-      nn::zero_like(ws.db2, b2);
-      nn::zero_like(ws.db1, b1);
-      if (downsample) downsample->backward(skip, dy, &dskip);
-      else nn::add_into(dskip, dy);
-      attn->backward(b2, dskip, &ws.db2, ws.attention);
-      block2->backward(b1, temb, ws.db2, &ws.db1, dtemb, ws.block);
-      block1->backward(*input, temb, ws.db1, &dx, dtemb, ws.block);
-    }
-  };
-
-  // One level of the up path: output = upsample(attn(block2(block1(cat(x, skip), temb), temb))).
-  struct UpStage {
-    std::unique_ptr<UnetBlock<T>> block1, block2;
-    std::unique_ptr<UnetAttention<T>> attn;
-    std::unique_ptr<nn::ConvTranspose2d<T>> upsample;
-    const Tensor<T>* input = nullptr;  // x of the last forward: the previous stage's output
-    Tensor<T> cat, b1, b2, attn_out, up;
-
-    const Tensor<T>& forward(const Tensor<T>& x, const Tensor<T>& skip, const Tensor<T>* temb, StageWorkspace& ws,
-                             nn::ForwardMode mode) {
-      const bool keep = mode == nn::ForwardMode::Training;
-      input = &x;
-      Tensor<T>& c = keep ? cat : ws.dcat;
-      Tensor<T>& o1 = keep ? b1 : ws.db1;
-      Tensor<T>& o2 = keep ? b2 : ws.db2;
-      Tensor<T>& a = keep ? attn_out : ws.dattn;
-      nn::concat_channels(x, skip, c);
-      block1->forward(c, temb, o1, ws.block, mode);
-      block2->forward(o1, temb, o2, ws.block, mode);
-      attn->forward(o2, a, ws.attention, mode);
-      upsample->forward(a, up);
-      return up;
-    }
-    // dy = d(loss)/d(output); dx (zeroed, x's shape) receives d(loss)/d(x), dskip accumulates d(loss)/d(skip).
-    void backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>& dskip, Tensor<T>* dtemb,
-                  StageWorkspace& ws) {
-      nn::zero_like(ws.dattn, attn_out);
-      nn::zero_like(ws.db2, b2);
-      nn::zero_like(ws.db1, b1);
-      nn::zero_like(ws.dcat, cat);
-      upsample->backward(attn_out, dy, &ws.dattn);
-      attn->backward(b2, ws.dattn, &ws.db2, ws.attention);
-      block2->backward(b1, temb, ws.db2, &ws.db1, dtemb, ws.block);
-      block1->backward(cat, temb, ws.db1, &ws.dcat, dtemb, ws.block);
-      nn::concat_channels_backward(ws.dcat, &dx, &dskip, input->dim(1));
-    }
-  };
-
   // Constructs every layer with the names and widths of the plan (model/unet_plan.hpp), in its registration order.
   void build() {
     const UnetPlan plan = plan_unet(config_);
@@ -318,20 +219,20 @@ class Unet {
       return std::make_unique<UnetAttention<T>>(params, a.name, a.kind, a.channels, a.heads, a.dim_head);
     };
     init_conv_ = conv(plan.init_conv);
+    const auto linear = [&params](const LinearPlan& p) {
+      return std::make_unique<nn::Linear<T>>(params, p.name, p.in, p.out);
+    };
+    UnetConditioning<T>& cond = conditioning_;
     if (plan.time_dim > 0) {
-      time_embedding_ = std::make_unique<nn::SinusoidalTimeEmbedding<T>>(plan.time_embedding_dim);
-      time_linear1_ = std::make_unique<nn::Linear<T>>(params, plan.time_linear1.name, plan.time_linear1.in,
-                                                      plan.time_linear1.out);
-      time_linear2_ = std::make_unique<nn::Linear<T>>(params, plan.time_linear2.name, plan.time_linear2.in,
-                                                      plan.time_linear2.out);
+      cond.sinusoidal = std::make_unique<nn::SinusoidalTimeEmbedding<T>>(plan.time_embedding_dim);
+      cond.time_mlp.linear1 = linear(plan.time_linear1);
+      cond.time_mlp.linear2 = linear(plan.time_linear2);
     }
     if (plan.classes_dim > 0) {
-      classes_embedding_ = std::make_unique<nn::ClassEmbedding<T>>(params, "classes_emb", "null_classes_emb",
-                                                                   c.num_classes, c.dim);
-      classes_linear1_ = std::make_unique<nn::Linear<T>>(params, plan.classes_linear1.name, plan.classes_linear1.in,
-                                                         plan.classes_linear1.out);
-      classes_linear2_ = std::make_unique<nn::Linear<T>>(params, plan.classes_linear2.name, plan.classes_linear2.in,
-                                                         plan.classes_linear2.out);
+      cond.classes_embedding = std::make_unique<nn::ClassEmbedding<T>>(params, "classes_emb", "null_classes_emb",
+                                                                       c.num_classes, c.dim);
+      cond.classes_mlp.linear1 = linear(plan.classes_linear1);
+      cond.classes_mlp.linear2 = linear(plan.classes_linear2);
     }
     downs_.resize(plan.downs.size());
     for (std::size_t l = 0; l < plan.downs.size(); ++l) {
@@ -352,11 +253,11 @@ class Unet {
       s.upsample = std::make_unique<nn::ConvTranspose2d<T>>(params, p.upsample.name, p.upsample.in, p.upsample.out,
                                                             p.upsample.kernel, p.upsample.stride, p.upsample.padding);
     }
-    mid_block1_ = block(plan.mid.block1);
-    mid_attn_ = attention(plan.mid.attn);
-    mid_block2_ = block(plan.mid.block2);
-    final_block_ = block(plan.final_block);
-    final_conv_ = conv(plan.final_conv);
+    middle_.block1 = block(plan.mid.block1);
+    middle_.attn = attention(plan.mid.attn);
+    middle_.block2 = block(plan.mid.block2);
+    head_.block = block(plan.final_block);
+    head_.conv = conv(plan.final_conv);
     check_parameters_match(params, plan);  // the layers registered what the plan (and so the weight loaders) expect
   }
 
@@ -375,7 +276,7 @@ class Unet {
     if (classes) {
       DIFFUSION_CHECK(static_cast<Index>(classes->size()) == x.dim(0),
                       "Unet: " << classes->size() << " class ids for a batch of " << x.dim(0) << " images");
-      classes_embedding_->check_ids(*classes, "Unet");
+      conditioning_.classes_embedding->check_ids(*classes, "Unet");
     }
     const Index factor = Index(1) << (config_.levels() - 1);
     DIFFUSION_CHECK(x.dim(2) % factor == 0 && x.dim(3) % factor == 0,
@@ -385,111 +286,19 @@ class Unet {
 
   UnetConfig config_;
   std::unique_ptr<ParameterStore<T>> params_;  // on the heap: the layers hold a reference, which a move keeps valid
+  // The stages, in forward order.
   std::unique_ptr<nn::Conv2d<T>> init_conv_;
-  std::unique_ptr<nn::SinusoidalTimeEmbedding<T>> time_embedding_;
-  std::unique_ptr<nn::Linear<T>> time_linear1_, time_linear2_;
-  std::unique_ptr<nn::ClassEmbedding<T>> classes_embedding_;  // conditional networks only, as the class MLP
-  std::unique_ptr<nn::Linear<T>> classes_linear1_, classes_linear2_;
-  nn::GELU<T> gelu_;
-  std::vector<DownStage> downs_;
-  std::vector<UpStage> ups_;
-  std::unique_ptr<UnetBlock<T>> mid_block1_, mid_block2_;
-  std::unique_ptr<UnetAttention<T>> mid_attn_;
-  std::unique_ptr<UnetBlock<T>> final_block_;
-  std::unique_ptr<nn::Conv2d<T>> final_conv_;
+  UnetConditioning<T> conditioning_;
+  std::vector<UnetDownStage<T>> downs_;
+  UnetMiddleStage<T> middle_;
+  std::vector<UnetUpStage<T>> ups_;  // ups_[i] takes the skip of skip_of(i)
+  UnetHead<T> head_;
 
   // The down stage whose skip feeds up stage i.
-  DownStage& skip_of(std::size_t i) { return downs_[downs_.size() - 1 - i]; }
+  UnetDownStage<T>& skip_of(std::size_t i) { return downs_[downs_.size() - 1 - i]; }
 
-  // temb (N, 4 dim) = Linear(GELU(Linear(sinusoidal(t)))), or null without time embedding.
-  const Tensor<T>* time_forward(const std::vector<std::int64_t>& t) {
-    if (!config_.with_time_emb) return nullptr;
-    time_embedding_->forward(t, t_sin_);
-    time_linear1_->forward(t_sin_, t_h1_);
-    gelu_.forward(t_h1_, t_g_);
-    time_linear2_->forward(t_g_, temb_);
-    return &temb_;
-  }
-  void time_backward() {  // from dtemb_; t itself has no gradient
-    nn::zero_like(d_t_g_, t_g_);
-    nn::zero_like(d_t_h1_, t_h1_);
-    time_linear2_->backward(t_g_, dtemb_, &d_t_g_);
-    gelu_.backward(t_h1_, d_t_g_, &d_t_h1_);
-    time_linear1_->backward(t_sin_, d_t_h1_, nullptr);
-  }
-
-  // cond_ (N, time_dim + classes_dim) = cat(temb, classes_mlp(classes_emb(classes_))) for the blocks' MLPs.
-  const Tensor<T>* classes_forward(const Tensor<T>& temb) {
-    classes_embedding_->forward(classes_, c_emb_);
-    classes_linear1_->forward(c_emb_, c_h1_);
-    gelu_.forward(c_h1_, c_g_);
-    classes_linear2_->forward(c_g_, cemb_);
-    concat_features(temb, cemb_, cond_);
-    return &cond_;
-  }
-  void classes_backward() {  // from dcemb_; the ids have no gradient
-    nn::zero_like(d_c_g_, c_g_);
-    nn::zero_like(d_c_h1_, c_h1_);
-    nn::zero_like(d_c_emb_, c_emb_);
-    classes_linear2_->backward(c_g_, dcemb_, &d_c_g_);
-    gelu_.backward(c_h1_, d_c_g_, &d_c_h1_);
-    classes_linear1_->backward(c_emb_, d_c_h1_, &d_c_emb_);
-    classes_embedding_->backward(classes_, d_c_emb_);
-  }
-  // out (N, A + B) = cat(a (N, A), b (N, B)) along features (torch.cat(dim=-1)); assigned.
-  static void concat_features(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& out) {
-    const Index N = a.dim(0), A = a.dim(1), B = b.dim(1);
-    out.resize(Shape{N, A + B});
-    for (Index n = 0; n < N; ++n) {
-      for (Index j = 0; j < A; ++j) out[n * (A + B) + j] = a[n * A + j];
-      for (Index j = 0; j < B; ++j) out[n * (A + B) + A + j] = b[n * B + j];
-    }
-  }
-  // da += dout[:, :A], db += dout[:, A:]: concat_features reversed.
-  static void split_features_backward(const Tensor<T>& dout, Tensor<T>& da, Tensor<T>& db) {
-    const Index N = da.dim(0), A = da.dim(1), B = db.dim(1);
-    for (Index n = 0; n < N; ++n) {
-      for (Index j = 0; j < A; ++j) da[n * A + j] += dout[n * (A + B) + j];
-      for (Index j = 0; j < B; ++j) db[n * B + j] += dout[n * (A + B) + A + j];
-    }
-  }
-
-  // The middle: mid_block2(mid_attn(mid_block1(x, temb)), temb).
-  const Tensor<T>& mid_forward(const Tensor<T>& x, const Tensor<T>* temb, nn::ForwardMode mode) {
-    const bool keep = mode == nn::ForwardMode::Training;
-    mid_input_ = &x;
-    Tensor<T>& m1 = keep ? m1_ : ws_.db1;
-    Tensor<T>& m_attn = keep ? m_attn_ : ws_.dattn;
-    mid_block1_->forward(x, temb, m1, ws_.block, mode);
-    mid_attn_->forward(m1, m_attn, ws_.attention, mode);
-    mid_block2_->forward(m_attn, temb, m2_, ws_.block, mode);
-    return m2_;
-  }
-  void mid_backward(const Tensor<T>* temb, const Tensor<T>& dy, Tensor<T>& dx, Tensor<T>* dtemb) {
-    nn::zero_like(ws_.dattn, m_attn_);
-    nn::zero_like(ws_.db1, m1_);
-    mid_block2_->backward(m_attn_, temb, dy, &ws_.dattn, dtemb, ws_.block);
-    mid_attn_->backward(m1_, ws_.dattn, &ws_.db1, ws_.attention);
-    mid_block1_->backward(*mid_input_, temb, ws_.db1, &dx, dtemb, ws_.block);
-  }
-
-  // The head: y = final_conv(final_block(x)), without time embedding.
-  void final_forward(const Tensor<T>& x, Tensor<T>& y, nn::ForwardMode mode) {
-    final_input_ = &x;
-    Tensor<T>& h = mode == nn::ForwardMode::Training ? final_h_ : ws_.db1;
-    final_block_->forward(x, nullptr, h, ws_.block, mode);
-    final_conv_->forward(h, y);
-  }
-  void final_backward(const Tensor<T>& dy, Tensor<T>& dx) {
-    nn::zero_like(ws_.db1, final_h_);
-    final_conv_->backward(final_h_, dy, &ws_.db1);
-    final_block_->backward(*final_input_, nullptr, ws_.db1, &dx, nullptr, ws_.block);
-  }
-
-  // Activations of the last forward (the stages keep theirs). Shapes: x0_ (N, init_dim, H, W); t_sin_ (N, dim);
-  // t_h1_, t_g_, temb_ (N, 4 dim); m1_, m_attn_, m2_ (N, mid, H', W'); final_h_ (N, dim, H, W).
   // The input of the last forward, the mark that backward may run. A copy or a move does not carry it: the stages'
-  // saved inputs point at activations of the network they were saved in (x0_, m2_ are members).
+  // saved inputs point at activations of the network they were saved in (x0_, the stages' outputs are members).
   struct LastInput {
     TensorView<T> view;
     LastInput() = default;
@@ -500,24 +309,13 @@ class Unet {
     }
   };
   LastInput input_;
-  const Tensor<T>* mid_input_ = nullptr;
-  const Tensor<T>* final_input_ = nullptr;
-  std::vector<std::int64_t> t_;
-  Tensor<T> x0_, t_sin_, t_h1_, t_g_, temb_, m1_, m_attn_, m2_, final_h_;
-  // Gradients of the time MLP (same shapes as their activations); dtemb_ sums every block's share.
-  Tensor<T> dtemb_, d_t_g_, d_t_h1_;
-  // Conditional networks: classes_ (N) the ids of the last forward; c_emb_ (N, dim) their embeddings; c_h1_, c_g_,
-  // cemb_ (N, 4 dim) the class MLP; cond_ (N, 8 dim) = cat(temb_, cemb_), what the blocks take. Their gradients
-  // (same shapes); dcond_ sums every block's share, then splits into dtemb_ and dcemb_.
-  std::vector<std::int64_t> classes_;
-  Tensor<T> c_emb_, c_h1_, c_g_, cemb_, cond_;
-  Tensor<T> dcond_, dcemb_, d_c_g_, d_c_h1_, d_c_emb_;
+  Tensor<T> x0_;  // (N, init_dim, H, W) init_conv's output: the first down stage's input
   // predict in parts (set_predict_chunk): images per part (0: whole batch), a part's timesteps, ids and output.
   Index predict_chunk_ = 0;
   std::vector<std::int64_t> chunk_t_, chunk_classes_;
   Tensor<T> chunk_y_;
   // Temporaries shared by the stages, and the gradient flowing between them.
-  StageWorkspace ws_;
+  UnetStageWorkspace<T> ws_;
   GradientRelay relay_;
 };
 
