@@ -59,6 +59,7 @@ nlohmann::json report_json(const diffusion::metrics::SampleReport& r, const Samp
   nlohmann::json j = r.to_json();
   j["sampler"] = settings.sampler;
   j["steps"] = settings.steps(T);
+  j["spacing"] = diffusion::spacing_name(settings.spacing);
   j["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
   j["seed"] = seed;
   j["batch"] = batch;

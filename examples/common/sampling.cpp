@@ -84,6 +84,7 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
   diffusion::SamplerOptions o;
   o.sampler = diffusion::parse_sampler(settings.sampler);
   o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps
+  o.spacing = settings.spacing;
   if (settings.eta) o.eta = *settings.eta;
   o.prediction = settings.prediction;
   o.clip = settings.clip_x0 ? diffusion::ClipX0::RederiveEps : diffusion::ClipX0::None;

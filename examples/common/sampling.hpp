@@ -13,6 +13,7 @@
 #include "diffusion/model/unet.hpp"
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
+#include "diffusion/samplers/timesteps.hpp"
 
 namespace examples {
 
@@ -27,6 +28,8 @@ inline constexpr std::uint64_t kPreviewStream = 0x50524556494557ull;  // "PREVIE
 struct SamplerSettings {
   std::string sampler = "ddim";  // any name of diffusion::parse_sampler
   int ddim_steps = 50;           // steps of every sampler but ddpm
+  // Where those steps fall among the T timesteps (samplers/timesteps.hpp; ddpm takes them all).
+  diffusion::TimestepSpacing spacing = diffusion::TimestepSpacing::Linspace;
   std::optional<double> eta;     // unset: the sampler's default (0 for ddim, 1 for euler_ancestral and dpmpp_2m_sde)
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (the pixel range) at every step
   diffusion::Prediction prediction = diffusion::Prediction::Epsilon;

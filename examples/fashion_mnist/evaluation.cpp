@@ -127,6 +127,8 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
   std::printf("fashion_mnist eval: %d samples from '%s' (%s), %s", o.n, o.sample.checkpoint.c_str(), m.kind.c_str(),
               settings.sampler.c_str());
   if (settings.sampler != "ddpm") std::printf(" %d steps", settings.ddim_steps);
+  if (settings.sampler != "ddpm" && settings.spacing != diffusion::TimestepSpacing::Linspace)
+    std::printf(" (%s spacing)", diffusion::spacing_name(settings.spacing));
   if (settings.eta) std::printf(", eta %g", *settings.eta);
   if (m.net->is_conditional()) std::printf(", guidance %g", settings.guidance);
   std::printf("\n  reference: %s images of %s (%lld), statistics %s in %s\n", o.reference.c_str(), o.data.c_str(),

@@ -20,6 +20,8 @@ const std::vector<std::string> kSamplers = {"ddpm",     "ddim",         "euler",
                                             "heun",     "dpmpp_2m",     "dpmpp_2m_sde", "uni_pc",
                                             "reverse_diffusion", "euler_maruyama", "pc"};
 
+const std::vector<std::string> kSpacings = {"linspace", "leading", "trailing", "karras"};
+
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // The ranges of the numeric options (train and sample).
@@ -126,6 +128,10 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--sampler", o.sampler, "sampler")->check(CLI::IsMember(kSamplers));
   app.add_option("--steps", o.steps, "sampling steps (every sampler but ddpm, which takes all T)")
       ->check(in_range(kSampleStepsRange));
+  app.add_option("--spacing", o.spacing,
+                 "where the steps fall among the T timesteps (not ddpm): linspace (evenly, both ends included), "
+                 "leading, trailing (diffusers' names), karras (Karras et al. 2022's noise levels, rho 7)")
+      ->check(CLI::IsMember(kSpacings));
   app.add_option("--eta", o.eta,
                  "noise of ddim / euler_ancestral / dpmpp_2m_sde (default: 0 for ddim, 1 for the others)")
       ->check(in_range(kNonNegative));

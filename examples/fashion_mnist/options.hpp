@@ -74,6 +74,7 @@ struct SampleOptions {
   std::string checkpoint;
   std::string sampler = "ddim";  // any name of diffusion::parse_sampler: ddpm | ddim | euler | dpmpp_2m | ...
   int steps = 50;                // sampling steps (ddpm always takes all T)
+  std::string spacing = "linspace";  // where they fall among the T timesteps: linspace | leading | trailing | karras
   double eta = 0.0;              // used when --eta is given; otherwise the sampler's default
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] at every step
   int n = 64;

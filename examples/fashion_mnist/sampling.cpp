@@ -173,6 +173,7 @@ SamplerSettings sampler_settings(const SampleOptions& o, const std::set<std::str
   SamplerSettings settings;
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
+  settings.spacing = diffusion::parse_spacing(o.spacing);
   if (given.count("eta")) settings.eta = o.eta;
   settings.clip_x0 = o.clip_x0;
   settings.prediction = prediction;
@@ -227,6 +228,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   std::printf("fashion_mnist sample: %lld images from '%s' (%s), %s", static_cast<long long>(n), o.checkpoint.c_str(),
               m.kind.c_str(), o.sampler.c_str());
   if (o.sampler != "ddpm") std::printf(" %d steps", o.steps);
+  if (o.sampler != "ddpm" && o.spacing != "linspace") std::printf(" (%s spacing)", o.spacing.c_str());
   if (settings.eta) std::printf(", eta %g", *settings.eta);
   if (K > 0) {
     if (class_grid) std::printf(", one row per class");
@@ -243,6 +245,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     info["checkpoint"] = o.checkpoint;
     info["sampler"] = o.sampler;
     info["steps"] = settings.steps(T);
+    info["spacing"] = o.spacing;
     info["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
     info["clip_x0"] = o.clip_x0;
     info["seed"] = o.seed;

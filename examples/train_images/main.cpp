@@ -403,6 +403,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
 struct SampleOptions {
   std::string checkpoint, out = "samples.png", gif, sampler = "ddim";
   int n = 64, steps = 50, threads = 0;
+  std::string spacing = "linspace";  // where the steps fall among the T timesteps
   std::optional<double> eta;
   std::uint64_t seed = 0;
   std::optional<std::string> class_name;  // conditional models: a class folder's name (or its index); none: a class grid
@@ -475,6 +476,7 @@ int run_sample(const SampleOptions& o) {
   settings.rescaled_phi = o.rescaled_phi;
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
+  settings.spacing = diffusion::parse_spacing(o.spacing);
   settings.eta = o.eta;
   settings.prediction = diffusion::parse_prediction(m.stored.at("prediction").get<std::string>());
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= schedule.num_timesteps(),
@@ -552,6 +554,7 @@ int run_eval(const EvalOptions& o) {
   examples::SamplerSettings settings;
   settings.sampler = o.sample.sampler;
   settings.ddim_steps = o.sample.steps;
+  settings.spacing = diffusion::parse_spacing(o.sample.spacing);
   settings.eta = o.sample.eta;
   settings.guidance = o.sample.guidance;
   settings.rescaled_phi = o.sample.rescaled_phi;
@@ -686,6 +689,8 @@ int main(int argc, char** argv) {
   sample->add_option("--n", s.n, "images")->check(CLI::Range(1, 65536));
   sample->add_option("--sampler", s.sampler, "sampler")->check(samplers);
   sample->add_option("--steps", s.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  sample->add_option("--spacing", s.spacing, "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras")
+      ->check(CLI::IsMember({"linspace", "leading", "trailing", "karras"}));
   sample->add_option("--eta", s.eta, "noise scale of ddim / ancestral samplers");
   sample->add_option("--seed", s.seed, "seed");
   sample->add_option("--out", s.out, "PNG grid to write");
@@ -713,6 +718,8 @@ int main(int argc, char** argv) {
   eval->add_option("--batch", ev.batch, "images sampled at a time")->check(CLI::Range(1, 4096));
   eval->add_option("--sampler", ev.sample.sampler, "sampler")->check(samplers);
   eval->add_option("--steps", ev.sample.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
+  eval->add_option("--spacing", ev.sample.spacing, "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras")
+      ->check(CLI::IsMember({"linspace", "leading", "trailing", "karras"}));
   eval->add_option("--eta", ev.sample.eta, "noise scale of ddim / ancestral samplers");
   eval->add_option("--seed", ev.sample.seed, "seed of x_T and the sampler's noise");
   eval->add_option("--class", ev.sample.class_name,

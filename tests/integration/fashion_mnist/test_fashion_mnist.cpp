@@ -386,6 +386,23 @@ TEST_CASE("sample from a checkpoint or model.safetensors or bare weights or the 
   CHECK(compare_tensors(dir + "/xt1.safetensors", dir + "/xt2.safetensors").empty());
   CHECK_FALSE(compare_tensors(dir + "/seed1.safetensors", dir + "/seed2.safetensors").empty());
   CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/seed1.safetensors").empty());
+  // --spacing places the sampler's steps: linspace is the default, karras and trailing are other timesteps (so other
+  // images from the same start), and the tensor's metadata says which was used.
+  REQUIRE(sample(ckpt, "xt_linspace", {"--x-T", dir + "/x_T.safetensors", "--spacing", "linspace"}, "1").status == 0);
+  REQUIRE(sample(ckpt, "xt_karras", {"--x-T", dir + "/x_T.safetensors", "--spacing", "karras"}, "1").status == 0);
+  REQUIRE(sample(ckpt, "xt_trailing", {"--x-T", dir + "/x_T.safetensors", "--spacing", "trailing"}, "1").status == 0);
+  CHECK(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_linspace.safetensors").empty());
+  CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_karras.safetensors").empty());
+  CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_trailing.safetensors").empty());
+  CHECK_FALSE(compare_tensors(dir + "/xt_karras.safetensors", dir + "/xt_trailing.safetensors").empty());
+  const auto sample_info = [](const std::string& file) {
+    return nlohmann::json::parse(diffusion::io::SafetensorsReader(file).metadata().at("fashion_mnist.sample"));
+  };
+  CHECK(sample_info(dir + "/xt_karras.safetensors").at("spacing") == "karras");
+  CHECK(sample_info(dir + "/xt1.safetensors").at("spacing") == "linspace");
+  r = sample(ckpt, "bad_spacing", {"--spacing", "uniform"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--spacing") != std::string::npos);
   r = sample(ckpt, "xt_small", {"--x-T", dir + "/x_T_small.safetensors"});
   require_clean_failure(r, "(10, 1, 27, 27)", dir + "/none");
   r = sample(dir + "/missing.safetensors", "missing");
