@@ -65,6 +65,22 @@ inline CLI::Validator in_range(const NumberRange& range) {
       range.text());
 }
 
+// A CLI11 validator accepting what the library's parser of a name accepts (e.g. diffusion::parse_spacing): the names
+// stay spelled in the library's table only, and a wrong one gets the parser's "unknown ... (valid: ...)" message.
+template <class Parse>
+CLI::Validator parsed_by(Parse parse, const std::string& type_name) {
+  return CLI::Validator(
+      [parse](std::string& name) {
+        try {
+          (void)parse(name);
+          return std::string();
+        } catch (const diffusion::Error& e) {
+          return std::string(e.what());
+        }
+      },
+      type_name);
+}
+
 // "1,2,4" -> {1, 2, 4}; throws diffusion::Error naming `flag` when malformed.
 inline std::vector<int> parse_int_list(const std::string& text, const std::string& flag) {
   std::vector<int> out;

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "diffusion/core/error.hpp"
+#include "diffusion/samplers/timesteps.hpp"
 
 namespace fashion_mnist {
 
@@ -19,8 +20,6 @@ const std::vector<std::string> kBlocks = {"convnext", "resnet"};
 const std::vector<std::string> kSamplers = {"ddpm",     "ddim",         "euler",  "euler_ancestral",
                                             "heun",     "dpmpp_2m",     "dpmpp_2m_sde", "uni_pc",
                                             "reverse_diffusion", "euler_maruyama", "pc"};
-
-const std::vector<std::string> kSpacings = {"linspace", "leading", "trailing", "karras"};
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -131,7 +130,7 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--spacing", o.spacing,
                  "where the steps fall among the T timesteps (not ddpm): linspace (evenly, both ends included), "
                  "leading, trailing (diffusers' names), karras (Karras et al. 2022's noise levels, rho 7)")
-      ->check(CLI::IsMember(kSpacings));
+      ->check(examples::parsed_by(diffusion::parse_spacing, "SPACING"));
   app.add_option("--eta", o.eta,
                  "noise of ddim / euler_ancestral / dpmpp_2m_sde (default: 0 for ddim, 1 for the others)")
       ->check(in_range(kNonNegative));

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/evaluation.hpp"
+#include "common/option_table.hpp"
 #include "common/progress.hpp"
 #include "common/ranks.hpp"
 #include "common/sampling.hpp"
@@ -614,6 +615,9 @@ int main(int argc, char** argv) {
   CLI::App app{"Train a denoising diffusion model on a folder of images, and sample from it.", "train_images"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
+  const CLI::Validator spacings = examples::parsed_by(diffusion::parse_spacing, "SPACING");
+  const std::string spacing_help =
+      "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras";
   const CLI::Validator samplers(  // any name of diffusion::parse_sampler
       [](std::string& name) {
         try {
@@ -689,8 +693,7 @@ int main(int argc, char** argv) {
   sample->add_option("--n", s.n, "images")->check(CLI::Range(1, 65536));
   sample->add_option("--sampler", s.sampler, "sampler")->check(samplers);
   sample->add_option("--steps", s.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
-  sample->add_option("--spacing", s.spacing, "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras")
-      ->check(CLI::IsMember({"linspace", "leading", "trailing", "karras"}));
+  sample->add_option("--spacing", s.spacing, spacing_help)->check(spacings);
   sample->add_option("--eta", s.eta, "noise scale of ddim / ancestral samplers");
   sample->add_option("--seed", s.seed, "seed");
   sample->add_option("--out", s.out, "PNG grid to write");
@@ -718,8 +721,7 @@ int main(int argc, char** argv) {
   eval->add_option("--batch", ev.batch, "images sampled at a time")->check(CLI::Range(1, 4096));
   eval->add_option("--sampler", ev.sample.sampler, "sampler")->check(samplers);
   eval->add_option("--steps", ev.sample.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
-  eval->add_option("--spacing", ev.sample.spacing, "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras")
-      ->check(CLI::IsMember({"linspace", "leading", "trailing", "karras"}));
+  eval->add_option("--spacing", ev.sample.spacing, spacing_help)->check(spacings);
   eval->add_option("--eta", ev.sample.eta, "noise scale of ddim / ancestral samplers");
   eval->add_option("--seed", ev.sample.seed, "seed of x_T and the sampler's noise");
   eval->add_option("--class", ev.sample.class_name,

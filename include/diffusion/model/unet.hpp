@@ -17,8 +17,7 @@
 //                                                      (N, 4 dim)
 //   temb = cat(temb, cemb)                             (N, 8 dim): what every block's MLP takes (the final block
 //                                                      still takes none, as in the primer)
-// That file concatenates the two inside each block before the block's activation + Linear; the activation acts
-// element by element, so concatenating once here is the same function, and backward splits d(cat) once.
+// (Once per pass, not inside each block as that file does: see UnetConditioning in model/unet_stages.hpp.)
 //
 // Like the reference, every up stage upsamples and the first level's skip is never used; H and W must be
 // divisible by 2^(levels - 1). backward(dy) accumulates every parameter gradient into params().

@@ -315,7 +315,6 @@ class Trainer {
     check_batch_size(x0.dim(0));
   }
 
-
   // A conditional model and one class id per image (the ids themselves are checked by the U-Net).
   void check_labels(Index N, const std::vector<std::int64_t>& labels, const char* what) const {
     DIFFUSION_CHECK(model_.is_conditional(),

@@ -391,6 +391,10 @@ TEST_CASE("sample from a checkpoint or model.safetensors or bare weights or the 
   REQUIRE(sample(ckpt, "xt_linspace", {"--x-T", dir + "/x_T.safetensors", "--spacing", "linspace"}, "1").status == 0);
   REQUIRE(sample(ckpt, "xt_karras", {"--x-T", dir + "/x_T.safetensors", "--spacing", "karras"}, "1").status == 0);
   REQUIRE(sample(ckpt, "xt_trailing", {"--x-T", dir + "/x_T.safetensors", "--spacing", "trailing"}, "1").status == 0);
+  for (const char* name : {"xt_karras", "xt_trailing"}) {  // "differ" below must not be NaN against numbers
+    const Tensor<float> x = read_tensor(dir + "/" + name + ".safetensors", "x_0");
+    for (Index i = 0; i < x.numel(); ++i) REQUIRE(std::isfinite(x.data()[i]));
+  }
   CHECK(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_linspace.safetensors").empty());
   CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_karras.safetensors").empty());
   CHECK_FALSE(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_trailing.safetensors").empty());
@@ -403,6 +407,7 @@ TEST_CASE("sample from a checkpoint or model.safetensors or bare weights or the 
   r = sample(ckpt, "bad_spacing", {"--spacing", "uniform"});
   CHECK(r.status == 2);
   CHECK(r.err.find("--spacing") != std::string::npos);
+  CHECK(r.err.find("linspace, leading, trailing, karras") != std::string::npos);  // the library's list of names
   r = sample(ckpt, "xt_small", {"--x-T", dir + "/x_T_small.safetensors"});
   require_clean_failure(r, "(10, 1, 27, 27)", dir + "/none");
   r = sample(dir + "/missing.safetensors", "missing");
