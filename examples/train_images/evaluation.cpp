@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "diffusion/core/batch_parts.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/metrics/fashion_mnist.hpp"
 #include "diffusion/metrics/feature_statistics.hpp"
@@ -53,21 +54,20 @@ class FolderMetricsWith final : public FolderMetrics {
                                             const std::string& dataset_key) {
     DIFFUSION_CHECK(images.rank() == 4 && images.dim(0) >= 2,
                     "the reference folder must hold at least 2 images, got " << images.shape());
-    const Index N = images.dim(0), per = images.numel() / N, batch = options_.batch_size;
+    const Index N = images.dim(0), batch = options_.batch_size;
     float level[256];
     for (int p = 0; p < 256; ++p) level[p] = static_cast<float>(p) / 255.0f * 2.0f - 1.0f;
     metrics::FeatureStatistics stats(extractor_->feature_dim(), options_.features);
     examples::Images chunk;
-    for (Index b = 0; b < N; b += batch) {
-      const Index n = std::min(batch, N - b);
-      chunk.resize(diffusion::Shape{n, images.dim(1), images.dim(2), images.dim(3)});
-      const std::uint8_t* src = images.data() + b * per;
-      for (Index i = 0; i < n * per; ++i) chunk[i] = level[src[i]];
+    diffusion::for_each_part(N, batch, [&](Index start, Index n) {
+      const diffusion::TensorView<std::uint8_t> bytes = diffusion::batch_part<std::uint8_t>(images, start, n);
+      chunk.resize(bytes.shape());
+      std::transform(bytes.begin(), bytes.end(), chunk.data(), [&](std::uint8_t p) { return level[p]; });
       metrics::extract_in_batches(*extractor_, chunk, batch,
                                   [&](const diffusion::Tensor<float>& f, const std::vector<std::int64_t>&) { stats.add(f); });
-      std::fprintf(stderr, "\r  reference statistics: %lld / %lld images", static_cast<long long>(b + n),
+      std::fprintf(stderr, "\r  reference statistics: %lld / %lld images", static_cast<long long>(start + n),
                    static_cast<long long>(N));
-    }
+    });
     std::fprintf(stderr, "\n");
     return metrics::make_reference_stats(stats, dataset_key, extractor_->key(), options_.pr_k);
   }

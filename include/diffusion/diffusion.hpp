@@ -2,6 +2,7 @@
 // Umbrella header: the public API of the diffusion library. Includes the other headers and nothing else.
 // (io/image.hpp and io/gif.hpp are left out: they need stb and giflib; include them where you write pictures.)
 
+#include "diffusion/core/batch_parts.hpp"
 #include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/parallel.hpp"

@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "diffusion/core/batch_parts.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/metrics/feature_statistics.hpp"
@@ -91,19 +92,19 @@ template <class Extractor, class Body>
 void extract_in_batches(Extractor& extractor, const Tensor<float>& images, Index batch_size, Body&& body) {
   DIFFUSION_CHECK(images.rank() == 4, "extract: images must be (N, C, H, W), got " << images.shape());
   DIFFUSION_CHECK(batch_size > 0, "extract: batch_size must be positive, got " << batch_size);
-  const Index N = images.dim(0), per = images.numel() / std::max<Index>(N, 1);
+  if (images.dim(0) == 0) return;
   Tensor<float> batch, features;
   std::vector<std::int64_t> classes;
-  for (Index b = 0; b < N; b += batch_size) {
-    const Index n = std::min(batch_size, N - b);
-    batch.resize(Shape{n, images.dim(1), images.dim(2), images.dim(3)});
-    std::copy(images.data() + b * per, images.data() + (b + n) * per, batch.data());
+  for_each_part(images.dim(0), batch_size, [&](Index start, Index n) {
+    const TensorView<float> part = batch_part<float>(images, start, n);
+    batch.resize(part.shape());  // the extractors take a Tensor
+    std::copy(part.begin(), part.end(), batch.data());
     classes.clear();
     extractor.extract(batch, features, extractor.num_classes() > 0 ? &classes : nullptr);
     DIFFUSION_CHECK(features.rank() == 2 && features.dim(0) == n && features.dim(1) == extractor.feature_dim(),
                     "extract: the extractor returned features " << features.shape() << " for " << n << " images");
     body(static_cast<const Tensor<float>&>(features), static_cast<const std::vector<std::int64_t>&>(classes));
-  }
+  });
 }
 
 // The reference statistics of real images (n, C, H, W) in the extractor's space.

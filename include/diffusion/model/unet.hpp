@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "diffusion/core/batch_parts.hpp"
 #include "diffusion/core/parameters.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/model/unet_config.hpp"
@@ -159,17 +160,15 @@ class Unet {
     const Index n = x.rank() == 4 ? x.dim(0) : 0;
     if (predict_chunk_ == 0 || n <= predict_chunk_) return forward_impl(x, t, classes, y, nn::ForwardMode::Inference);
     check_input(x, t, classes);
-    const Index image = x.numel() / n;
-    for (Index start = 0; start < n; start += predict_chunk_) {
-      const Index count = std::min(predict_chunk_, n - start);
+    for_each_part(n, predict_chunk_, [&](Index start, Index count) {
       const auto first = static_cast<std::ptrdiff_t>(start), last = static_cast<std::ptrdiff_t>(start + count);
       chunk_t_.assign(t.begin() + first, t.begin() + last);
       if (classes) chunk_classes_.assign(classes->begin() + first, classes->begin() + last);
-      const TensorView<T> part(x.data() + start * image, Shape{count, x.dim(1), x.dim(2), x.dim(3)});
-      forward_impl(part, chunk_t_, classes ? &chunk_classes_ : nullptr, chunk_y_, nn::ForwardMode::Inference);
+      forward_impl(batch_part(x, start, count), chunk_t_, classes ? &chunk_classes_ : nullptr, chunk_y_,
+                   nn::ForwardMode::Inference);
       if (start == 0) y.resize(Shape{n, chunk_y_.dim(1), chunk_y_.dim(2), chunk_y_.dim(3)});
-      std::copy(chunk_y_.data(), chunk_y_.data() + chunk_y_.numel(), y.data() + start * (y.numel() / n));
-    }
+      copy_into_part<T>(chunk_y_, y, start);
+    });
   }
 
   void forward_impl(TensorView<T> x, const std::vector<std::int64_t>& t, const std::vector<std::int64_t>* classes,

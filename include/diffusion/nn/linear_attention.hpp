@@ -15,6 +15,7 @@
 #include <cmath>
 #include <string>
 
+#include "diffusion/core/batch_parts.hpp"
 #include "diffusion/kernels/attention.hpp"
 #include "diffusion/nn/attention.hpp"
 #include "diffusion/nn/conv2d.hpp"
@@ -46,16 +47,12 @@ class LinearAttention {
   // the workspace; the softmaxed keys and v, which only the context needs, are not stored at all.
   void forward(const Tensor<T>& x, Tensor<T>& y, Workspace& ws, ForwardMode mode = ForwardMode::Training) {
     if (mode == ForwardMode::Training) return forward_part(x, y, ws, true);
-    const Index N = x.dim(0);
-    if (N <= kInferencePart) return forward_part(x, y, ws, false);
+    if (x.dim(0) <= kInferencePart) return forward_part(x, y, ws, false);
     y.resize(x.shape());
-    const Index image = x.numel() / N;
-    for (Index start = 0; start < N; start += kInferencePart) {
-      const Index count = std::min(kInferencePart, N - start);
-      forward_part(TensorView<T>(x.data() + start * image, Shape{count, x.dim(1), x.dim(2), x.dim(3)}), ws.part_out,
-                   ws, false);
-      std::copy(ws.part_out.data(), ws.part_out.data() + count * image, y.data() + start * image);
-    }
+    for_each_part(x.dim(0), kInferencePart, [&](Index start, Index count) {
+      forward_part(batch_part<T>(x, start, count), ws.part_out, ws, false);
+      copy_into_part<T>(ws.part_out, y, start);
+    });
   }
 
   void backward(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx, Workspace& ws) {
