@@ -10,6 +10,7 @@
 //   GroupNorm/{fwd,bwd}/<shape>, GELU/{fwd,bwd}/<size>             bytes/s (minimal traffic, see README.md)
 //   LinearAttention/..., Attention/...                             GFLOP/s (1x1 convs + attention products)
 //   gemm/{nn,tn,nt}/MxNxK                                          GFLOP/s, single thread (the GEMMs of the 3x3 convs)
+//   gemm_bf16/{nn,tn,nt}/MxNxK                                     the same with bf16 operands (AVX512_BF16 only)
 //   FmaPeak/1thread, FmaPeak/threads                               the float FMA peak, for reference
 // Layer benchmarks use wall-clock time (they run on --threads OpenMP threads, default: OpenMP's default); the
 // single-threaded GEMMs and FmaPeak/1thread use CPU time.
@@ -27,6 +28,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
 #include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/model/unet.hpp"
 #include "diffusion/nn/activations.hpp"
 #include "diffusion/nn/attention.hpp"
@@ -159,8 +161,9 @@ struct GemmShape {
   }
 };
 
-void bm_gemm(benchmark::State& st, const GemmShape& g) {
+void bm_gemm(benchmark::State& st, const GemmShape& g, diffusion::kernels::MatmulPrecision precision) {
   using diffusion::kernels::Op;
+  const diffusion::kernels::MatmulPrecisionScope scope(precision);
   Tensor<float> A(Shape{g.M * g.K}), B(Shape{g.K * g.N}), C(Shape{g.M * g.N});
   fill_normal(A, 1);
   fill_normal(B, 2);
@@ -346,12 +349,18 @@ int main(int argc, char** argv) {
   }
   gemms.push_back(GemmShape{Op::NoTrans, Op::NoTrans, 512, 512, 512});
   gemm_labels[gemms.back().name()] = "square";
+  // Each also with bf16 operands (gemm_bf16/...: kernels/gemm_bf16.hpp), where the CPU has AVX512_BF16.
+  using diffusion::kernels::MatmulPrecision;
   for (const auto& g : gemms) {
     const std::string label = gemm_labels[g.name()];
-    benchmark::RegisterBenchmark(g.name().c_str(), [g, label](benchmark::State& st) {
-      st.SetLabel(label);
-      bm_gemm(st, g);
-    })->Unit(benchmark::kMicrosecond);
+    for (MatmulPrecision p : {MatmulPrecision::Fp32, MatmulPrecision::Bf16}) {
+      if (p == MatmulPrecision::Bf16 && !diffusion::kernels::bf16_gemm_available()) continue;
+      const std::string name = p == MatmulPrecision::Fp32 ? g.name() : "gemm_bf16" + g.name().substr(4);
+      benchmark::RegisterBenchmark(name.c_str(), [g, label, p](benchmark::State& st) {
+        st.SetLabel(label);
+        bm_gemm(st, g, p);
+      })->Unit(benchmark::kMicrosecond);
+    }
   }
 
   // One thread: CPU time, like the GEMMs, so that the two are comparable; N threads: wall-clock time.

@@ -2,12 +2,14 @@
 //
 //   bench_unet --mode train|forward|forward-keep [--batch B] [--threads N] [--iters K] [--warmup W]
 //              [--dim 28] [--dim-mults 1,2,4] [--block convnext|resnet] [--channels 1] [--image-size 28]
-//              [--timesteps 300] [--seed 0] [--print-layers]
+//              [--timesteps 300] [--seed 0] [--precision fp32|bf16] [--print-layers]
 //
 // train:   one full Trainer<float>::step per iteration (t and eps drawn, q_sample, Unet forward, L_simple (L2) loss,
 //          backward, global gradient norm, Adam lr 1e-3; EMA off), as benchmarks/pytorch_unet.py does in PyTorch.
 // forward: Unet<float>::predict, the inference pass the samplers run (keeps nothing; PyTorch's no_grad forward).
 // forward-keep: Unet<float>::forward, which also keeps the activations a backward would need.
+// --precision bf16: every float GEMM with bf16 operands and fp32 accumulation (kernels/precision.hpp); the JSON's
+// "matmul_precision" is what ran (fp32 where the CPU has no AVX512_BF16).
 // The input batch is synthetic (uniform in [-1, 1]): speed does not depend on the pixel values.
 // FLOPs per image are counted from the layer shapes (unet_census.hpp); for training the estimate is 3x forward
 // (each GEMM-like op has two backward products of the same size), and the JSON says so.
@@ -29,6 +31,7 @@
 
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/model/unet.hpp"
 #include "diffusion/process/schedule.hpp"
 #include "diffusion/train/trainer.hpp"
@@ -51,6 +54,7 @@ struct Options {
   Index image_size = 28;
   int timesteps = 300;
   std::uint64_t seed = 0;
+  std::string precision = "fp32";
   bool print_layers = false;
 };
 
@@ -58,7 +62,8 @@ struct Options {
   std::cerr << "bench_unet: " << msg << "\n"
             << "usage: bench_unet --mode train|forward|forward-keep [--batch B] [--threads N] [--iters K]\n"
             << "                  [--warmup W] [--dim 28] [--dim-mults 1,2,4] [--block convnext|resnet] [--channels 1]\n"
-            << "                  [--image-size 28] [--timesteps 300] [--seed 0] [--print-layers]\n";
+            << "                  [--image-size 28] [--timesteps 300] [--seed 0] [--precision fp32|bf16]\n"
+            << "                  [--print-layers]\n";
   std::exit(2);
 }
 
@@ -96,11 +101,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--image-size") o.image_size = parse_int(a, value());
     else if (a == "--timesteps") o.timesteps = static_cast<int>(parse_int(a, value()));
     else if (a == "--seed") o.seed = static_cast<std::uint64_t>(parse_int(a, value()));
+    else if (a == "--precision") o.precision = value();
     else if (a == "--print-layers") o.print_layers = true;
     else usage("unknown argument " + a);
   }
   if (o.mode != "train" && o.mode != "forward" && o.mode != "forward-keep")
     usage("--mode must be train, forward or forward-keep, got " + o.mode);
+  if (o.precision != "fp32" && o.precision != "bf16") usage("--precision must be fp32 or bf16, got " + o.precision);
   if (o.block != "convnext" && o.block != "resnet") usage("--block must be convnext or resnet, got " + o.block);
   if (o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.threads < 0 || o.timesteps < 1 || o.image_size < 1)
     usage("--batch, --iters, --timesteps, --image-size must be >= 1; --warmup, --threads >= 0");
@@ -149,6 +156,9 @@ int main(int argc, char** argv) {
     diffusion::Rng rng = diffusion::Rng(o.seed).fork(0xBE7C4);
     const auto x = diffusion::Tensor<float>::uniform(shape, rng, -1.0, 1.0);  // (N, C, H, W) synthetic, in [-1, 1]
 
+    const auto precision =
+        diffusion::kernels::effective_matmul_precision(diffusion::kernels::parse_matmul_precision(o.precision));
+    const diffusion::kernels::MatmulPrecisionScope precision_scope(precision);
     std::vector<double> seconds;
     double last_loss = 0.0;
     using Clock = std::chrono::steady_clock;
@@ -156,6 +166,7 @@ int main(int argc, char** argv) {
       diffusion::TrainerOptions topt;
       topt.use_ema = false;
       topt.seed = o.seed;
+      topt.precision = precision;  // the Trainer sets its own precision around each step
       diffusion::Trainer<float> trainer(model, diffusion::NoiseSchedule(diffusion::BetaSchedule::Linear, o.timesteps),
                                         topt);
       for (int i = 0; i < o.warmup + o.iters; ++i) {
@@ -194,6 +205,7 @@ int main(int argc, char** argv) {
     j["mode"] = o.mode;
     j["batch"] = o.batch;
     j["threads"] = threads;
+    j["matmul_precision"] = diffusion::kernels::matmul_precision_name(precision);
     j["iters"] = o.iters;
     j["warmup"] = o.warmup;
     j["images_per_s_median"] = ips_median;

@@ -60,6 +60,7 @@ nlohmann::json report_json(const diffusion::metrics::SampleReport& r, const Samp
   j["sampler"] = settings.sampler;
   j["steps"] = settings.steps(T);
   j["spacing"] = diffusion::spacing_name(settings.spacing);
+  j["matmul_precision"] = diffusion::kernels::matmul_precision_name(diffusion::kernels::effective_matmul_precision(settings.precision));
   j["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
   j["seed"] = seed;
   j["batch"] = batch;

@@ -75,12 +75,20 @@ void DenoisingRecorder::write(const std::string& path) const {
   diffusion::io::write_gif(path, frames_, kFrameDelayCs, true, kFinalDelayCs);
 }
 
+std::string precision_note(diffusion::kernels::MatmulPrecision requested) {
+  using diffusion::kernels::MatmulPrecision;
+  if (requested == MatmulPrecision::Fp32) return "";
+  if (diffusion::kernels::effective_matmul_precision(requested) == MatmulPrecision::Bf16) return ", bf16 matmuls";
+  return ", fp32 matmuls (bf16 asked for, but this build's CPU target has no AVX512_BF16)";
+}
+
 void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedule, const SamplerSettings& settings,
              Images& x, diffusion::Rng& rng, DenoisingRecorder* gif) {
   auto callback = [gif](int step, std::int64_t, const Images& xt) {
     if (gif) gif->after_step(step, xt);
   };
   if (gif) gif->start(x);
+  const diffusion::kernels::MatmulPrecisionScope precision(diffusion::kernels::effective_matmul_precision(settings.precision));
   diffusion::SamplerOptions o;
   o.sampler = diffusion::parse_sampler(settings.sampler);
   o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps

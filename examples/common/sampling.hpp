@@ -10,6 +10,7 @@
 #include "diffusion/core/random.hpp"
 #include "diffusion/core/tensor.hpp"
 #include "diffusion/io/image.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/model/unet.hpp"
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
@@ -38,10 +39,16 @@ struct SamplerSettings {
   std::vector<std::int64_t> classes;
   double guidance = 0.0;
   double rescaled_phi = 0.0;
+  // The GEMMs of the model calls: fp32, or bf16 operands with fp32 accumulation where the CPU has AVX512_BF16.
+  diffusion::kernels::MatmulPrecision precision = diffusion::kernels::MatmulPrecision::Fp32;
 
   // Steps the sampler takes with a schedule of T timesteps.
   int steps(int T) const { return sampler == "ddpm" ? T : ddim_steps; }
 };
+
+// What a program's summary line says about the matmul precision: nothing for fp32, ", bf16 matmuls" for bf16, and
+// that fp32 ran instead where the CPU lacks AVX512_BF16.
+std::string precision_note(diffusion::kernels::MatmulPrecision requested);
 
 // Frames of the denoising of some images of the batch, one row, from x_T to x_0: about `frames` frames spread
 // evenly over the steps, the last one held for 2 seconds.

@@ -130,6 +130,7 @@ int run_eval(const EvalOptions& o, const std::set<std::string>& given) {
   if (settings.sampler != "ddpm" && settings.spacing != diffusion::TimestepSpacing::Linspace)
     std::printf(" (%s spacing)", diffusion::spacing_name(settings.spacing));
   if (settings.eta) std::printf(", eta %g", *settings.eta);
+  std::printf("%s", examples::precision_note(settings.precision).c_str());
   if (m.net->is_conditional()) std::printf(", guidance %g", settings.guidance);
   std::printf("\n  reference: %s images of %s (%lld), statistics %s in %s\n", o.reference.c_str(), o.data.c_str(),
               static_cast<long long>(metrics.reference().gaussian.count),

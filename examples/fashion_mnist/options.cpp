@@ -13,6 +13,10 @@ namespace fashion_mnist {
 namespace {
 
 const std::vector<std::string> kSchedules = {"linear", "cosine", "quadratic", "sigmoid"};
+const std::vector<std::string> kPrecisions = {"fp32", "bf16"};
+const char* const kPrecisionHelp =
+    "matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and everything else fp32; runs fp32 on CPUs "
+    "without AVX512_BF16)";
 const std::vector<std::string> kLosses = {"l2", "l1", "huber"};
 const std::vector<std::string> kPredictions = {"eps", "x0", "v"};
 const std::vector<std::string> kBlocks = {"convnext", "resnet"};
@@ -80,6 +84,9 @@ const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
        kGradientShardsRange, {}, nlohmann::json(1)},
       {"seed", &O::seed, OnResume::Fixed, "seed of the initial weights, the data order and the noise"},
       {"threads", &O::threads, OnResume::Run, "worker threads (0: all cores)", kThreadsRange},
+      // Absent in checkpoints written before mixed precision existed: fp32.
+      {"precision", &O::precision, OnResume::Run, std::string(kPrecisionHelp) + " of the training steps", {},
+       kPrecisions, nlohmann::json("fp32")},
       {"ema-decay", &O::ema_decay, OnResume::Fixed, "EMA decay of the sampling weights (0 disables the EMA)",
        kEmaDecayRange},
       {"grad-clip", &O::grad_clip, OnResume::Optimizer, "max global gradient norm (0: no clipping)", kNonNegative},
@@ -136,6 +143,8 @@ void add_model_and_sampler_flags(CLI::App& app, SampleOptions& o) {
       ->check(in_range(kNonNegative));
   app.add_option("--clip-x0", o.clip_x0,
                  "clip the predicted x0 to [-1, 1] at every step (true/false; keeps large-T DDIM from saturating)");
+  app.add_option("--precision", o.precision, std::string(kPrecisionHelp) + " of the model calls")
+      ->check(CLI::IsMember(kPrecisions));
   app.add_option("--seed", o.seed, "seed of x_T and of the sampler's noise");
   app.add_option("--threads", o.threads, "worker threads (0: all cores)")->check(in_range(kThreadsRange));
   // Class-conditional models only.

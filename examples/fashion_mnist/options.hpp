@@ -60,6 +60,7 @@ struct TrainOptions {
   std::string out = "results/fashion_mnist";
   std::string resume;
   int threads = 0;  // 0: OpenMP's default
+  std::string precision = "fp32";  // fp32 | bf16: the GEMMs of the training steps (kernels/precision.hpp)
   std::int64_t sample_every = 0;
   std::int64_t checkpoint_every = 200;
   int final_samples = 64;
@@ -77,6 +78,7 @@ struct SampleOptions {
   std::string spacing = "linspace";  // where they fall among the T timesteps: linspace | leading | trailing | karras
   double eta = 0.0;              // used when --eta is given; otherwise the sampler's default
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] at every step
+  std::string precision = "fp32";  // fp32 | bf16: the GEMMs of the model calls (kernels/precision.hpp)
   int n = 64;
   std::uint64_t seed = 0;
   std::string x_T;         // safetensors file with a tensor "x_T" (N, C, H, W)

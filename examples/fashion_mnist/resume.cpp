@@ -96,6 +96,7 @@ diffusion::TrainerOptions trainer_options(const TrainOptions& o) {
   to.seed = o.seed;
   to.cond_drop_prob = o.cond_drop_prob;  // used by conditional runs only
   to.gradient_shards = o.gradient_shards > 0 ? o.gradient_shards : 1;  // 0: one per rank, resolved by run_train
+  to.precision = diffusion::kernels::parse_matmul_precision(o.precision);
   return to;
 }
 

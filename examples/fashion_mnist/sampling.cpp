@@ -174,6 +174,7 @@ SamplerSettings sampler_settings(const SampleOptions& o, const std::set<std::str
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
   settings.spacing = diffusion::parse_spacing(o.spacing);
+  settings.precision = diffusion::kernels::parse_matmul_precision(o.precision);
   if (given.count("eta")) settings.eta = o.eta;
   settings.clip_x0 = o.clip_x0;
   settings.prediction = prediction;
@@ -230,6 +231,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
   if (o.sampler != "ddpm") std::printf(" %d steps", o.steps);
   if (o.sampler != "ddpm" && o.spacing != "linspace") std::printf(" (%s spacing)", o.spacing.c_str());
   if (settings.eta) std::printf(", eta %g", *settings.eta);
+  std::printf("%s", examples::precision_note(settings.precision).c_str());
   if (K > 0) {
     if (class_grid) std::printf(", one row per class");
     else if (*o.class_id == diffusion::kNullClass) std::printf(", no class");
@@ -248,6 +250,7 @@ int run_sample(const SampleOptions& o, const std::set<std::string>& given) {
     info["spacing"] = o.spacing;
     info["eta"] = settings.eta ? nlohmann::json(*settings.eta) : nlohmann::json();
     info["clip_x0"] = o.clip_x0;
+    info["matmul_precision"] = diffusion::kernels::matmul_precision_name(diffusion::kernels::effective_matmul_precision(settings.precision));
     info["seed"] = o.seed;
     info["x_T"] = o.x_T;
     if (K > 0) {

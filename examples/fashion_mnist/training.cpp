@@ -220,12 +220,12 @@ void print_summary(const Run& run, int ranks) {
   const TrainOptions& o = run.o;
   const auto parameters = static_cast<std::size_t>(run.plan.parameter_count);  // params().size() has padding too
   std::fprintf(stderr, "fashion_mnist: training a %s%s U-Net (dim %d, dim-mults %s, %zu parameters) on %lld images "
-                       "%lldx%lld, steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s; output in %s\n",
+                       "%lldx%lld, steps %lld to %lld (%lld per epoch), batch %d, %s loss, T = %d %s%s; output in %s\n",
                o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, int_list_text(o.dim_mults).c_str(),
                parameters, static_cast<long long>(run.N), static_cast<long long>(run.H), static_cast<long long>(run.W),
                static_cast<long long>(run.first), static_cast<long long>(run.total),
                static_cast<long long>(run.per_epoch), o.batch, o.loss.c_str(), o.timesteps, o.schedule.c_str(),
-               o.out.c_str());
+               examples::precision_note(diffusion::kernels::parse_matmul_precision(o.precision)).c_str(), o.out.c_str());
   for (const std::string& note : run.notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
   if (run.first >= run.total)
     std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "

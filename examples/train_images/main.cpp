@@ -89,6 +89,7 @@ struct TrainOptions {
   int eval_n = 1000;
   std::string inception, classifier;  // the feature extractor of the measurements
   int threads = 0;
+  std::string precision = "fp32";  // fp32 | bf16: the GEMMs of the training steps (kernels/precision.hpp)
 };
 
 // The flags that define the model, the noise and the data: stored in the checkpoint, taken from it on resume.
@@ -266,6 +267,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   to.accumulate = o.accumulate;
   to.cond_drop_prob = o.cond_drop_prob;
   to.gradient_shards = o.gradient_shards;
+  to.precision = diffusion::kernels::parse_matmul_precision(o.precision);
   diffusion::Trainer<float> trainer(net, diffusion::NoiseSchedule(diffusion::parse_beta_schedule(o.schedule), o.timesteps), to);
   if (resume_reader) {
     diffusion::load_checkpoint(*resume_reader, trainer);
@@ -296,11 +298,12 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                                                        {diffusion::io::kDatasetInfoKey, data.info().to_json().dump()}};
   if (ranks.leader())
   std::fprintf(stderr, "train_images: %lld images %dx%d, %d channel(s)%s from %s; %s%s U-Net (dim %d, %zu parameters), "
-                       "steps %lld to %lld (%lld per epoch), batch %d (%d micro-batches); output in %s\n",
+                       "steps %lld to %lld (%lld per epoch), batch %d (%d micro-batches)%s; output in %s\n",
                static_cast<long long>(data.size()), H, W, o.channels,
                o.labels ? (", " + std::to_string(data.classes().size()) + " classes").c_str() : "", o.data.c_str(),
                o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
-               static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate, o.out.c_str());
+               static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate,
+               examples::precision_note(to.precision).c_str(), o.out.c_str());
   if (ranks.leader() && ranks.size() > 1)
     std::fprintf(stderr, "train_images: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
                  o.gradient_shards);
@@ -405,6 +408,7 @@ struct SampleOptions {
   std::string checkpoint, out = "samples.png", gif, sampler = "ddim";
   int n = 64, steps = 50, threads = 0;
   std::string spacing = "linspace";  // where the steps fall among the T timesteps
+  std::string precision = "fp32";    // fp32 | bf16: the GEMMs of the model calls
   std::optional<double> eta;
   std::uint64_t seed = 0;
   std::optional<std::string> class_name;  // conditional models: a class folder's name (or its index); none: a class grid
@@ -478,6 +482,7 @@ int run_sample(const SampleOptions& o) {
   settings.sampler = o.sampler;
   settings.ddim_steps = o.steps;
   settings.spacing = diffusion::parse_spacing(o.spacing);
+  settings.precision = diffusion::kernels::parse_matmul_precision(o.precision);
   settings.eta = o.eta;
   settings.prediction = diffusion::parse_prediction(m.stored.at("prediction").get<std::string>());
   DIFFUSION_CHECK(o.sampler == "ddpm" || o.steps <= schedule.num_timesteps(),
@@ -556,6 +561,7 @@ int run_eval(const EvalOptions& o) {
   settings.sampler = o.sample.sampler;
   settings.ddim_steps = o.sample.steps;
   settings.spacing = diffusion::parse_spacing(o.sample.spacing);
+  settings.precision = diffusion::kernels::parse_matmul_precision(o.sample.precision);
   settings.eta = o.sample.eta;
   settings.guidance = o.sample.guidance;
   settings.rescaled_phi = o.sample.rescaled_phi;
@@ -618,6 +624,10 @@ int main(int argc, char** argv) {
   const CLI::Validator spacings = examples::parsed_by(diffusion::parse_spacing, "SPACING");
   const std::string spacing_help =
       "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras";
+  const CLI::Validator precisions = examples::parsed_by(diffusion::kernels::parse_matmul_precision, "PRECISION");
+  const std::string precision_help =
+      "matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and everything else fp32; runs fp32 on CPUs "
+      "without AVX512_BF16)";
   const CLI::Validator samplers(  // any name of diffusion::parse_sampler
       [](std::string& name) {
         try {
@@ -686,6 +696,7 @@ int main(int argc, char** argv) {
                     "feature extractor of the measurements for 1 x 28 x 28 images: the Fashion-MNIST classifier "
                     "(examples/fashion_classifier/fashion_classifier.safetensors)");
   train->add_option("--threads", t.threads, "threads (0: OpenMP's default)")->check(CLI::NonNegativeNumber);
+  train->add_option("--precision", t.precision, precision_help + " of the training steps")->check(precisions);
 
   SampleOptions s;
   CLI::App* sample = app.add_subcommand("sample", "sample images from model.safetensors or checkpoint.safetensors");
@@ -694,6 +705,7 @@ int main(int argc, char** argv) {
   sample->add_option("--sampler", s.sampler, "sampler")->check(samplers);
   sample->add_option("--steps", s.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
   sample->add_option("--spacing", s.spacing, spacing_help)->check(spacings);
+  sample->add_option("--precision", s.precision, precision_help + " of the model calls")->check(precisions);
   sample->add_option("--eta", s.eta, "noise scale of ddim / ancestral samplers");
   sample->add_option("--seed", s.seed, "seed");
   sample->add_option("--out", s.out, "PNG grid to write");
@@ -722,6 +734,7 @@ int main(int argc, char** argv) {
   eval->add_option("--sampler", ev.sample.sampler, "sampler")->check(samplers);
   eval->add_option("--steps", ev.sample.steps, "steps of every sampler but ddpm")->check(CLI::Range(1, 100000));
   eval->add_option("--spacing", ev.sample.spacing, spacing_help)->check(spacings);
+  eval->add_option("--precision", ev.sample.precision, precision_help + " of the model calls")->check(precisions);
   eval->add_option("--eta", ev.sample.eta, "noise scale of ddim / ancestral samplers");
   eval->add_option("--seed", ev.sample.seed, "seed of x_T and the sampler's noise");
   eval->add_option("--class", ev.sample.class_name,

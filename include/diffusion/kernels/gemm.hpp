@@ -1,5 +1,6 @@
 #pragma once
-// GEMM on row-major matrices through Eigen maps: C = alpha * op(A) * op(B) + beta * C.
+// GEMM on row-major matrices through Eigen maps: C = alpha * op(A) * op(B) + beta * C. Float GEMMs go to
+// gemm_bf16 instead while the matmul precision is bf16 (kernels/precision.hpp).
 //
 // A is M x K (op = NoTrans, leading dimension lda >= K) or stored K x M (op = Trans, lda >= M); likewise B is K x N
 // or stored N x K. C is M x N with leading dimension ldc. beta = 0 ignores C's old contents (NaNs included).
@@ -20,20 +21,19 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <Eigen/Core>
+#include <type_traits>
 #ifdef DIFFUSION_USE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
-
-#include <type_traits>
 #endif
 
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/gemm_op.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/kernels/scratch.hpp"
 
 namespace diffusion::kernels {
-
-enum class Op { NoTrans, Trans };
 
 namespace reference {
 
@@ -126,6 +126,10 @@ template <class T>
 void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Index lda, const T* B, Index ldb, T beta,
           T* C, Index ldc) {
   if (M <= 0 || N <= 0) return;
+  if constexpr (std::is_same_v<T, float>) {  // mixed precision (kernels/precision.hpp); its own reference twin
+    if (effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16)
+      return gemm_bf16(op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   if (reference_kernels()) return reference::gemm(op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef DIFFUSION_USE_ONEDNN
   if constexpr (std::is_same_v<T, float>) {

@@ -36,6 +36,7 @@
 #include "diffusion/core/random.hpp"
 #include "diffusion/distributed/communicator.hpp"
 #include "diffusion/distributed/gradient_sum.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/model/unet.hpp"
 #include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/process/forward_process.hpp"
@@ -75,6 +76,10 @@ struct TrainerOptions {
   // With more than one rank: every this many steps the ranks compare a hash of their weights, Adam moments and EMA
   // and stop with an Error naming the ranks that differ (0: never).
   std::int64_t replica_check_every = 100;
+  // Mixed precision (the primer's amp = True): the forward and backward GEMMs of every step with bf16 operands and
+  // fp32 accumulation (kernels/precision.hpp); weights, gradients, Adam and the EMA stay fp32. Runs fp32 on CPUs
+  // without AVX512_BF16 (kernels::effective_matmul_precision says which ran).
+  kernels::MatmulPrecision precision = kernels::MatmulPrecision::Fp32;
 };
 
 // Raised when the loss or a gradient is NaN or infinite; training state is left as it was before the step.
@@ -349,6 +354,7 @@ class Trainer {
   // batch's; classes (n), the local images' class ids of a conditional model, or null.
   StepResult step_with(TensorView<T> x0, Index N, Index first, const std::vector<std::int64_t>& t, const T* noise,
                        const std::int64_t* classes) {
+    const kernels::MatmulPrecisionScope precision(kernels::effective_matmul_precision(options_.precision));
     const Index n = x0.dim(0), per_image = x0.numel() / n;
     local_t_.assign(t.begin() + first, t.begin() + first + n);
     const TensorView<T> local_noise(noise + first * per_image, x0.shape());

@@ -35,6 +35,7 @@
 #include "diffusion/io/idx.hpp"
 #include "diffusion/io/image.hpp"
 #include "diffusion/io/safetensors.hpp"
+#include "diffusion/kernels/precision.hpp"
 #include "diffusion/train/checkpoint.hpp"
 
 namespace fs = std::filesystem;
@@ -408,6 +409,26 @@ TEST_CASE("sample from a checkpoint or model.safetensors or bare weights or the 
   CHECK(r.status == 2);
   CHECK(r.err.find("--spacing") != std::string::npos);
   CHECK(r.err.find("linspace, leading, trailing, karras") != std::string::npos);  // the library's list of names
+  // --precision bf16: the model calls' matmuls with bf16 operands (where the CPU has AVX512_BF16): other, finite
+  // images from the same start, close to fp32's; the metadata says which precision ran.
+  REQUIRE(sample(ckpt, "xt_bf16", {"--x-T", dir + "/x_T.safetensors", "--precision", "bf16"}, "1").status == 0);
+  {
+    const Tensor<float> x32 = read_tensor(dir + "/xt1.safetensors", "x_0");
+    const Tensor<float> x16 = read_tensor(dir + "/xt_bf16.safetensors", "x_0");
+    double worst = 0.0;
+    for (Index i = 0; i < x16.numel(); ++i) {
+      REQUIRE(std::isfinite(x16.data()[i]));
+      worst = std::max(worst, double(std::fabs(x16.data()[i] - x32.data()[i])));
+    }
+    CHECK(worst <= 0.25);  // pixels in [-1, 1]: a bf16 run follows the fp32 one, it does not draw another image
+    const bool bf16 = diffusion::kernels::bf16_gemm_available();
+    CHECK(sample_info(dir + "/xt_bf16.safetensors").at("matmul_precision") == (bf16 ? "bf16" : "fp32"));
+    CHECK(sample_info(dir + "/xt1.safetensors").at("matmul_precision") == "fp32");
+    CHECK(compare_tensors(dir + "/xt1.safetensors", dir + "/xt_bf16.safetensors").empty() == !bf16);
+  }
+  r = sample(ckpt, "bad_precision", {"--precision", "fp16"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--precision") != std::string::npos);
   r = sample(ckpt, "xt_small", {"--x-T", dir + "/x_T_small.safetensors"});
   require_clean_failure(r, "(10, 1, 27, 27)", dir + "/none");
   r = sample(dir + "/missing.safetensors", "missing");
@@ -682,6 +703,7 @@ TEST_CASE("eval measures samples against the reference images reproducibly and n
   REQUIRE(a.at("count") == 13);
   REQUIRE(a.at("reference_count") == 64);
   REQUIRE(a.at("sampler") == "dpmpp_2m");
+  REQUIRE(a.at("matmul_precision") == "fp32");  // beside the metric "precision", which it must not replace
   Index classified = 0;
   for (const auto& c : a.at("class_histogram")) classified += c.get<Index>();
   REQUIRE(classified == 13);

@@ -1,0 +1,309 @@
+#pragma once
+// GEMM with bfloat16 operands and fp32 accumulation, for mixed precision (the primer's `amp = True`):
+// C = alpha * op(A) * op(B) + beta * C, with A, B and C in fp32 as in kernels/gemm.hpp (same arguments). A and B are
+// rounded to bfloat16 as they are packed (round to nearest even, NaN kept: what PyTorch's .to(torch.bfloat16)
+// does), and multiplied with AVX512_BF16's vdpbf16ps, which does 32 multiply-adds per instruction where vfmadd231ps
+// does 16: twice the fp32 rate on the CPUs that have it. Weights stay fp32 in memory (the master copy); only the
+// packed panels are bf16, so this is autocast's "matmuls in bf16" without a second copy of anything.
+//
+// Exactly what it computes (reference::gemm_bf16 spells it out; the tests check the kernel against it bit for bit):
+//   a(i, k), b(k, j): the operands rounded to bf16; K odd: one more k with a = b = 0.
+//   acc = 0 (fp32); for k-pairs p = 0, 1, ...: acc += a(i, 2p+1) b(2p+1, j); acc += a(i, 2p) b(2p, j)
+//     (each product of two bf16 values is exact in fp32; each sum rounds to nearest even: vdpbf16ps's definition)
+//   C(i, j) = beta == 0 ? alpha * acc : fma(alpha, acc, beta * C(i, j))     (beta = 0 ignores C, NaNs included)
+// vdpbf16ps also treats bf16 subnormals (|x| < 1.2e-38) as zero and flushes subnormal sums to zero; the reference
+// does the same. The sum runs over the whole K in one chain (no blocking along K), so the result does not depend on
+// block sizes, and like every kernel here it is single-threaded: the caller parallelises.
+//
+// Layout (Goto's scheme without the K blocking): A is packed once into tiles of kMr rows, each k-pair of a row one
+// 32-bit word (two bf16); each panel of kNr columns of B is packed likewise, one word per (k-pair, column), and the
+// micro-kernel keeps a kMr x kNr tile of C in 28 zmm registers while it walks the k-pairs: per pair, two loads of B,
+// 14 broadcasts of A, 28 vdpbf16ps. kMr = 14 divides the U-Net's channel counts (28, 56, 112, 224).
+//
+// Where the CPU lacks AVX512_BF16 (or the compiler was not told it has it: -march=native on such a CPU),
+// bf16_gemm_available() is false and kernels::gemm runs fp32 instead (kernels/precision.hpp).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#define DIFFUSION_HAVE_AVX512_BF16 1
+#include <immintrin.h>
+#endif
+
+#include "diffusion/core/shape.hpp"
+#include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/gemm_op.hpp"
+#include "diffusion/kernels/scratch.hpp"
+
+namespace diffusion::kernels {
+
+// Whether gemm_bf16 runs on this build's CPU target (compile time: the library is built per machine).
+constexpr bool bf16_gemm_available() {
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+  return true;
+#else
+  return false;
+#endif
+}
+
+// The bf16 nearest to x, ties to even, as its 16 bits in the upper half of a 32-bit word (the lower half zero);
+// a NaN stays a (quiet) NaN. This is the rounding of every operand of gemm_bf16.
+inline std::uint32_t bf16_round_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if (std::isnan(x)) return (u | 0x00400000u) & 0xFFFF0000u;
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+}
+
+// x rounded to bf16, as a float.
+inline float bf16_round(float x) {
+  const std::uint32_t u = bf16_round_bits(x);
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+namespace reference {
+
+// gemm_bf16 as its header comment defines it, one multiply-add at a time.
+inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, const float* A, Index lda,
+                      const float* B, Index ldb, float beta, float* C, Index ldc) {
+  // An operand as vdpbf16ps reads it: rounded to bf16, subnormals as zero.
+  const auto operand = [](float x) {
+    const float r = bf16_round(x);
+    return std::fpclassify(r) == FP_SUBNORMAL ? 0.0f : r;
+  };
+  const auto flush = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
+  const auto a = [&](Index i, Index k) {
+    return k >= K ? 0.0f : operand(op_a == Op::NoTrans ? A[i * lda + k] : A[k * lda + i]);
+  };
+  const auto b = [&](Index k, Index j) {
+    return k >= K ? 0.0f : operand(op_b == Op::NoTrans ? B[k * ldb + j] : B[j * ldb + k]);
+  };
+  for (Index i = 0; i < M; ++i) {
+    for (Index j = 0; j < N; ++j) {
+      float acc = 0.0f;
+      for (Index k = 0; k < K; k += 2) {
+        const float odd = a(i, k + 1) * b(k + 1, j), even = a(i, k) * b(k, j);  // exact
+        acc = flush(acc + odd);
+        acc = flush(acc + even);
+      }
+      float& c = C[i * ldc + j];
+      c = beta == 0.0f ? alpha * acc : std::fma(alpha, acc, beta * c);
+    }
+  }
+}
+
+}  // namespace reference
+
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+namespace detail {
+
+inline constexpr int kBf16Mr = 14;  // rows of C per micro-tile
+inline constexpr int kBf16Nr = 32;  // columns of C per micro-tile: two zmm of 16 floats
+
+// Shifts and the 64 -> 32 bit narrowing in their zero-masked forms with every lane on: the same instructions, but
+// GCC 12's unmasked forms pass _mm512_undefined_epi32() and trip a false -Wmaybe-uninitialized.
+inline __m512i shift_right32(__m512i x, unsigned n) { return _mm512_maskz_srli_epi32(__mmask16(0xFFFF), x, n); }
+inline __m512i shift_right64(__m512i x, unsigned n) { return _mm512_maskz_srli_epi64(__mmask8(0xFF), x, n); }
+inline __m256i narrow64to32(__m512i x) { return _mm512_maskz_cvtepi64_epi32(__mmask8(0xFF), x); }
+
+// bf16_round_bits on 16 floats.
+inline __m512i bf16_round_bits16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(shift_right32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x00400000));
+  return _mm512_and_si512(_mm512_mask_blend_epi32(nan, rounded, quiet), _mm512_set1_epi32(int(0xFFFF0000u)));
+}
+
+// 16 pairs whose halves lie in two arrays (even[j], odd[j]): word j = bf16(odd[j]) << 16 | bf16(even[j]).
+inline __m512i bf16_pairs_across(__m512 even, __m512 odd) {
+  return _mm512_or_si512(bf16_round_bits16(odd), shift_right32(bf16_round_bits16(even), 16));
+}
+
+// 8 pairs lying side by side in 16 floats (x[2p], x[2p+1]): word p = bf16(x[2p+1]) << 16 | bf16(x[2p]).
+inline __m256i bf16_pairs_along(__m512 x) {
+  const __m512i r = bf16_round_bits16(x);  // per 64-bit lane: even's bf16 in bits 16-31, odd's in bits 48-63
+  return narrow64to32(_mm512_or_si512(shift_right64(r, 16), shift_right64(r, 32)));
+}
+
+inline std::uint32_t bf16_pair(float even, float odd) { return bf16_round_bits(odd) | (bf16_round_bits(even) >> 16); }
+
+inline __mmask16 first_lanes(Index n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+
+// Transposes 8 x 8 32-bit words in place: r[q] word p becomes r[p] word q.
+inline void transpose8x8(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int q = 0; q < 8; q += 2) {
+    t[q] = _mm256_unpacklo_epi32(r[q], r[q + 1]);
+    t[q + 1] = _mm256_unpackhi_epi32(r[q], r[q + 1]);
+  }
+  for (int q = 0; q < 8; q += 4) {
+    u[q] = _mm256_unpacklo_epi64(t[q], t[q + 2]);
+    u[q + 1] = _mm256_unpackhi_epi64(t[q], t[q + 2]);
+    u[q + 2] = _mm256_unpacklo_epi64(t[q + 1], t[q + 3]);
+    u[q + 3] = _mm256_unpackhi_epi64(t[q + 1], t[q + 3]);
+  }
+  for (int q = 0; q < 4; ++q) {
+    r[q] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x20);
+    r[q + 4] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x31);
+  }
+}
+
+// 8 consecutive k-pairs (16 floats from `from`) of each of `count` <= 8 vectors of a matrix whose k-pairs lie side
+// by side (a row of A, a column of B transposed), transposed: r[p] word q = pair p of vector q (0 for q >= count).
+inline void pairs_along_transposed(const float* from, Index stride, int count, __m256i r[8]) {
+  for (int q = 0; q < 8; ++q)
+    r[q] = q < count ? bf16_pairs_along(_mm512_loadu_ps(from + q * stride)) : _mm256_setzero_si256();
+  transpose8x8(r);
+}
+
+// Packs rows [row0, row0 + rows) of op(A) (rows <= kBf16Mr) into dst[p * kBf16Mr + i], zero-padded to kBf16Mr rows
+// and to `pairs` k-pairs.
+inline void pack_a_tile(Op op_a, const float* A, Index lda, Index K, Index pairs, Index row0, int rows,
+                        std::uint32_t* dst) {
+  constexpr int mr = kBf16Mr;
+  if (rows < mr) std::fill(dst, dst + pairs * mr, 0u);
+  if (op_a == Op::NoTrans) {  // a row's k-pairs lie side by side: 8 rows x 8 pairs at a time, transposed
+    const float* tile = A + row0 * lda;
+    Index k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m256i r[8];
+      std::uint32_t* d = dst + (k / 2) * mr;
+      pairs_along_transposed(tile + k, lda, std::min(rows, 8), r);  // rows 0-7
+      for (int p = 0; p < 8; ++p) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + p * mr), r[p]);
+      if (rows > 8) {
+        pairs_along_transposed(tile + 8 * lda + k, lda, rows - 8, r);  // rows 8-13
+        for (int p = 0; p < 8; ++p) _mm256_mask_storeu_epi32(d + p * mr + 8, __mmask8(0x3F), r[p]);
+      }
+    }
+    for (int i = 0; i < rows; ++i) {
+      const float* row = tile + i * lda;
+      for (Index kk = k; kk < K; kk += 2) dst[(kk / 2) * mr + i] = bf16_pair(row[kk], kk + 1 < K ? row[kk + 1] : 0.0f);
+    }
+  } else {  // stored K x M: a k-pair's halves are two rows of the storage, the tile's rows side by side in each
+    const __mmask16 lanes = first_lanes(rows);
+    for (Index p = 0; p < pairs; ++p) {
+      const Index k = 2 * p;
+      const __m512 even = _mm512_maskz_loadu_ps(lanes, A + k * lda + row0);
+      const __m512 odd = k + 1 < K ? _mm512_maskz_loadu_ps(lanes, A + (k + 1) * lda + row0) : _mm512_setzero_ps();
+      _mm512_mask_storeu_epi32(dst + p * mr, __mmask16((1u << mr) - 1u) & lanes, bf16_pairs_across(even, odd));
+    }
+  }
+}
+
+// Packs columns [col0, col0 + cols) of op(B) (cols <= kBf16Nr) into dst[p * kBf16Nr + j], zero-padded to kBf16Nr.
+inline void pack_b_panel(Op op_b, const float* B, Index ldb, Index K, Index pairs, Index col0, int cols,
+                         std::uint32_t* dst) {
+  constexpr int nr = kBf16Nr;
+  if (op_b == Op::NoTrans) {  // a k-pair's halves are two rows of B, the panel's columns side by side in each
+    for (Index p = 0; p < pairs; ++p) {
+      const Index k = 2 * p;
+      for (int half = 0; half < nr; half += 16) {
+        const __mmask16 lanes = first_lanes(cols - half);
+        const __m512 even = _mm512_maskz_loadu_ps(lanes, B + k * ldb + col0 + half);
+        const __m512 odd =
+            k + 1 < K ? _mm512_maskz_loadu_ps(lanes, B + (k + 1) * ldb + col0 + half) : _mm512_setzero_ps();
+        _mm512_storeu_si512(dst + p * nr + half, bf16_pairs_across(even, odd));
+      }
+    }
+  } else {  // stored N x K: a column's k-pairs lie side by side: 8 columns x 8 pairs at a time, transposed
+    if (cols < nr) std::fill(dst, dst + pairs * nr, 0u);
+    const Index vector_k = K / 16 * 16;
+    for (int j0 = 0; j0 < cols; j0 += 8) {
+      const float* from = B + (col0 + j0) * ldb;
+      for (Index k = 0; k < vector_k; k += 16) {
+        __m256i r[8];
+        pairs_along_transposed(from + k, ldb, std::min(cols - j0, 8), r);
+        for (int p = 0; p < 8; ++p)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (k / 2 + p) * nr + j0), r[p]);
+      }
+    }
+    for (int j = 0; j < cols; ++j) {
+      const float* col = B + (col0 + j) * ldb;
+      for (Index k = vector_k; k < K; k += 2) dst[(k / 2) * nr + j] = bf16_pair(col[k], k + 1 < K ? col[k + 1] : 0.0f);
+    }
+  }
+}
+
+// C tile (rows x cols, rows <= kBf16Mr, cols <= 16 * Vectors) = alpha * a_tile . b_panel + beta * C.
+template <int Vectors>
+inline void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::uint32_t* b, float* C, Index ldc,
+                              int rows, int cols, float alpha, float beta) {
+  constexpr int mr = kBf16Mr, nr = kBf16Nr;
+  __m512 acc[mr][Vectors];
+  for (int i = 0; i < mr; ++i)
+    for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (Index p = 0; p < pairs; ++p) {
+    __m512bh bv[Vectors];
+    for (int v = 0; v < Vectors; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * nr + 16 * v);
+    for (int i = 0; i < mr; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[p * mr + i]));
+      for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], ai, bv[v]);
+    }
+  }
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+  for (int i = 0; i < rows; ++i) {
+    for (int v = 0; v < Vectors; ++v) {
+      const __mmask16 lanes = first_lanes(cols - 16 * v);
+      float* c = C + i * ldc + 16 * v;
+      const __m512 out = beta == 0.0f ? _mm512_mul_ps(alpha_v, acc[i][v])
+                                      : _mm512_fmadd_ps(alpha_v, acc[i][v],
+                                                        _mm512_mul_ps(beta_v, _mm512_maskz_loadu_ps(lanes, c)));
+      _mm512_mask_storeu_ps(c, lanes, out);
+    }
+  }
+}
+
+}  // namespace detail
+#endif
+
+// C = alpha * op(A) * op(B) + beta * C in bf16 x bf16 -> fp32 (see the header comment). Without AVX512_BF16, or with
+// reference_kernels() on, it computes the same numbers with the reference loop (slowly).
+inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, const float* A, Index lda,
+                      const float* B, Index ldb, float beta, float* C, Index ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // an empty sum: C = beta * C, as the fp32 gemm does
+    for (Index i = 0; i < M; ++i)
+      for (Index j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+  if (!reference_kernels()) {
+    using namespace detail;
+    const Index pairs = (K + 1) / 2, m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
+    const Index a_words = (m_tiles * kBf16Mr * pairs + 15) / 16 * 16;  // keeps the B panel 64-byte aligned
+    ScratchBuffer<std::uint32_t, Scratch::GemmPackingBf16> packing(static_cast<std::size_t>(a_words + pairs * kBf16Nr));
+    std::uint32_t* a_packed = packing.data();
+    std::uint32_t* b_packed = packing.data() + a_words;
+    for (Index t = 0; t < m_tiles; ++t) {
+      const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
+      pack_a_tile(op_a, A, lda, K, pairs, t * kBf16Mr, rows, a_packed + t * kBf16Mr * pairs);
+    }
+    for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
+      const int cols = static_cast<int>(std::min<Index>(kBf16Nr, N - col0));
+      pack_b_panel(op_b, B, ldb, K, pairs, col0, cols, b_packed);
+      for (Index t = 0; t < m_tiles; ++t) {
+        const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
+        float* c = C + t * kBf16Mr * ldc + col0;
+        const std::uint32_t* a = a_packed + t * kBf16Mr * pairs;
+        if (cols > 16)
+          bf16_micro_kernel<2>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
+        else
+          bf16_micro_kernel<1>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
+      }
+    }
+    return;
+  }
+#endif
+  reference::gemm_bf16(op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace diffusion::kernels

@@ -1,0 +1,186 @@
+// gemm_bf16: the rounding to bfloat16 (ties to even, NaN and infinity kept), the reference loop against the exact
+// product of the rounded operands, and the AVX512_BF16 kernel against the reference bit for bit over every edge of
+// its tiling (rows around 14, columns around 16 and 32, odd K, all four transpositions, alpha and beta).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "diffusion/core/random.hpp"
+#include "diffusion/kernels/gemm.hpp"
+#include "diffusion/kernels/gemm_bf16.hpp"
+#include "diffusion/kernels/precision.hpp"
+#include "support/skip.hpp"
+
+using namespace diffusion;
+using kernels::Op;
+
+namespace {
+
+float from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+std::uint32_t to_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+std::vector<float> random_matrix(Index rows, Index cols, Index ld, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> values(static_cast<std::size_t>(rows * cols));
+  rng.normal(values.data(), rows * cols);
+  std::vector<float> m(static_cast<std::size_t>(rows * ld), std::numeric_limits<float>::quiet_NaN());
+  for (Index r = 0; r < rows; ++r)
+    for (Index c = 0; c < cols; ++c) m[static_cast<std::size_t>(r * ld + c)] = values[static_cast<std::size_t>(r * cols + c)];
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("bf16 rounding is to nearest with ties to even and keeps NaN and infinity") {
+  using kernels::bf16_round;
+  const float ulp = std::ldexp(1.0f, -7);  // bf16 keeps 7 fraction bits: the spacing just above 1
+  CHECK(bf16_round(1.0f) == 1.0f);
+  CHECK(bf16_round(1.0f + ulp) == 1.0f + ulp);
+  CHECK(bf16_round(1.0f + 0.5f * ulp) == 1.0f);              // a tie: to the even neighbour, 1
+  CHECK(bf16_round(1.0f + 1.5f * ulp) == 1.0f + 2.0f * ulp);  // a tie: to the even neighbour, 1 + 2 ulp
+  CHECK(bf16_round(1.0f + 0.5f * ulp + std::ldexp(1.0f, -20)) == 1.0f + ulp);  // past the tie: up
+  CHECK(bf16_round(-1.0f - 1.5f * ulp) == -1.0f - 2.0f * ulp);
+  CHECK(bf16_round(std::numeric_limits<float>::infinity()) == std::numeric_limits<float>::infinity());
+  CHECK(bf16_round(std::numeric_limits<float>::max()) == std::numeric_limits<float>::infinity());  // overflows
+  CHECK(std::isnan(bf16_round(from_bits(0x7F800001u))));  // a NaN whose payload sits in the dropped bits
+  CHECK(std::isnan(bf16_round(std::numeric_limits<float>::quiet_NaN())));
+  // Every bf16 value is its own rounding, and every float rounds to one of its two bf16 neighbours.
+  int changed = 0;
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    const float x = from_bits(h << 16);
+    if (!std::isnan(x) && to_bits(bf16_round(x)) != to_bits(x)) ++changed;
+  }
+  REQUIRE(changed == 0);
+  std::vector<float> xs(10000);
+  Rng(7).uniform(xs.data(), Index(xs.size()), -1000.0, 1000.0);
+  for (const float x : xs) {
+    const std::uint32_t down = to_bits(x) & 0xFFFF0000u, r = to_bits(bf16_round(x));
+    REQUIRE((r == down || r == down + 0x10000u));
+    const double error = std::fabs(double(bf16_round(x)) - double(x));
+    REQUIRE(error <= std::fabs(double(from_bits(down + 0x10000u)) - double(x)));  // the nearer of the two
+    REQUIRE(error <= std::fabs(double(from_bits(down)) - double(x)));
+  }
+}
+
+TEST_CASE("the reference bf16 gemm is the product of the rounded operands accumulated in fp32") {
+  const Index M = 9, N = 11, K = 301;
+  const std::vector<float> A = random_matrix(M, K, K, 1), B = random_matrix(K, N, N, 2);
+  std::vector<float> C(static_cast<std::size_t>(M * N));
+  kernels::reference::gemm_bf16(Op::NoTrans, Op::NoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+  for (Index i = 0; i < M; ++i) {
+    for (Index j = 0; j < N; ++j) {
+      double exact = 0.0, magnitude = 0.0, unrounded = 0.0;
+      for (Index k = 0; k < K; ++k) {
+        const double a = kernels::bf16_round(A[i * K + k]), b = kernels::bf16_round(B[k * N + j]);
+        exact += a * b;
+        magnitude += std::fabs(a * b);
+        unrounded += double(A[i * K + k]) * double(B[k * N + j]);
+      }
+      const double c = C[static_cast<std::size_t>(i * N + j)];
+      // fp32 accumulation of K exact products: at most K roundings of 2^-24 relative each.
+      REQUIRE(std::fabs(c - exact) <= double(K) * std::ldexp(1.0, -24) * magnitude);
+      // The operands' rounding moves the dot product by at most 2^-8 relative each (2 per product).
+      REQUIRE(std::fabs(c - unrounded) <= 2.0 * std::ldexp(1.0, -8) * magnitude + double(K) * std::ldexp(1.0, -24) * magnitude);
+    }
+  }
+}
+
+TEST_CASE("the AVX512_BF16 gemm kernel computes the reference's bits on every edge of its tiling") {
+  if (!kernels::bf16_gemm_available()) {
+    testing::skip("this build's CPU target has no AVX512_BF16: gemm_bf16 runs its reference loop");
+    return;
+  }
+  const Op ops[] = {Op::NoTrans, Op::Trans};
+  const Index ms[] = {1, 13, 14, 15, 28, 31}, ns[] = {1, 15, 16, 17, 32, 33, 49, 70}, ks[] = {1, 2, 15, 16, 17, 40};
+  int cases = 0;
+  for (Op op_a : ops) {
+    for (Op op_b : ops) {
+      for (Index M : ms) {
+        for (Index N : ns) {
+          for (Index K : ks) {
+            // Leading dimensions wider than the matrices (NaN between), so that reads past a row would show.
+            const Index a_rows = op_a == Op::NoTrans ? M : K, a_cols = op_a == Op::NoTrans ? K : M;
+            const Index b_rows = op_b == Op::NoTrans ? K : N, b_cols = op_b == Op::NoTrans ? N : K;
+            const Index lda = a_cols + 3, ldb = b_cols + 5, ldc = N + 2;
+            const auto seed = static_cast<std::uint64_t>(cases);
+            const std::vector<float> A = random_matrix(a_rows, a_cols, lda, 3 * seed + 1);
+            const std::vector<float> B = random_matrix(b_rows, b_cols, ldb, 3 * seed + 2);
+            const std::vector<float> C0 = random_matrix(M, N, ldc, 3 * seed + 3);
+            for (const auto& [alpha, beta] : {std::pair{1.0f, 0.0f}, std::pair{0.37f, 1.0f}, std::pair{-2.0f, -0.5f}}) {
+              std::vector<float> fast = C0, expected = C0;
+              if (beta == 0.0f) std::fill(fast.begin(), fast.end(), std::numeric_limits<float>::quiet_NaN());
+              kernels::gemm_bf16(op_a, op_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, fast.data(), ldc);
+              kernels::reference::gemm_bf16(op_a, op_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta,
+                                            expected.data(), ldc);
+              // Every element compared; one assertion per case, naming the first that differs.
+              Index mismatches = 0;
+              std::string first;
+              for (Index i = 0; i < M; ++i) {
+                for (Index j = 0; j < ldc; ++j) {
+                  const auto at = static_cast<std::size_t>(i * ldc + j);
+                  const bool ok = j >= N ? std::isnan(fast[at]) == std::isnan(C0[at])  // padding left alone
+                                         : std::isfinite(fast[at]) && to_bits(fast[at]) == to_bits(expected[at]);
+                  if (!ok && mismatches++ == 0)
+                    first = "(" + std::to_string(i) + ", " + std::to_string(j) + "): " + std::to_string(fast[at]) +
+                            " vs the reference's " + std::to_string(expected[at]);
+                }
+              }
+              INFO("op_a " << int(op_a) << " op_b " << int(op_b) << " M " << M << " N " << N << " K " << K
+                           << " alpha " << alpha << " beta " << beta << ": " << mismatches
+                           << " elements differ, first " << first);
+              REQUIRE(mismatches == 0);
+            }
+            ++cases;
+          }
+        }
+      }
+    }
+  }
+  CHECK(cases == 4 * 6 * 8 * 6);
+}
+
+TEST_CASE("kernels::gemm runs float GEMMs in bf16 inside a MatmulPrecisionScope and double GEMMs exactly") {
+  using kernels::MatmulPrecision;
+  const Index M = 20, N = 37, K = 45;
+  const std::vector<float> A = random_matrix(M, K, K, 11), B = random_matrix(K, N, N, 12);
+  std::vector<float> fp32(M * N), inside(M * N), bf16(M * N), after(M * N);
+  const auto run = [&](std::vector<float>& C) {
+    kernels::gemm(Op::NoTrans, Op::NoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+  };
+  run(fp32);
+  std::vector<double> A64(A.begin(), A.end()), B64(B.begin(), B.end()), C64(M * N), C64_inside(M * N);
+  kernels::gemm(Op::NoTrans, Op::NoTrans, M, N, K, 1.0, A64.data(), K, B64.data(), N, 0.0, C64.data(), N);
+  {
+    const kernels::MatmulPrecisionScope scope(MatmulPrecision::Bf16);
+    run(inside);
+    kernels::gemm(Op::NoTrans, Op::NoTrans, M, N, K, 1.0, A64.data(), K, B64.data(), N, 0.0, C64_inside.data(), N);
+  }
+  CHECK(kernels::matmul_precision() == MatmulPrecision::Fp32);
+  run(after);
+  kernels::gemm_bf16(Op::NoTrans, Op::NoTrans, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, bf16.data(), N);
+  CHECK(C64_inside == C64);  // double is never rounded to bf16
+  CHECK(after == fp32);      // the scope restored fp32
+  if (kernels::bf16_gemm_available()) {
+    CHECK(inside == bf16);
+    CHECK(inside != fp32);
+  } else {
+    CHECK(inside == fp32);  // no AVX512_BF16: a bf16 request runs fp32
+  }
+  CHECK(std::string(kernels::matmul_precision_name(MatmulPrecision::Bf16)) == "bf16");
+  CHECK(kernels::parse_matmul_precision("fp32") == MatmulPrecision::Fp32);
+  CHECK_THROWS_WITH(kernels::parse_matmul_precision("fp16"), Catch::Contains("valid: fp32, bf16"));
+}
