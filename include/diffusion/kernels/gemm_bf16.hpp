@@ -17,8 +17,10 @@
 //
 // Layout (Goto's scheme without the K blocking): A is packed once into tiles of kMr rows, each k-pair of a row one
 // 32-bit word (two bf16); each panel of kNr columns of B is packed likewise, one word per (k-pair, column), and the
-// micro-kernel keeps a kMr x kNr tile of C in 28 zmm registers while it walks the k-pairs: per pair, two loads of B,
-// 14 broadcasts of A, 28 vdpbf16ps. kMr = 14 divides the U-Net's channel counts (28, 56, 112, 224).
+// micro-kernel keeps a 14 x 32 tile of C in 28 zmm registers while it walks the k-pairs: per pair, two loads of B,
+// 14 broadcasts of A, 28 vdpbf16ps. 14 rows (kBf16Mr) divide the U-Net's channel counts (28, 56, 112, 224).
+//
+// Written with AVX-512 intrinsics rather than xsimd: xsimd 8.1 has no bf16 type or dot product.
 //
 // Where the CPU lacks AVX512_BF16 (or the compiler was not told it has it: -march=native on such a CPU),
 // bf16_gemm_available() is false and kernels::gemm runs fp32 instead (kernels/precision.hpp).
