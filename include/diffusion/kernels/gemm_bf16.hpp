@@ -15,8 +15,8 @@
 // does the same. The sum runs over the whole K in one chain (no blocking along K), so the result does not depend on
 // block sizes, and like every kernel here it is single-threaded: the caller parallelises.
 //
-// Layout (Goto's scheme without the K blocking): A is packed once into tiles of kMr rows, each k-pair of a row one
-// 32-bit word (two bf16); each panel of kNr columns of B is packed likewise, one word per (k-pair, column), and the
+// Layout (Goto's scheme without the K blocking): A is packed once into tiles of 14 rows, each k-pair of a row one
+// 32-bit word (two bf16); each panel of 32 columns of B is packed likewise, one word per (k-pair, column), and the
 // micro-kernel keeps a 14 x 32 tile of C in 28 zmm registers while it walks the k-pairs: per pair, two loads of B,
 // 14 broadcasts of A, 28 vdpbf16ps. 14 rows (kBf16Mr) divide the U-Net's channel counts (28, 56, 112, 224).
 //
