@@ -107,7 +107,11 @@ Options parse(int argc, char** argv) {
   }
   if (o.mode != "train" && o.mode != "forward" && o.mode != "forward-keep")
     usage("--mode must be train, forward or forward-keep, got " + o.mode);
-  if (o.precision != "fp32" && o.precision != "bf16") usage("--precision must be fp32 or bf16, got " + o.precision);
+  try {
+    diffusion::kernels::parse_matmul_precision(o.precision);
+  } catch (const std::exception& e) {
+    usage(std::string("--precision: ") + e.what());
+  }
   if (o.block != "convnext" && o.block != "resnet") usage("--block must be convnext or resnet, got " + o.block);
   if (o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.threads < 0 || o.timesteps < 1 || o.image_size < 1)
     usage("--batch, --iters, --timesteps, --image-size must be >= 1; --warmup, --threads >= 0");

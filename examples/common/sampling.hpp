@@ -46,6 +46,11 @@ struct SamplerSettings {
   int steps(int T) const { return sampler == "ddpm" ? T : ddim_steps; }
 };
 
+// The help of the programs' --precision flags (followed by what they apply to).
+inline constexpr const char* kPrecisionHelp =
+    "matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and everything else fp32; runs fp32 on CPUs "
+    "without AVX512_BF16)";
+
 // What a program's summary line says about the matmul precision: nothing for fp32, ", bf16 matmuls" for bf16, and
 // that fp32 ran instead where the CPU lacks AVX512_BF16.
 std::string precision_note(diffusion::kernels::MatmulPrecision requested);

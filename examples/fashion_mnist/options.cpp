@@ -14,9 +14,7 @@ namespace {
 
 const std::vector<std::string> kSchedules = {"linear", "cosine", "quadratic", "sigmoid"};
 const std::vector<std::string> kPrecisions = {"fp32", "bf16"};
-const char* const kPrecisionHelp =
-    "matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and everything else fp32; runs fp32 on CPUs "
-    "without AVX512_BF16)";
+using examples::kPrecisionHelp;
 const std::vector<std::string> kLosses = {"l2", "l1", "huber"};
 const std::vector<std::string> kPredictions = {"eps", "x0", "v"};
 const std::vector<std::string> kBlocks = {"convnext", "resnet"};

@@ -625,9 +625,7 @@ int main(int argc, char** argv) {
   const std::string spacing_help =
       "where the steps fall among the T timesteps (not ddpm): linspace, leading, trailing, karras";
   const CLI::Validator precisions = examples::parsed_by(diffusion::kernels::parse_matmul_precision, "PRECISION");
-  const std::string precision_help =
-      "matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and everything else fp32; runs fp32 on CPUs "
-      "without AVX512_BF16)";
+  const std::string precision_help = examples::kPrecisionHelp;
   const CLI::Validator samplers(  // any name of diffusion::parse_sampler
       [](std::string& name) {
         try {
