@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/sampling.hpp"
 #include "diffusion/core/error.hpp"
 #include "diffusion/samplers/timesteps.hpp"
 
