@@ -71,7 +71,8 @@ TEST_CASE("print-only and lookup tables name every value") {
   using kernels::Scratch;
   for (Scratch s : {Scratch::Im2col, Scratch::ConvWeights, Scratch::ConvOutput, Scratch::NormPartials,
                     Scratch::AttentionHead, Scratch::SoftmaxWork, Scratch::DepthwisePlane, Scratch::GemmPacking,
-                    Scratch::GemmPackingBf16, Scratch::ChunkSums, Scratch::LinearPadding, Scratch::KeysSoftmax})
+                    Scratch::GemmPackingBf16, Scratch::GemmPackedA, Scratch::GemmSharedA, Scratch::ChunkSums,
+                    Scratch::LinearPadding, Scratch::KeysSoftmax})
     REQUIRE(std::string(kernels::scratch_name(s)) != "?");
   using metrics::CacheStatus;
   REQUIRE(std::string(metrics::cache_status_name(CacheStatus::Loaded)) == "loaded");

@@ -237,3 +237,28 @@ TEST_CASE("kernels::gemm runs float GEMMs in bf16 inside a MatmulPrecisionScope 
   CHECK(kernels::parse_matmul_precision("fp32") == MatmulPrecision::Fp32);
   CHECK_THROWS_WITH(kernels::parse_matmul_precision("fp16"), Catch::Contains("valid: fp32, bf16"));
 }
+
+TEST_CASE("a SharedA packed once gives every GEMM the bits of kernels::gemm, in fp32 and in bf16") {
+  using kernels::MatmulPrecision;
+  // Three "groups" of A side by side in one array (stride M * K), as a grouped convolution's weights; both
+  // transpositions of A; M = 29 leaves a partial 14-row tile, N = 45 a partial 32-column panel, K = 27 is odd.
+  const Index M = 29, N = 45, K = 27, groups = 3;
+  const std::vector<float> B = random_matrix(K, N, N, 21);
+  for (const Op op_a : {Op::NoTrans, Op::Trans}) {
+    const Index lda = op_a == Op::NoTrans ? K : M;
+    const std::vector<float> A = random_matrix(groups * M * K / lda, lda, lda, 22);  // rows x lda, no padding
+    for (const MatmulPrecision precision : {MatmulPrecision::Fp32, MatmulPrecision::Bf16}) {
+      const kernels::MatmulPrecisionScope scope(precision);
+      const kernels::SharedA<float> shared(op_a, M, K, A.data(), lda, groups, M * K);
+      for (Index g = 0; g < groups; ++g) {
+        std::vector<float> expected(M * N, 1.0f), got(M * N, 1.0f);
+        kernels::gemm(op_a, Op::NoTrans, M, N, K, 0.5f, A.data() + g * M * K, lda, B.data(), N, 2.0f,
+                      expected.data(), N);
+        kernels::gemm(shared, g, Op::NoTrans, N, 0.5f, B.data(), N, 2.0f, got.data(), N);
+        INFO("op_a " << (op_a == Op::Trans ? "Trans" : "NoTrans") << ", "
+                     << kernels::matmul_precision_name(precision) << ", group " << g);
+        CHECK(got == expected);
+      }
+    }
+  }
+}

@@ -294,6 +294,7 @@ void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, con
 template <class T>
 void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  const SharedA<T> weights(Op::NoTrans, cog, K, w, K, g.groups, cog * K);  // packed once for every image
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
     T* col = g.is_pointwise() ? nullptr : col_buffer.data();
@@ -310,7 +311,7 @@ void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const 
         detail::im2col(g, cig, xg, col);
         b = col;
       }
-      gemm(Op::NoTrans, Op::NoTrans, cog, P, K, T(1), w + grp * cog * K, K, b, P, beta, yg, P);
+      gemm(weights, grp, Op::NoTrans, P, T(1), b, P, beta, yg, P);
     }
   });
 }
@@ -343,6 +344,7 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
       for (Index co = 0; co < cog; ++co)
         for (Index tap = 0; tap < taps; ++tap)
           wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
+  const SharedA<T> weights(Op::NoTrans, cig, Kt, wt, Kt, g.groups, cig * Kt);
   parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
     const ScratchBuffer<T, Scratch::Im2col> col_buffer(static_cast<std::size_t>(Kt * HW));
     T* col = col_buffer.data();
@@ -350,7 +352,7 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
       T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
       detail::im2col(gt, cog, dyg, col);
-      gemm(Op::NoTrans, Op::NoTrans, cig, HW, Kt, T(1), wt + grp * cig * Kt, Kt, col, HW, T(1), dxg, HW);
+      gemm(weights, grp, Op::NoTrans, HW, T(1), col, HW, T(1), dxg, HW);
     }
   });
 }
@@ -360,6 +362,7 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
 template <class T>
 void backward_data_gemm_col2im(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
+  const SharedA<T> weights_t(Op::Trans, K, cog, w, K, g.groups, cog * K);  // w^T per group, packed once
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
     T* dcol = g.is_pointwise() ? nullptr : col_buffer.data();
@@ -367,9 +370,9 @@ void backward_data_gemm_col2im(const Conv2dGeometry& g, const T* dy, const T* w,
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
       T* dxg = dx + (n * g.in_channels + grp * cig) * g.in_pixels();
       if (!dcol) {
-        gemm(Op::Trans, Op::NoTrans, K, P, cog, T(1), w + grp * cog * K, K, dyg, P, T(1), dxg, P);
+        gemm(weights_t, grp, Op::NoTrans, P, T(1), dyg, P, T(1), dxg, P);
       } else {
-        gemm(Op::Trans, Op::NoTrans, K, P, cog, T(1), w + grp * cog * K, K, dyg, P, T(0), dcol, P);
+        gemm(weights_t, grp, Op::NoTrans, P, T(1), dyg, P, T(0), dcol, P);
         detail::col2im_add(g, cig, dcol, dxg);
       }
     }

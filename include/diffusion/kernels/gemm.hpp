@@ -21,6 +21,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <Eigen/Core>
+#include <optional>
 #include <type_traits>
 #ifdef DIFFUSION_USE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
@@ -173,6 +174,57 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
     c.noalias() += alpha * (a.transpose() * b.transpose());
   }
 #endif
+}
+
+// The A operand of many GEMMs: `count` matrices op(A_g) of M x K, A_g = A + g * stride (a convolution's weights,
+// one per group, multiplied by every image of the batch). In a bf16 scope they are rounded and packed here once,
+// on the calling thread, instead of once per GEMM; the worker threads of the caller's parallel loop read the packed
+// tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per call). gemm(shared, g,
+// ...) gives the numbers gemm gives for A_g, bit for bit.
+template <class T>
+class SharedA {
+ public:
+  SharedA(Op op, Index M, Index K, const T* A, Index lda, Index count = 1, Index stride = 0)
+      : op_(op), M_(M), K_(K), lda_(lda), stride_(stride), A_(A) {
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+    if constexpr (std::is_same_v<T, float>) {
+      if (M > 0 && K > 0 && !reference_kernels() &&
+          effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16) {
+        words_ = bf16_packed_a_words(M, K);
+        packed_.emplace(static_cast<std::size_t>(words_ * count));
+        for (Index g = 0; g < count; ++g) pack_bf16_a(op, M, K, A + g * stride, lda, packed_->data() + g * words_);
+      }
+    }
+#else
+    (void)count;
+#endif
+  }
+
+  Index rows() const { return M_; }
+  Index depth() const { return K_; }
+
+  template <class U>
+  friend void gemm(const SharedA<U>& a, Index g, Op op_b, Index N, U alpha, const U* B, Index ldb, U beta, U* C,
+                   Index ldc);
+
+ private:
+  Op op_;
+  Index M_, K_, lda_, stride_;
+  const T* A_;
+  Index words_ = 0;
+  std::optional<ScratchBuffer<std::uint32_t, Scratch::GemmSharedA>> packed_;  // bf16 tiles of every A_g
+};
+
+// C = alpha * op(A_g) * op(B) + beta * C, A_g the g-th matrix of `a` (M x K as given there).
+template <class T>
+void gemm(const SharedA<T>& a, Index g, Op op_b, Index N, T alpha, const T* B, Index ldb, T beta, T* C, Index ldc) {
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+  if constexpr (std::is_same_v<T, float>) {
+    if (a.packed_)
+      return gemm_bf16_packed_a(a.M_, N, a.K_, alpha, a.packed_->data() + g * a.words_, op_b, B, ldb, beta, C, ldc);
+  }
+#endif
+  gemm(a.op_, op_b, a.M_, N, a.K_, alpha, a.A_ + g * a.stride_, a.lda_, B, ldb, beta, C, ldc);
 }
 
 }  // namespace diffusion::kernels

@@ -267,6 +267,49 @@ inline void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::ui
 }  // namespace detail
 #endif
 
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+// A packed for gemm_bf16_packed_a: ceil(M / 14) tiles of 14 rows x ceil(K / 2) k-pairs, one 32-bit word (two bf16)
+// per (pair, row), padded to a multiple of 16 words (64 bytes).
+inline Index bf16_packed_a_words(Index M, Index K) {
+  const Index tiles = (M + detail::kBf16Mr - 1) / detail::kBf16Mr, pairs = (K + 1) / 2;
+  return (tiles * detail::kBf16Mr * pairs + 15) / 16 * 16;
+}
+
+// Rounds op(A) (M x K) to bf16 and packs it into dst (bf16_packed_a_words(M, K) words).
+inline void pack_bf16_a(Op op_a, Index M, Index K, const float* A, Index lda, std::uint32_t* dst) {
+  using namespace detail;
+  const Index pairs = (K + 1) / 2, m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
+  for (Index t = 0; t < m_tiles; ++t) {
+    const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
+    pack_a_tile(op_a, A, lda, K, pairs, t * kBf16Mr, rows, dst + t * kBf16Mr * pairs);
+  }
+}
+
+// gemm_bf16 with A already packed by pack_bf16_a (M, K as packed; K >= 1): the same numbers bit for bit. Callers
+// that multiply one A by many B (a convolution's weights by every image) pack A once.
+inline void gemm_bf16_packed_a(Index M, Index N, Index K, float alpha, const std::uint32_t* a_packed, Op op_b,
+                               const float* B, Index ldb, float beta, float* C, Index ldc) {
+  using namespace detail;
+  if (M <= 0 || N <= 0) return;
+  const Index pairs = (K + 1) / 2, m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
+  ScratchBuffer<std::uint32_t, Scratch::GemmPackingBf16> packing(static_cast<std::size_t>(pairs * kBf16Nr));
+  std::uint32_t* b_packed = packing.data();
+  for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
+    const int cols = static_cast<int>(std::min<Index>(kBf16Nr, N - col0));
+    pack_b_panel(op_b, B, ldb, K, pairs, col0, cols, b_packed);
+    for (Index t = 0; t < m_tiles; ++t) {
+      const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
+      float* c = C + t * kBf16Mr * ldc + col0;
+      const std::uint32_t* a = a_packed + t * kBf16Mr * pairs;
+      if (cols > 16)
+        bf16_micro_kernel<2>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
+      else
+        bf16_micro_kernel<1>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
+    }
+  }
+}
+#endif
+
 // C = alpha * op(A) * op(B) + beta * C in bf16 x bf16 -> fp32 (see the header comment). Without AVX512_BF16, or with
 // reference_kernels() on, it computes the same numbers with the reference loop (slowly).
 inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, const float* A, Index lda,
@@ -279,29 +322,9 @@ inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, 
   }
 #ifdef DIFFUSION_HAVE_AVX512_BF16
   if (!reference_kernels()) {
-    using namespace detail;
-    const Index pairs = (K + 1) / 2, m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
-    const Index a_words = (m_tiles * kBf16Mr * pairs + 15) / 16 * 16;  // keeps the B panel 64-byte aligned
-    ScratchBuffer<std::uint32_t, Scratch::GemmPackingBf16> packing(static_cast<std::size_t>(a_words + pairs * kBf16Nr));
-    std::uint32_t* a_packed = packing.data();
-    std::uint32_t* b_packed = packing.data() + a_words;
-    for (Index t = 0; t < m_tiles; ++t) {
-      const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
-      pack_a_tile(op_a, A, lda, K, pairs, t * kBf16Mr, rows, a_packed + t * kBf16Mr * pairs);
-    }
-    for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
-      const int cols = static_cast<int>(std::min<Index>(kBf16Nr, N - col0));
-      pack_b_panel(op_b, B, ldb, K, pairs, col0, cols, b_packed);
-      for (Index t = 0; t < m_tiles; ++t) {
-        const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
-        float* c = C + t * kBf16Mr * ldc + col0;
-        const std::uint32_t* a = a_packed + t * kBf16Mr * pairs;
-        if (cols > 16)
-          bf16_micro_kernel<2>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
-        else
-          bf16_micro_kernel<1>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
-      }
-    }
+    ScratchBuffer<std::uint32_t, Scratch::GemmPackedA> a_packed(static_cast<std::size_t>(bf16_packed_a_words(M, K)));
+    pack_bf16_a(op_a, M, K, A, lda, a_packed.data());
+    gemm_bf16_packed_a(M, N, K, alpha, a_packed.data(), op_b, B, ldb, beta, C, ldc);
     return;
   }
 #endif

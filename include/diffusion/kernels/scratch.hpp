@@ -26,7 +26,9 @@ enum class Scratch : int {
   SoftmaxWork,     // softmax_cols: per-column double accumulators, per worker thread
   DepthwisePlane,  // depthwise conv: one zero-padded plane, per worker thread
   GemmPacking,     // gemm: Eigen's packed panels of A and B
-  GemmPackingBf16, // gemm_bf16: A's tiles and one panel of B, rounded to bf16 in pairs
+  GemmPackingBf16, // gemm_bf16: one panel of B, rounded to bf16 in pairs, per worker thread
+  GemmPackedA,     // gemm_bf16: A's tiles rounded to bf16 in pairs, per worker thread
+  GemmSharedA,     // SharedA (gemm.hpp): one A packed for many GEMMs, the calling thread's, read by its workers
   ChunkSums,       // sum_squares: one partial sum per chunk (calling thread)
   LinearPadding,   // linear: a zero-padded copy of the last, partial block of images, per worker thread
   KeysSoftmax,     // linear attention forward that keeps nothing: one head's softmaxed keys (d, P), per worker thread
@@ -38,7 +40,8 @@ inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
     {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
     {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
     {Scratch::DepthwisePlane, "DepthwisePlane"}, {Scratch::GemmPacking, "GemmPacking"},
-    {Scratch::GemmPackingBf16, "GemmPackingBf16"},
+    {Scratch::GemmPackingBf16, "GemmPackingBf16"}, {Scratch::GemmPackedA, "GemmPackedA"},
+    {Scratch::GemmSharedA, "GemmSharedA"},
     {Scratch::ChunkSums, "ChunkSums"},     {Scratch::LinearPadding, "LinearPadding"},
     {Scratch::KeysSoftmax, "KeysSoftmax"}};
 }  // namespace detail
