@@ -8,9 +8,11 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "diffusion/core/random.hpp"
+#include "diffusion/kernels/conv2d.hpp"
 #include "diffusion/kernels/gemm.hpp"
 #include "diffusion/kernels/gemm_bf16.hpp"
 #include "diffusion/kernels/precision.hpp"
@@ -260,5 +262,51 @@ TEST_CASE("a SharedA packed once gives every GEMM the bits of kernels::gemm, in 
         CHECK(got == expected);
       }
     }
+  }
+}
+
+TEST_CASE("bf16 convolutions, whose im2col rows go straight into bf16 panels, equal gemm_bf16 on the im2col matrix") {
+  if (!kernels::bf16_gemm_available()) {
+    testing::skip("this build's CPU target has no AVX512_BF16: convolutions run fp32");
+    return;
+  }
+  using kernels::Conv2dGeometry;
+  const kernels::MatmulPrecisionScope scope(kernels::MatmulPrecision::Bf16);
+  // 3x3 and 1-channel 3x3 (K = 9, odd), 2 images, a 9x11 plane (99 pixels: three full panels of 32 and a partial
+  // one); stride 1 (the flipped-kernel input gradient applies) and stride 2 (forward only).
+  for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}}) {
+    const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, 9, 11, 7, 3, stride, 1, 1);
+    const Index K = g.col_rows(), P = g.out_pixels(), HW = g.in_pixels();
+    const std::vector<float> x = random_matrix(g.batch * c_in, HW, HW, 31);
+    const std::vector<float> w = random_matrix(g.out_channels, K, K, 32);
+    const std::vector<float> bias = random_matrix(1, g.out_channels, g.out_channels, 33);
+    std::vector<float> y(g.batch * g.out_channels * P), expected(y.size()), col(K * P);
+    kernels::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+    for (Index n = 0; n < g.batch; ++n) {
+      float* yn = expected.data() + n * g.out_channels * P;
+      for (Index co = 0; co < g.out_channels; ++co) std::fill(yn + co * P, yn + (co + 1) * P, bias[co]);
+      kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
+      kernels::gemm_bf16(Op::NoTrans, Op::NoTrans, g.out_channels, P, K, 1.0f, w.data(), K, col.data(), P, 1.0f, yn,
+                         P);
+    }
+    INFO("C_in " << c_in << ", stride " << stride);
+    CHECK(y == expected);
+    if (stride != 1) continue;
+    // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, 3, 3), padding 3 - 1 - 1.
+    const Conv2dGeometry gt = g.transposed();
+    const Index Kt = gt.col_rows(), taps = 9;
+    const std::vector<float> dy = random_matrix(g.batch * g.out_channels, P, P, 34);
+    std::vector<float> wt(w.size()), dx(g.batch * c_in * HW, 0.25f), dx_expected(dx), colt(Kt * HW);
+    for (Index ci = 0; ci < c_in; ++ci)
+      for (Index co = 0; co < g.out_channels; ++co)
+        for (Index tap = 0; tap < taps; ++tap)
+          wt[(ci * g.out_channels + co) * taps + tap] = w[(co * c_in + ci) * taps + taps - 1 - tap];
+    kernels::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    for (Index n = 0; n < g.batch; ++n) {
+      kernels::detail::im2col(gt, g.out_channels, dy.data() + n * g.out_channels * P, colt.data());
+      kernels::gemm_bf16(Op::NoTrans, Op::NoTrans, c_in, HW, Kt, 1.0f, wt.data(), Kt, colt.data(), HW, 1.0f,
+                         dx_expected.data() + n * c_in * HW, HW);
+    }
+    CHECK(dx == dx_expected);
   }
 }

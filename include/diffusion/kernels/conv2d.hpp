@@ -11,6 +11,8 @@
 // convolution of dy with the flipped kernel (im2col of dy + one deep GEMM; col2im is left to strided ones);
 // stride-1 depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use SIMD
 // planes, other depthwise ones the reference loops. Each direction is a table of implementations (see Dispatch).
+// With bf16 matmuls (kernels/precision.hpp) the weights are packed into bf16 tiles once per call (SharedA), and the
+// im2col rows go two at a time straight into bf16 panels: no float im2col matrix (the numbers gemm_bf16 gives).
 // Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
 // over channels: never by thread count.
 // Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
@@ -20,7 +22,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/kernels/depthwise_conv2d.hpp"
@@ -290,14 +294,44 @@ void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, con
   });
 }
 
+// y = W_grp . im2col(x) + beta y for one image and group: x (channels, H, W), y (C_out / groups, OH * OW). With
+// W packed in bf16 (a SharedA in a bf16 scope), the im2col rows go two at a time from a float buffer of two rows
+// straight into bf16 panels, instead of into a float matrix that gemm_bf16 would then read and pack (the same
+// numbers, bit for bit); otherwise im2col and kernels::gemm.
+template <class T>
+void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const SharedA<T>& weights, Index grp, T beta,
+                 T* y) {
+  const Index P = g.out_pixels(), K = channels * g.kernel_h * g.kernel_w, taps = g.kernel_h * g.kernel_w;
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+  if constexpr (std::is_same_v<T, float>) {
+    if (const std::uint32_t* a_tiles = weights.bf16_tiles(grp)) {
+      const ScratchBuffer<std::uint32_t, Scratch::Im2colBf16> packed(
+          static_cast<std::size_t>(bf16_packed_b_words(P, K)));
+      const ScratchBuffer<float, Scratch::Im2col> rows(static_cast<std::size_t>(2 * P));
+      for (Index k = 0; k < K; k += 2) {
+        float* even = rows.data();
+        float* odd = k + 1 < K ? rows.data() + P : nullptr;
+        im2col_row(g, x + (k / taps) * g.in_pixels(), (k % taps) / g.kernel_w, k % g.kernel_w, even);
+        if (odd) im2col_row(g, x + ((k + 1) / taps) * g.in_pixels(), ((k + 1) % taps) / g.kernel_w,
+                            (k + 1) % g.kernel_w, odd);
+        pack_bf16_b_rows(P, K, k / 2, even, odd, packed.data());
+      }
+      gemm_bf16_packed(weights.rows(), P, K, 1.0f, a_tiles, packed.data(), beta, y, P);
+      return;
+    }
+  }
+#endif
+  const ScratchBuffer<T, Scratch::Im2col> col(static_cast<std::size_t>(K * P));
+  im2col(g, channels, x, col.data());
+  gemm(weights, grp, Op::NoTrans, P, T(1), col.data(), P, beta, y, P);
+}
+
 // Any convolution: im2col (skipped for 1x1) and one GEMM per image and group.
 template <class T>
 void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   const SharedA<T> weights(Op::NoTrans, cog, K, w, K, g.groups, cog * K);  // packed once for every image
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
-    const ScratchBuffer<T, Scratch::Im2col> col_buffer(g.is_pointwise() ? 0 : static_cast<std::size_t>(K * P));
-    T* col = g.is_pointwise() ? nullptr : col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
       T* yg = y + (n * g.out_channels + grp * cog) * P;
@@ -306,12 +340,10 @@ void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const 
         for (Index co = 0; co < cog; ++co) std::fill(yg + co * P, yg + (co + 1) * P, bias[grp * cog + co]);
         beta = T(1);
       }
-      const T* b = xg;
-      if (col) {
-        detail::im2col(g, cig, xg, col);
-        b = col;
-      }
-      gemm(weights, grp, Op::NoTrans, P, T(1), b, P, beta, yg, P);
+      if (g.is_pointwise())
+        gemm(weights, grp, Op::NoTrans, P, T(1), xg, P, beta, yg, P);
+      else
+        im2col_gemm(g, cig, xg, weights, grp, beta, yg);
     }
   });
 }
@@ -346,13 +378,10 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
           wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
   const SharedA<T> weights(Op::NoTrans, cig, Kt, wt, Kt, g.groups, cig * Kt);
   parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
-    const ScratchBuffer<T, Scratch::Im2col> col_buffer(static_cast<std::size_t>(Kt * HW));
-    T* col = col_buffer.data();
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
       T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
-      detail::im2col(gt, cog, dyg, col);
-      gemm(weights, grp, Op::NoTrans, HW, T(1), col, HW, T(1), dxg, HW);
+      im2col_gemm(gt, cog, dyg, weights, grp, T(1), dxg);
     }
   });
 }

@@ -21,6 +21,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <Eigen/Core>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #ifdef DIFFUSION_USE_ONEDNN
@@ -202,6 +203,8 @@ class SharedA {
 
   Index rows() const { return M_; }
   Index depth() const { return K_; }
+  // A_g's bf16 tiles (pack_bf16_a's layout), or null where this is not a bf16 SharedA.
+  const std::uint32_t* bf16_tiles(Index g) const { return packed_ ? packed_->data() + g * words_ : nullptr; }
 
   template <class U>
   friend void gemm(const SharedA<U>& a, Index g, Op op_b, Index N, U alpha, const U* B, Index ldb, U beta, U* C,

@@ -285,27 +285,75 @@ inline void pack_bf16_a(Op op_a, Index M, Index K, const float* A, Index lda, st
   }
 }
 
+namespace detail {
+
+// C's columns [col0, col0 + cols) (cols <= kBf16Nr) = alpha * A . (one packed panel of B) + beta * C, every tile of A.
+inline void multiply_panel(Index M, Index pairs, float alpha, const std::uint32_t* a_packed,
+                           const std::uint32_t* b_panel, float beta, float* C, Index ldc, Index col0, int cols) {
+  const Index m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
+  for (Index t = 0; t < m_tiles; ++t) {
+    const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
+    float* c = C + t * kBf16Mr * ldc + col0;
+    const std::uint32_t* a = a_packed + t * kBf16Mr * pairs;
+    if (cols > 16)
+      bf16_micro_kernel<2>(pairs, a, b_panel, c, ldc, rows, cols, alpha, beta);
+    else
+      bf16_micro_kernel<1>(pairs, a, b_panel, c, ldc, rows, cols, alpha, beta);
+  }
+}
+
+}  // namespace detail
+
 // gemm_bf16 with A already packed by pack_bf16_a (M, K as packed; K >= 1): the same numbers bit for bit. Callers
 // that multiply one A by many B (a convolution's weights by every image) pack A once.
 inline void gemm_bf16_packed_a(Index M, Index N, Index K, float alpha, const std::uint32_t* a_packed, Op op_b,
                                const float* B, Index ldb, float beta, float* C, Index ldc) {
   using namespace detail;
   if (M <= 0 || N <= 0) return;
-  const Index pairs = (K + 1) / 2, m_tiles = (M + kBf16Mr - 1) / kBf16Mr;
+  const Index pairs = (K + 1) / 2;
   ScratchBuffer<std::uint32_t, Scratch::GemmPackingBf16> packing(static_cast<std::size_t>(pairs * kBf16Nr));
   std::uint32_t* b_packed = packing.data();
   for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
     const int cols = static_cast<int>(std::min<Index>(kBf16Nr, N - col0));
     pack_b_panel(op_b, B, ldb, K, pairs, col0, cols, b_packed);
-    for (Index t = 0; t < m_tiles; ++t) {
-      const int rows = static_cast<int>(std::min<Index>(kBf16Mr, M - t * kBf16Mr));
-      float* c = C + t * kBf16Mr * ldc + col0;
-      const std::uint32_t* a = a_packed + t * kBf16Mr * pairs;
-      if (cols > 16)
-        bf16_micro_kernel<2>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
-      else
-        bf16_micro_kernel<1>(pairs, a, b_packed, c, ldc, rows, cols, alpha, beta);
+    multiply_panel(M, pairs, alpha, a_packed, b_packed, beta, C, ldc, col0, cols);
+  }
+}
+
+// B (K x N) packed whole: ceil(N / 32) panels of ceil(K / 2) k-pairs x 32 columns, one word (two bf16) per
+// (pair, column), zero-padded. For B that is produced row by row (a convolution's im2col matrix), so that its rows
+// go straight into bf16 panels without a float copy of the whole matrix.
+inline Index bf16_packed_b_words(Index N, Index K) {
+  return (N + detail::kBf16Nr - 1) / detail::kBf16Nr * ((K + 1) / 2) * detail::kBf16Nr;
+}
+
+// Packs rows 2 * pair (`even`) and 2 * pair + 1 (`odd`; null past the last row of an odd K) of B, N floats each,
+// into k-pair `pair` of every panel of dst (bf16_packed_b_words(N, K) words).
+inline void pack_bf16_b_rows(Index N, Index K, Index pair, const float* even, const float* odd, std::uint32_t* dst) {
+  using namespace detail;
+  const Index pairs = (K + 1) / 2;
+  for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
+    std::uint32_t* d = dst + (col0 / kBf16Nr) * pairs * kBf16Nr + pair * kBf16Nr;
+    for (Index half = 0; half < kBf16Nr; half += 16) {
+      const __mmask16 lanes = first_lanes(N - col0 - half);
+      const __m512 e = _mm512_maskz_loadu_ps(lanes, even + col0 + half);
+      const __m512 o = odd ? _mm512_maskz_loadu_ps(lanes, odd + col0 + half) : _mm512_setzero_ps();
+      _mm512_storeu_si512(d + half, bf16_pairs_across(e, o));
     }
+  }
+}
+
+// gemm_bf16 with A packed by pack_bf16_a and B packed whole (bf16_packed_b_words, pack_bf16_b_rows): the same
+// numbers as gemm_bf16 on the unpacked operands, bit for bit.
+inline void gemm_bf16_packed(Index M, Index N, Index K, float alpha, const std::uint32_t* a_packed,
+                             const std::uint32_t* b_packed, float beta, float* C, Index ldc) {
+  using namespace detail;
+  if (M <= 0 || N <= 0) return;
+  const Index pairs = (K + 1) / 2;
+  for (Index col0 = 0; col0 < N; col0 += kBf16Nr) {
+    const int cols = static_cast<int>(std::min<Index>(kBf16Nr, N - col0));
+    multiply_panel(M, pairs, alpha, a_packed, b_packed + (col0 / kBf16Nr) * pairs * kBf16Nr, beta, C, ldc, col0,
+                   cols);
   }
 }
 #endif

@@ -18,7 +18,8 @@
 namespace diffusion::kernels {
 
 enum class Scratch : int {
-  Im2col,          // conv2d: im2col / col2im matrix of one image, per worker thread
+  Im2col,          // conv2d: im2col / col2im matrix of one image (bf16: two of its rows), per worker thread
+  Im2colBf16,      // conv2d in bf16: one image's im2col matrix packed in bf16 panels, per worker thread
   ConvWeights,     // conv2d: the flipped kernel of backward_data (calling thread)
   ConvOutput,      // conv2d_forward_add: one image's convolution before it is added
   NormPartials,    // group_norm_backward: per-(n, c) sums (calling thread)
@@ -36,7 +37,8 @@ enum class Scratch : int {
 
 namespace detail {
 inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
-    {Scratch::Im2col, "Im2col"},           {Scratch::ConvWeights, "ConvWeights"},
+    {Scratch::Im2col, "Im2col"},           {Scratch::Im2colBf16, "Im2colBf16"},
+    {Scratch::ConvWeights, "ConvWeights"},
     {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
     {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
     {Scratch::DepthwisePlane, "DepthwisePlane"}, {Scratch::GemmPacking, "GemmPacking"},
