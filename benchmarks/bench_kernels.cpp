@@ -1,7 +1,8 @@
 // bench_kernels: Google Benchmark suite of the library's layers at the shapes of the Fashion-MNIST U-Net
 // (UnetConfig dim 28, dim_mults 1,2,4, ConvNeXt blocks, 1 channel, 28x28 images; maps 28x28, 14x14, 7x7), batch 128.
 //
-//   bench_kernels [--threads=N] [--batch=B] [--list-shapes] [Google Benchmark flags, e.g. --benchmark_filter=Conv2d]
+//   bench_kernels [--threads=N] [--batch=B] [--precision=fp32|bf16] [--list-shapes] [Google Benchmark flags, e.g.
+//                 --benchmark_filter=Conv2d]
 //
 // The distinct layer shapes are enumerated from the network itself (unet_census.hpp, checked against a real Unet's
 // parameters before anything runs); each benchmark's label says how many layers of the network have its shape and
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <iostream>
 #include <map>
 #include <string>
@@ -240,6 +242,16 @@ int main(int argc, char** argv) {
   const std::string threads_flag = take_flag(argc, argv, "--threads");
   const std::string batch_flag = take_flag(argc, argv, "--batch");
   const bool list_shapes = take_switch(argc, argv, "--list-shapes");
+  const std::string precision_flag = take_flag(argc, argv, "--precision");
+  // --precision bf16: the layer benchmarks' float GEMMs (convolutions, attention) with bf16 operands.
+  diffusion::kernels::MatmulPrecision requested = diffusion::kernels::MatmulPrecision::Fp32;
+  try {
+    if (!precision_flag.empty()) requested = diffusion::kernels::parse_matmul_precision(precision_flag);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_kernels: --precision: " << e.what() << "\n";
+    return 2;
+  }
+  const diffusion::kernels::MatmulPrecisionScope precision(requested);
   if (!threads_flag.empty()) diffusion::set_num_threads(std::atoi(threads_flag.c_str()));
   if (!batch_flag.empty()) g_batch = std::atoi(batch_flag.c_str());
   if (g_batch < 1) {
@@ -263,6 +275,9 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("omp_threads", std::to_string(threads));
   benchmark::AddCustomContext("batch", std::to_string(g_batch));
+  benchmark::AddCustomContext("matmul_precision", diffusion::kernels::matmul_precision_name(
+                                                      diffusion::kernels::effective_matmul_precision(
+                                                          diffusion::kernels::matmul_precision())));
   benchmark::AddCustomContext("simd", diffusion::bench::simd_arch_name());
   benchmark::AddCustomContext("network", "Fashion-MNIST U-Net: dim 28, dim_mults 1,2,4, ConvNeXt, 1x28x28");
 

@@ -88,7 +88,8 @@ void denoise(diffusion::Unet<float>& net, const diffusion::NoiseSchedule& schedu
     if (gif) gif->after_step(step, xt);
   };
   if (gif) gif->start(x);
-  const diffusion::kernels::MatmulPrecisionScope precision(diffusion::kernels::effective_matmul_precision(settings.precision));
+  // kernels::gemm runs fp32 where the CPU lacks AVX512_BF16 (precision_note says so).
+  const diffusion::kernels::MatmulPrecisionScope precision(settings.precision);
   diffusion::SamplerOptions o;
   o.sampler = diffusion::parse_sampler(settings.sampler);
   o.steps = settings.ddim_steps;  // ddpm takes every one of the T steps

@@ -354,7 +354,7 @@ class Trainer {
   // batch's; classes (n), the local images' class ids of a conditional model, or null.
   StepResult step_with(TensorView<T> x0, Index N, Index first, const std::vector<std::int64_t>& t, const T* noise,
                        const std::int64_t* classes) {
-    const kernels::MatmulPrecisionScope precision(kernels::effective_matmul_precision(options_.precision));
+    const kernels::MatmulPrecisionScope precision(options_.precision);  // gemm runs fp32 where bf16 is unavailable
     const Index n = x0.dim(0), per_image = x0.numel() / n;
     local_t_.assign(t.begin() + first, t.begin() + first + n);
     const TensorView<T> local_noise(noise + first * per_image, x0.shape());
