@@ -160,7 +160,8 @@ TEST_CASE("the AVX512_BF16 gemm kernel computes the reference's bits on every ed
             const std::vector<float> A = random_matrix(a_rows, a_cols, lda, 3 * seed + 1);
             const std::vector<float> B = random_matrix(b_rows, b_cols, ldb, 3 * seed + 2);
             const std::vector<float> C0 = random_matrix(M, N, ldc, 3 * seed + 3);
-            for (const auto& [alpha, beta] : {std::pair{1.0f, 0.0f}, std::pair{0.37f, 1.0f}, std::pair{-2.0f, -0.5f}}) {
+            for (const auto& scales : {std::pair{1.0f, 0.0f}, std::pair{0.37f, 1.0f}, std::pair{-2.0f, -0.5f}}) {
+              const float alpha = scales.first, beta = scales.second;  // plain variables: lambdas capture them
               // Where the CPU rounds its pair sums otherwise: both results within 2 K roundings of sum |alpha a b|
               // (+ |beta C|) of each other.
               const auto within_accumulation_bound = [&](float x, float y, Index i, Index j) {
