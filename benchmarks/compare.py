@@ -4,10 +4,11 @@
     /usr/bin/python3 benchmarks/compare.py BUILD/benchmarks/bench_unet [--fma-peak BUILD/benchmarks/fma_peak]
         [--rounds 3] [--threads 2] [--modes train,forward] [--train-batch 128] [--forward-batch 64]
         [--train-iters 5] [--train-warmup 1] [--forward-iters 10] [--forward-warmup 2] [--forward-grad]
-        [--json OUT.json] [--python /usr/bin/python3]
+        [--precisions fp32,bf16] [--json OUT.json] [--python /usr/bin/python3]
 
 Builds nothing (benchmarks/compare.sh builds, then calls this). For each mode it runs R rounds; every round runs
-both programs, each in a fresh process, alternating which goes first. Each program times its own iterations and
+PyTorch and ours once per --precisions entry (bench_unet --precision P), each in a fresh process, rotating which
+goes first. Each program times its own iterations and
 prints one JSON line; peak memory is the process's own ru_maxrss, cross-checked with the rusage that os.wait4
 returns for that child. The FMA peak (fma_peak) is measured once, on 1 and N threads.
 
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--forward-warmup", type=int, default=2)
     p.add_argument("--forward-grad", action="store_true",
                    help="PyTorch forward with autograd on (default: torch.no_grad(), as sampling runs it)")
+    p.add_argument("--precisions", default="fp32",
+                   help="matmul precisions of ours, comma-separated (fp32,bf16): one row each against the same "
+                        "PyTorch runs")
     p.add_argument("--python", default="/usr/bin/python3", help="interpreter with Debian's torch")
     p.add_argument("--json", help="also write every run and the summary to this file")
     p.add_argument("--max-load", type=float, default=0.2,
@@ -56,6 +60,12 @@ def parse_args(argv=None):
     for m in a.modes:
         if m not in ("train", "forward"):
             p.error(f"unknown mode {m!r} (train, forward)")
+    a.precisions = [x for x in a.precisions.split(",") if x]
+    for x in a.precisions:
+        if x not in ("fp32", "bf16"):
+            p.error(f"unknown precision {x!r} (fp32, bf16)")
+    if not a.precisions:
+        p.error("--precisions needs at least one of fp32, bf16")
     if a.rounds < 1 or a.threads < 1:
         p.error("--rounds and --threads must be >= 1")
     if a.fma_peak is None:
@@ -143,16 +153,17 @@ def main(argv=None):
         batch, iters, warmup = settings[mode]
         common = ["--mode", mode, "--batch", str(batch), "--threads", str(a.threads), "--iters", str(iters),
                   "--warmup", str(warmup)]
-        cmds = {
-            "pytorch": [a.python, os.path.join(HERE, "pytorch_unet.py")] + common
-            + (["--grad"] if a.forward_grad and mode == "forward" else []),
-            # With autograd on in PyTorch, ours keeps the activations too (forward-keep); otherwise Unet::predict.
-            "ours": [a.bench_unet] + (common if not (a.forward_grad and mode == "forward")
-                                      else ["--mode", "forward-keep"] + common[2:]),
-        }
-        results = {"pytorch": [], "ours": []}
+        # With autograd on in PyTorch, ours keeps the activations too (forward-keep); otherwise Unet::predict.
+        ours = [a.bench_unet] + (common if not (a.forward_grad and mode == "forward")
+                                 else ["--mode", "forward-keep"] + common[2:])
+        cmds = {"pytorch": [a.python, os.path.join(HERE, "pytorch_unet.py")] + common
+                + (["--grad"] if a.forward_grad and mode == "forward" else [])}
+        for precision in a.precisions:
+            cmds["ours:" + precision] = ours + ["--precision", precision]
+        results = {impl: [] for impl in cmds}
+        impls = list(cmds)
         for r in range(a.rounds):
-            order = ("pytorch", "ours") if r % 2 == 0 else ("ours", "pytorch")
+            order = impls[r % len(impls):] + impls[:r % len(impls)]  # each program first in turn
             for impl in order:
                 print(f"{mode} round {r + 1}/{a.rounds}: {impl}", file=sys.stderr)
                 res, child_rss, load = run_json(cmds[impl], a.threads, a.max_load)
@@ -180,12 +191,16 @@ def main(argv=None):
                 "max_busy_cores_before": max(x["busy_cores_before"] for x in rs),
             }
 
-        pt, us = summary(results["pytorch"]), summary(results["ours"])
-        if abs(pt["flops_per_image"] - us["flops_per_image"]) > 1e-9 * us["flops_per_image"]:
-            print(f"warning: FLOP counts differ: PyTorch {pt['flops_per_image']:.6g}, ours {us['flops_per_image']:.6g}"
-                  " per image (the networks are not the same?)", file=sys.stderr)
-        rows.append({"mode": mode, "batch": batch, "threads": a.threads, "pytorch": pt, "ours": us,
-                     "ratio": us["images_per_s"] / pt["images_per_s"]})
+        pt = summary(results["pytorch"])
+        for precision in a.precisions:
+            us = summary(results["ours:" + precision])
+            # What ran: bench_unet reports fp32 where a bf16 request found no AVX512_BF16.
+            ran = results["ours:" + precision][0].get("matmul_precision", precision)
+            if abs(pt["flops_per_image"] - us["flops_per_image"]) > 1e-9 * us["flops_per_image"]:
+                print(f"warning: FLOP counts differ: PyTorch {pt['flops_per_image']:.6g}, ours "
+                      f"{us['flops_per_image']:.6g} per image (the networks are not the same?)", file=sys.stderr)
+            rows.append({"mode": mode, "batch": batch, "threads": a.threads, "precision": ran, "pytorch": pt,
+                         "ours": us, "ratio": us["images_per_s"] / pt["images_per_s"]})
     record["summary"] = rows
 
     print()
@@ -199,13 +214,13 @@ def main(argv=None):
     else:
         print("PyTorch forward under torch.no_grad(); ours is Unet::predict, which keeps nothing either.")
     print()
-    header = ["mode", "batch", "threads", "images/s PyTorch", "images/s ours", "ours/PyTorch", "peak MiB PyTorch",
+    header = ["mode", "batch", "threads", "ours' matmuls", "images/s PyTorch", "images/s ours", "ours/PyTorch", "peak MiB PyTorch",
               "peak MiB ours", "GFLOP/s PyTorch (% peak)", "GFLOP/s ours (% peak)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---"] * len(header)) + "|")
     for row in rows:
         pt, us = row["pytorch"], row["ours"]
-        cells = [row["mode"], str(row["batch"]), str(row["threads"]),
+        cells = [row["mode"], str(row["batch"]), str(row["threads"]), row["precision"],
                  f"{fmt(pt['images_per_s'])} [{fmt(pt['images_per_s_min'])}-{fmt(pt['images_per_s_max'])}]",
                  f"{fmt(us['images_per_s'])} [{fmt(us['images_per_s_min'])}-{fmt(us['images_per_s_max'])}]",
                  f"{row['ratio']:.2f}x", fmt(pt["peak_rss_mib"], 0), fmt(us["peak_rss_mib"], 0),
