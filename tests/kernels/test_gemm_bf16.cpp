@@ -266,7 +266,7 @@ TEST_CASE("a SharedA packed once gives every GEMM the bits of kernels::gemm, in 
   }
 }
 
-TEST_CASE("bf16 convolutions, whose im2col rows go straight into bf16 panels, equal gemm_bf16 on the im2col matrix") {
+TEST_CASE("bf16 convolutions (weights and dy packed once, im2col rows straight into bf16 panels) equal gemm_bf16 on the im2col matrix") {
   if (!kernels::bf16_gemm_available()) {
     testing::skip("this build's CPU target has no AVX512_BF16: convolutions run fp32");
     return;
@@ -274,8 +274,9 @@ TEST_CASE("bf16 convolutions, whose im2col rows go straight into bf16 panels, eq
   using kernels::Conv2dGeometry;
   const kernels::MatmulPrecisionScope scope(kernels::MatmulPrecision::Bf16);
   // 3x3 and 1-channel 3x3 (K = 9, odd), 2 images, a 9x11 plane (99 pixels: three full panels of 32 and a partial
-  // one); stride 1 (the flipped-kernel input gradient applies) and stride 2 (forward only).
-  for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}}) {
+  // one); stride 1 (the flipped-kernel input gradient applies) and stride 2; 12 channels (K = 108: the weight
+  // gradient in two row blocks sharing each image's packed dy).
+  for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}, {12, 1}}) {
     const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, 9, 11, 7, 3, stride, 1, 1);
     const Index K = g.col_rows(), P = g.out_pixels(), HW = g.in_pixels();
     const std::vector<float> x = random_matrix(g.batch * c_in, HW, HW, 31);
@@ -292,6 +293,16 @@ TEST_CASE("bf16 convolutions, whose im2col rows go straight into bf16 panels, eq
     }
     INFO("C_in " << c_in << ", stride " << stride);
     CHECK(y == expected);
+    // dw += sum over images, in order, of dy_n col_n^T (the weight gradient; dy packed once per image).
+    const std::vector<float> dyw = random_matrix(g.batch * g.out_channels, P, P, 35);
+    std::vector<float> dw(w.size(), 0.5f), dw_expected(dw);
+    kernels::conv2d_backward_weight(g, x.data(), dyw.data(), dw.data());
+    for (Index n = 0; n < g.batch; ++n) {
+      kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
+      kernels::gemm_bf16(Op::NoTrans, Op::Trans, g.out_channels, K, P, 1.0f, dyw.data() + n * g.out_channels * P, P,
+                         col.data(), P, 1.0f, dw_expected.data(), K);
+    }
+    CHECK(dw == dw_expected);
     if (stride != 1) continue;
     // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, 3, 3), padding 3 - 1 - 1.
     const Conv2dGeometry gt = g.transposed();

@@ -435,6 +435,9 @@ void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* d
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   const WeightBlocks wb = weight_blocks(g);
   const Index items = g.groups * wb.row_blocks * wb.co_blocks;
+  // Where every block takes all of a group's output channels (co_blocks == 1), each image's dy is the same A for all
+  // row blocks: in bf16 packed once here (image n, group grp: matrix n * groups + grp) instead of once per block.
+  const SharedA<T> dy_shared(Op::NoTrans, cog, P, dy, P, wb.co_blocks == 1 ? g.batch * g.groups : 0, cog * P);
   parallel_for(0, items, double(g.batch * wb.rows * wb.channels * P), [&](Index item) {
     const Index grp = item / (wb.row_blocks * wb.co_blocks), rb = (item / wb.co_blocks) % wb.row_blocks;
     const Index cb = item % wb.co_blocks;
@@ -451,8 +454,11 @@ void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* d
         detail::im2col_rows(g, xg, k0, k1, col);
         b = col;
       }
-      gemm(Op::NoTrans, Op::Trans, c1 - c0, k1 - k0, P, T(1), dy + (n * g.out_channels + grp * cog + c0) * P, P, b, P,
-           T(1), dwb, K);
+      if (wb.co_blocks == 1)
+        gemm(dy_shared, n * g.groups + grp, Op::Trans, k1 - k0, T(1), b, P, T(1), dwb, K);
+      else
+        gemm(Op::NoTrans, Op::Trans, c1 - c0, k1 - k0, P, T(1), dy + (n * g.out_channels + grp * cog + c0) * P, P, b,
+             P, T(1), dwb, K);
     }
   });
 }

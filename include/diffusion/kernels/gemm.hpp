@@ -178,9 +178,10 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
 }
 
 // The A operand of many GEMMs: `count` matrices op(A_g) of M x K, A_g = A + g * stride (a convolution's weights,
-// one per group, multiplied by every image of the batch). In a bf16 scope they are rounded and packed here once,
-// on the calling thread, instead of once per GEMM; the worker threads of the caller's parallel loop read the packed
-// tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per call). gemm(shared, g,
+// one per group, multiplied by every image of the batch; or the output gradient of every image, multiplied by each
+// block of the im2col matrix). In a bf16 scope they are rounded and packed here once (in parallel over the
+// matrices), into the calling thread's scratch, instead of once per GEMM; the worker threads of the caller's parallel
+// loop read the packed tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per call). gemm(shared, g,
 // ...) gives the numbers gemm gives for A_g, bit for bit.
 template <class T>
 class SharedA {
@@ -189,11 +190,14 @@ class SharedA {
       : op_(op), M_(M), K_(K), lda_(lda), stride_(stride), A_(A) {
 #ifdef DIFFUSION_HAVE_AVX512_BF16
     if constexpr (std::is_same_v<T, float>) {
-      if (M > 0 && K > 0 && !reference_kernels() &&
+      if (M > 0 && K > 0 && count > 0 && !reference_kernels() &&
           effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16) {
         words_ = bf16_packed_a_words(M, K);
         packed_.emplace(static_cast<std::size_t>(words_ * count));
-        for (Index g = 0; g < count; ++g) pack_bf16_a(op, M, K, A + g * stride, lda, packed_->data() + g * words_);
+        std::uint32_t* tiles = packed_->data();
+        parallel_for(0, count, double(M * K), [&](Index g) {  // each matrix into its own words
+          pack_bf16_a(op, M, K, A + g * stride, lda, tiles + g * words_);
+        });
       }
     }
 #else
