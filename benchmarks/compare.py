@@ -8,9 +8,9 @@
 
 Builds nothing (benchmarks/compare.sh builds, then calls this). For each mode it runs R rounds; every round runs
 PyTorch and ours once per --precisions entry (bench_unet --precision P), each in a fresh process, rotating which
-goes first. Each program times its own iterations and
-prints one JSON line; peak memory is the process's own ru_maxrss, cross-checked with the rusage that os.wait4
-returns for that child. The FMA peak (fma_peak) is measured once, on 1 and N threads.
+goes first. Each program times its own iterations and prints one JSON line; peak memory is the process's own
+ru_maxrss, cross-checked with the rusage that os.wait4 returns for that child. The FMA peak (fma_peak) is measured
+once, on 1 and N threads.
 
 Printed: one Markdown table with, per mode, the median over rounds of each program's median images/s, the ratio
 ours / PyTorch, the peak resident memory (MiB, max over rounds) and the achieved GFLOP/s (FLOPs per image counted
@@ -214,8 +214,8 @@ def main(argv=None):
     else:
         print("PyTorch forward under torch.no_grad(); ours is Unet::predict, which keeps nothing either.")
     print()
-    header = ["mode", "batch", "threads", "ours' matmuls", "images/s PyTorch", "images/s ours", "ours/PyTorch", "peak MiB PyTorch",
-              "peak MiB ours", "GFLOP/s PyTorch (% peak)", "GFLOP/s ours (% peak)"]
+    header = ["mode", "batch", "threads", "ours' matmuls", "images/s PyTorch", "images/s ours", "ours/PyTorch",
+              "peak MiB PyTorch", "peak MiB ours", "GFLOP/s PyTorch (% peak)", "GFLOP/s ours (% peak)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---"] * len(header)) + "|")
     for row in rows:

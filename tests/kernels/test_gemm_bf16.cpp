@@ -266,7 +266,7 @@ TEST_CASE("a SharedA packed once gives every GEMM the bits of kernels::gemm, in 
   }
 }
 
-TEST_CASE("bf16 convolutions (weights and dy packed once, im2col rows straight into bf16 panels) equal gemm_bf16 on the im2col matrix") {
+TEST_CASE("bf16 convolutions (packed weights and dy, fused im2col) equal gemm_bf16 on the im2col matrix bit for bit") {
   if (!kernels::bf16_gemm_available()) {
     testing::skip("this build's CPU target has no AVX512_BF16: convolutions run fp32");
     return;

@@ -157,15 +157,18 @@ void im2col_row(const Conv2dGeometry& g, const T* plane, Index i, Index j, T* ro
   }
 }
 
-// Rows [k0, k1) of the im2col matrix (C * KH * KW, OH * OW) of one image's channels x (C, H, W), into col
-// ((k1 - k0), OH * OW). Row k is channel k / (KH * KW), kernel tap (k % (KH * KW)) / KW, k % KW.
+// Row k of the im2col matrix (C * KH * KW, OH * OW) of one image's channels x (C, H, W): channel k / (KH * KW),
+// kernel tap (k % (KH * KW)) / KW, k % KW.
+template <class T>
+void im2col_row_k(const Conv2dGeometry& g, const T* x, Index k, T* row) {
+  const Index taps = g.kernel_h * g.kernel_w, tap = k % taps;
+  im2col_row(g, x + (k / taps) * g.in_pixels(), tap / g.kernel_w, tap % g.kernel_w, row);
+}
+
+// Rows [k0, k1) of the im2col matrix of one image's channels x (C, H, W), into col ((k1 - k0), OH * OW).
 template <class T>
 void im2col_rows(const Conv2dGeometry& g, const T* x, Index k0, Index k1, T* col) {
-  const Index taps = g.kernel_h * g.kernel_w, P = g.out_pixels();
-  for (Index k = k0; k < k1; ++k) {
-    const Index c = k / taps, tap = k % taps;
-    im2col_row(g, x + c * g.in_pixels(), tap / g.kernel_w, tap % g.kernel_w, col + (k - k0) * P);
-  }
+  for (Index k = k0; k < k1; ++k) im2col_row_k(g, x, k, col + (k - k0) * g.out_pixels());
 }
 
 // col (C * KH * KW, OH * OW) from one image's channels x (C, H, W).
@@ -301,7 +304,7 @@ void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, con
 template <class T>
 void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const SharedA<T>& weights, Index grp, T beta,
                  T* y) {
-  const Index P = g.out_pixels(), K = channels * g.kernel_h * g.kernel_w, taps = g.kernel_h * g.kernel_w;
+  const Index P = g.out_pixels(), K = channels * g.kernel_h * g.kernel_w;
 #ifdef DIFFUSION_HAVE_AVX512_BF16
   if constexpr (std::is_same_v<T, float>) {
     if (const std::uint32_t* a_tiles = weights.bf16_tiles(grp)) {
@@ -311,9 +314,8 @@ void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const Shar
       for (Index k = 0; k < K; k += 2) {
         float* even = rows.data();
         float* odd = k + 1 < K ? rows.data() + P : nullptr;
-        im2col_row(g, x + (k / taps) * g.in_pixels(), (k % taps) / g.kernel_w, k % g.kernel_w, even);
-        if (odd) im2col_row(g, x + ((k + 1) / taps) * g.in_pixels(), ((k + 1) % taps) / g.kernel_w,
-                            (k + 1) % g.kernel_w, odd);
+        im2col_row_k(g, x, k, even);
+        if (odd) im2col_row_k(g, x, k + 1, odd);
         pack_bf16_b_rows(P, K, k / 2, even, odd, packed.data());
       }
       gemm_bf16_packed(weights.rows(), P, K, 1.0f, a_tiles, packed.data(), beta, y, P);

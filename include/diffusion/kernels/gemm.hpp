@@ -181,8 +181,8 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
 // one per group, multiplied by every image of the batch; or the output gradient of every image, multiplied by each
 // block of the im2col matrix). In a bf16 scope they are rounded and packed here once (in parallel over the
 // matrices), into the calling thread's scratch, instead of once per GEMM; the worker threads of the caller's parallel
-// loop read the packed tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per call). gemm(shared, g,
-// ...) gives the numbers gemm gives for A_g, bit for bit.
+// loop read the packed tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per
+// call). gemm(shared, g, ...) gives the numbers gemm gives for A_g, bit for bit.
 template <class T>
 class SharedA {
  public:
@@ -206,7 +206,6 @@ class SharedA {
   }
 
   Index rows() const { return M_; }
-  Index depth() const { return K_; }
   // A_g's bf16 tiles (pack_bf16_a's layout), or null where this is not a bf16 SharedA.
   const std::uint32_t* bf16_tiles(Index g) const { return packed_ ? packed_->data() + g * words_ : nullptr; }
 
