@@ -16,10 +16,13 @@
 #include "diffusion/kernels/gemm.hpp"
 #include "diffusion/kernels/gemm_bf16.hpp"
 #include "diffusion/kernels/precision.hpp"
+#include "support/gemm_operands.hpp"
 #include "support/skip.hpp"
 
 using namespace diffusion;
 using kernels::Op;
+using testing::random_matrix;
+using testing::to_bits;
 
 namespace {
 
@@ -27,22 +30,6 @@ float from_bits(std::uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
-}
-
-std::uint32_t to_bits(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-std::vector<float> random_matrix(Index rows, Index cols, Index ld, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> values(static_cast<std::size_t>(rows * cols));
-  rng.normal(values.data(), rows * cols);
-  std::vector<float> m(static_cast<std::size_t>(rows * ld), std::numeric_limits<float>::quiet_NaN());
-  for (Index r = 0; r < rows; ++r)
-    for (Index c = 0; c < cols; ++c) m[static_cast<std::size_t>(r * ld + c)] = values[static_cast<std::size_t>(r * cols + c)];
-  return m;
 }
 
 // Whether this CPU's vdpbf16ps rounds as Intel's SDM pseudo-code says (and the reference transcribes): 4,096 random
@@ -181,20 +168,10 @@ TEST_CASE("the AVX512_BF16 gemm kernel computes the reference's bits on every ed
               kernels::reference::gemm_bf16(op_a, op_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta,
                                             expected.data(), ldc);
               // Every element compared; one assertion per case, naming the first that differs.
-              Index mismatches = 0;
-              std::string first;
-              for (Index i = 0; i < M; ++i) {
-                for (Index j = 0; j < ldc; ++j) {
-                  const auto at = static_cast<std::size_t>(i * ldc + j);
-                  const bool ok = j >= N ? std::isnan(fast[at]) == std::isnan(C0[at])  // padding left alone
-                                         : std::isfinite(fast[at]) &&
-                                               (exact ? to_bits(fast[at]) == to_bits(expected[at])
-                                                      : within_accumulation_bound(fast[at], expected[at], i, j));
-                  if (!ok && mismatches++ == 0)
-                    first = "(" + std::to_string(i) + ", " + std::to_string(j) + "): " + std::to_string(fast[at]) +
-                            " vs the reference's " + std::to_string(expected[at]);
-                }
-              }
+              const auto [mismatches, first] =
+                  testing::compare_results(fast, expected, C0, M, N, ldc, [&](Index i, Index j, float got, float want) {
+                    return exact ? to_bits(got) == to_bits(want) : within_accumulation_bound(got, want, i, j);
+                  });
               INFO("op_a " << int(op_a) << " op_b " << int(op_b) << " M " << M << " N " << N << " K " << K
                            << " alpha " << alpha << " beta " << beta << ": " << mismatches
                            << " elements differ, first " << first);
@@ -266,59 +243,62 @@ TEST_CASE("a SharedA packed once gives every GEMM the bits of kernels::gemm, in 
   }
 }
 
-TEST_CASE("bf16 convolutions (packed weights and dy, fused im2col) equal gemm_bf16 on the im2col matrix bit for bit") {
-  if (!kernels::bf16_gemm_available()) {
-    testing::skip("this build's CPU target has no AVX512_BF16: convolutions run fp32");
-    return;
-  }
+TEST_CASE("convolutions (packed weights and dy, fused im2col) equal kernels::gemm on the im2col matrix bit for bit") {
   using kernels::Conv2dGeometry;
-  const kernels::MatmulPrecisionScope scope(kernels::MatmulPrecision::Bf16);
-  // 3x3 and 1-channel 3x3 (K = 9, odd), 2 images, a 9x11 plane (99 pixels: three full panels of 32 and a partial
-  // one); stride 1 (the flipped-kernel input gradient applies) and stride 2; 12 channels (K = 108: the weight
-  // gradient in two row blocks sharing each image's packed dy).
-  for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}, {12, 1}}) {
-    const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, 9, 11, 7, 3, stride, 1, 1);
-    const Index K = g.col_rows(), P = g.out_pixels(), HW = g.in_pixels();
-    const std::vector<float> x = random_matrix(g.batch * c_in, HW, HW, 31);
-    const std::vector<float> w = random_matrix(g.out_channels, K, K, 32);
-    const std::vector<float> bias = random_matrix(1, g.out_channels, g.out_channels, 33);
-    std::vector<float> y(g.batch * g.out_channels * P), expected(y.size()), col(K * P);
-    kernels::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
-    for (Index n = 0; n < g.batch; ++n) {
-      float* yn = expected.data() + n * g.out_channels * P;
-      for (Index co = 0; co < g.out_channels; ++co) std::fill(yn + co * P, yn + (co + 1) * P, bias[co]);
-      kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
-      kernels::gemm_bf16(Op::NoTrans, Op::NoTrans, g.out_channels, P, K, 1.0f, w.data(), K, col.data(), P, 1.0f, yn,
-                         P);
+  using kernels::MatmulPrecision;
+  // In bf16 (gemm_bf16) and in fp32 (gemm_f32 on AVX-512 CPUs; Eigen or oneDNN elsewhere, through the same calls).
+  for (const MatmulPrecision precision : {MatmulPrecision::Fp32, MatmulPrecision::Bf16}) {
+    if (precision == MatmulPrecision::Bf16 && !kernels::bf16_gemm_available()) {
+      testing::skip("this build's CPU target has no AVX512_BF16: bf16 convolutions run fp32");
+      continue;
     }
-    INFO("C_in " << c_in << ", stride " << stride);
-    CHECK(y == expected);
-    // dw += sum over images, in order, of dy_n col_n^T (the weight gradient; dy packed once per image).
-    const std::vector<float> dyw = random_matrix(g.batch * g.out_channels, P, P, 35);
-    std::vector<float> dw(w.size(), 0.5f), dw_expected(dw);
-    kernels::conv2d_backward_weight(g, x.data(), dyw.data(), dw.data());
-    for (Index n = 0; n < g.batch; ++n) {
-      kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
-      kernels::gemm_bf16(Op::NoTrans, Op::Trans, g.out_channels, K, P, 1.0f, dyw.data() + n * g.out_channels * P, P,
-                         col.data(), P, 1.0f, dw_expected.data(), K);
+    const kernels::MatmulPrecisionScope scope(precision);
+    // 3x3 and 1-channel 3x3 (K = 9, odd), 2 images, a 9x11 plane (99 pixels: three full panels of 32 and a partial
+    // one); stride 1 (the flipped-kernel input gradient applies) and stride 2; 12 channels (K = 108: the weight
+    // gradient in two row blocks sharing each image's packed dy).
+    for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}, {12, 1}}) {
+      const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, 9, 11, 7, 3, stride, 1, 1);
+      const Index K = g.col_rows(), P = g.out_pixels(), HW = g.in_pixels();
+      const std::vector<float> x = random_matrix(g.batch * c_in, HW, HW, 31);
+      const std::vector<float> w = random_matrix(g.out_channels, K, K, 32);
+      const std::vector<float> bias = random_matrix(1, g.out_channels, g.out_channels, 33);
+      std::vector<float> y(g.batch * g.out_channels * P), expected(y.size()), col(K * P);
+      kernels::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+      for (Index n = 0; n < g.batch; ++n) {
+        float* yn = expected.data() + n * g.out_channels * P;
+        for (Index co = 0; co < g.out_channels; ++co) std::fill(yn + co * P, yn + (co + 1) * P, bias[co]);
+        kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
+        kernels::gemm(Op::NoTrans, Op::NoTrans, g.out_channels, P, K, 1.0f, w.data(), K, col.data(), P, 1.0f, yn, P);
+      }
+      INFO(kernels::matmul_precision_name(precision) << ", C_in " << c_in << ", stride " << stride);
+      CHECK(y == expected);
+      // dw += sum over images, in order, of dy_n col_n^T (the weight gradient; dy packed once per image).
+      const std::vector<float> dyw = random_matrix(g.batch * g.out_channels, P, P, 35);
+      std::vector<float> dw(w.size(), 0.5f), dw_expected(dw);
+      kernels::conv2d_backward_weight(g, x.data(), dyw.data(), dw.data());
+      for (Index n = 0; n < g.batch; ++n) {
+        kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
+        kernels::gemm(Op::NoTrans, Op::Trans, g.out_channels, K, P, 1.0f, dyw.data() + n * g.out_channels * P, P,
+                      col.data(), P, 1.0f, dw_expected.data(), K);
+      }
+      CHECK(dw == dw_expected);
+      if (stride != 1) continue;
+      // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, 3, 3), padding 3 - 1 - 1.
+      const Conv2dGeometry gt = g.transposed();
+      const Index Kt = gt.col_rows(), taps = 9;
+      const std::vector<float> dy = random_matrix(g.batch * g.out_channels, P, P, 34);
+      std::vector<float> wt(w.size()), dx(g.batch * c_in * HW, 0.25f), dx_expected(dx), colt(Kt * HW);
+      for (Index ci = 0; ci < c_in; ++ci)
+        for (Index co = 0; co < g.out_channels; ++co)
+          for (Index tap = 0; tap < taps; ++tap)
+            wt[(ci * g.out_channels + co) * taps + tap] = w[(co * c_in + ci) * taps + taps - 1 - tap];
+      kernels::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+      for (Index n = 0; n < g.batch; ++n) {
+        kernels::detail::im2col(gt, g.out_channels, dy.data() + n * g.out_channels * P, colt.data());
+        kernels::gemm(Op::NoTrans, Op::NoTrans, c_in, HW, Kt, 1.0f, wt.data(), Kt, colt.data(), HW, 1.0f,
+                      dx_expected.data() + n * c_in * HW, HW);
+      }
+      CHECK(dx == dx_expected);
     }
-    CHECK(dw == dw_expected);
-    if (stride != 1) continue;
-    // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, 3, 3), padding 3 - 1 - 1.
-    const Conv2dGeometry gt = g.transposed();
-    const Index Kt = gt.col_rows(), taps = 9;
-    const std::vector<float> dy = random_matrix(g.batch * g.out_channels, P, P, 34);
-    std::vector<float> wt(w.size()), dx(g.batch * c_in * HW, 0.25f), dx_expected(dx), colt(Kt * HW);
-    for (Index ci = 0; ci < c_in; ++ci)
-      for (Index co = 0; co < g.out_channels; ++co)
-        for (Index tap = 0; tap < taps; ++tap)
-          wt[(ci * g.out_channels + co) * taps + tap] = w[(co * c_in + ci) * taps + taps - 1 - tap];
-    kernels::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
-    for (Index n = 0; n < g.batch; ++n) {
-      kernels::detail::im2col(gt, g.out_channels, dy.data() + n * g.out_channels * P, colt.data());
-      kernels::gemm_bf16(Op::NoTrans, Op::NoTrans, c_in, HW, Kt, 1.0f, wt.data(), Kt, colt.data(), HW, 1.0f,
-                         dx_expected.data() + n * c_in * HW, HW);
-    }
-    CHECK(dx == dx_expected);
   }
 }

@@ -11,8 +11,9 @@
 // convolution of dy with the flipped kernel (im2col of dy + one deep GEMM; col2im is left to strided ones);
 // stride-1 depthwise convolutions (one input and one output channel per group, e.g. the ConvNeXt 7x7) use SIMD
 // planes, other depthwise ones the reference loops. Each direction is a table of implementations (see Dispatch).
-// With bf16 matmuls (kernels/precision.hpp) the weights are packed into bf16 tiles once per call (SharedA), and the
-// im2col rows go two at a time straight into bf16 panels: no float im2col matrix (the numbers gemm_bf16 gives).
+// Where the GEMM packs its own operands (gemm_f32 on AVX-512 CPUs, gemm_bf16 with bf16 matmuls: kernels/precision.hpp)
+// the weights are packed into tiles once per call (SharedA), and the im2col rows go straight into packed panels: no
+// im2col matrix (the numbers kernels::gemm gives on it).
 // Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
 // over channels: never by thread count.
 // Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
@@ -299,8 +300,9 @@ void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, con
 
 // y = W_grp . im2col(x) + beta y for one image and group: x (channels, H, W), y (C_out / groups, OH * OW). With
 // W packed in bf16 (a SharedA in a bf16 scope), the im2col rows go two at a time from a float buffer of two rows
-// straight into bf16 panels, instead of into a float matrix that gemm_bf16 would then read and pack (the same
-// numbers, bit for bit); otherwise im2col and kernels::gemm.
+// straight into bf16 panels, instead of into a float matrix that gemm_bf16 would then read and pack; with W packed
+// for gemm_f32, one row at a time into fp32 panels (the same numbers, bit for bit); otherwise (Eigen, oneDNN)
+// im2col and kernels::gemm.
 template <class T>
 void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const SharedA<T>& weights, Index grp, T beta,
                  T* y) {
@@ -319,6 +321,20 @@ void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const Shar
         pack_bf16_b_rows(P, K, k / 2, even, odd, packed.data());
       }
       gemm_bf16_packed(weights.rows(), P, K, 1.0f, a_tiles, packed.data(), beta, y, P);
+      return;
+    }
+  }
+#endif
+#ifdef DIFFUSION_HAVE_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    if (const float* a_tiles = weights.f32_tiles(grp)) {  // gemm_f32: each im2col row straight into the panels
+      const ScratchBuffer<float, Scratch::Im2colPacked> packed(static_cast<std::size_t>(f32_packed_b_floats(P, K)));
+      const ScratchBuffer<float, Scratch::Im2col> row(static_cast<std::size_t>(P));
+      for (Index k = 0; k < K; ++k) {
+        im2col_row_k(g, x, k, row.data());
+        pack_f32_b_row(P, K, k, row.data(), packed.data());
+      }
+      gemm_f32_packed(weights.rows(), P, K, 1.0f, a_tiles, packed.data(), beta, y, P);
       return;
     }
   }

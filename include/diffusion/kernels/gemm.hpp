@@ -1,6 +1,7 @@
 #pragma once
-// GEMM on row-major matrices through Eigen maps: C = alpha * op(A) * op(B) + beta * C. Float GEMMs go to
-// gemm_bf16 instead while the matmul precision is bf16 (kernels/precision.hpp).
+// GEMM on row-major matrices: C = alpha * op(A) * op(B) + beta * C. Float GEMMs go to gemm_bf16 while the matmul
+// precision is bf16 (kernels/precision.hpp), to oneDNN's sgemm where the build links it (DIFFUSION_USE_ONEDNN), else
+// to gemm_f32 on AVX-512 CPUs (kernels/gemm_f32.hpp); everything else (double, CPUs without AVX-512) to Eigen.
 //
 // A is M x K (op = NoTrans, leading dimension lda >= K) or stored K x M (op = Trans, lda >= M); likewise B is K x N
 // or stored N x K. C is M x N with leading dimension ldc. beta = 0 ignores C's old contents (NaNs included).
@@ -31,6 +32,7 @@
 #include "diffusion/core/parallel.hpp"
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
+#include "diffusion/kernels/gemm_f32.hpp"
 #include "diffusion/kernels/gemm_op.hpp"
 #include "diffusion/kernels/precision.hpp"
 #include "diffusion/kernels/scratch.hpp"
@@ -124,6 +126,15 @@ inline bool onednn_sgemm(Op op_a, Op op_b, Index M, Index N, Index K, float alph
 }
 #endif
 
+// Whether fp32 GEMMs run gemm_f32 (AVX-512, and no oneDNN backend asked for).
+constexpr bool native_f32_gemm() {
+#ifdef DIFFUSION_USE_ONEDNN
+  return false;
+#else
+  return f32_gemm_available();
+#endif
+}
+
 template <class T>
 void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Index lda, const T* B, Index ldb, T beta,
           T* C, Index ldc) {
@@ -138,6 +149,8 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
     if (K > 0 && onednn_sgemm(op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   }
 #endif
+  if constexpr (std::is_same_v<T, float> && native_f32_gemm())
+    return gemm_f32(op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 
   using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Stride = Eigen::OuterStride<>;
@@ -179,35 +192,46 @@ void gemm(Op op_a, Op op_b, Index M, Index N, Index K, T alpha, const T* A, Inde
 
 // The A operand of many GEMMs: `count` matrices op(A_g) of M x K, A_g = A + g * stride (a convolution's weights,
 // one per group, multiplied by every image of the batch; or the output gradient of every image, multiplied by each
-// block of the im2col matrix). In a bf16 scope they are rounded and packed here once (in parallel over the
-// matrices), into the calling thread's scratch, instead of once per GEMM; the worker threads of the caller's parallel
-// loop read the packed tiles while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per
-// call). gemm(shared, g, ...) gives the numbers gemm gives for A_g, bit for bit.
+// block of the im2col matrix). Where the float GEMMs pack their operands themselves (gemm_bf16 in a bf16 scope,
+// gemm_f32 otherwise on AVX-512 CPUs) they are packed here once (in parallel over the matrices), into the calling
+// thread's scratch, instead of once per GEMM; the worker threads of the caller's parallel loop read the packed tiles
+// while this object lives. Otherwise it only remembers them (Eigen and oneDNN pack per call). gemm(shared, g, ...)
+// gives the numbers gemm gives for A_g, bit for bit.
 template <class T>
 class SharedA {
  public:
   SharedA(Op op, Index M, Index K, const T* A, Index lda, Index count = 1, Index stride = 0)
       : op_(op), M_(M), K_(K), lda_(lda), stride_(stride), A_(A) {
-#ifdef DIFFUSION_HAVE_AVX512_BF16
     if constexpr (std::is_same_v<T, float>) {
-      if (M > 0 && K > 0 && count > 0 && !reference_kernels() &&
-          effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16) {
+      if (M <= 0 || K <= 0 || count <= 0 || reference_kernels()) return;
+      if (effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16) {
+#ifdef DIFFUSION_HAVE_AVX512_BF16
         words_ = bf16_packed_a_words(M, K);
         packed_.emplace(static_cast<std::size_t>(words_ * count));
         std::uint32_t* tiles = packed_->data();
         parallel_for(0, count, double(M * K), [&](Index g) {  // each matrix into its own words
           pack_bf16_a(op, M, K, A + g * stride, lda, tiles + g * words_);
         });
+#endif
+      } else if (native_f32_gemm()) {
+#ifdef DIFFUSION_HAVE_AVX512
+        words_ = f32_packed_a_floats(M, K);
+        packed_f32_.emplace(static_cast<std::size_t>(words_ * count));
+        float* tiles = packed_f32_->data();
+        parallel_for(0, count, double(M * K), [&](Index g) {
+          pack_f32_a(op, M, K, A + g * stride, lda, tiles + g * words_);
+        });
+#endif
       }
     }
-#else
     (void)count;
-#endif
   }
 
   Index rows() const { return M_; }
   // A_g's bf16 tiles (pack_bf16_a's layout), or null where this is not a bf16 SharedA.
   const std::uint32_t* bf16_tiles(Index g) const { return packed_ ? packed_->data() + g * words_ : nullptr; }
+  // A_g's fp32 tiles (pack_f32_a's layout), or null where gemm_f32 does not run.
+  const float* f32_tiles(Index g) const { return packed_f32_ ? packed_f32_->data() + g * words_ : nullptr; }
 
   template <class U>
   friend void gemm(const SharedA<U>& a, Index g, Op op_b, Index N, U alpha, const U* B, Index ldb, U beta, U* C,
@@ -217,8 +241,9 @@ class SharedA {
   Op op_;
   Index M_, K_, lda_, stride_;
   const T* A_;
-  Index words_ = 0;
-  std::optional<ScratchBuffer<std::uint32_t, Scratch::GemmSharedA>> packed_;  // bf16 tiles of every A_g
+  Index words_ = 0;                                                              // per A_g
+  std::optional<ScratchBuffer<std::uint32_t, Scratch::GemmSharedA>> packed_;    // bf16 tiles of every A_g
+  std::optional<ScratchBuffer<float, Scratch::GemmSharedA>> packed_f32_;        // or its fp32 tiles
 };
 
 // C = alpha * op(A_g) * op(B) + beta * C, A_g the g-th matrix of `a` (M x K as given there).
@@ -228,6 +253,12 @@ void gemm(const SharedA<T>& a, Index g, Op op_b, Index N, T alpha, const T* B, I
   if constexpr (std::is_same_v<T, float>) {
     if (a.packed_)
       return gemm_bf16_packed_a(a.M_, N, a.K_, alpha, a.packed_->data() + g * a.words_, op_b, B, ldb, beta, C, ldc);
+  }
+#endif
+#ifdef DIFFUSION_HAVE_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    if (a.packed_f32_)
+      return gemm_f32_packed_a(a.M_, N, a.K_, alpha, a.f32_tiles(g), op_b, B, ldb, beta, C, ldc);
   }
 #endif
   gemm(a.op_, op_b, a.M_, N, a.K_, alpha, a.A_ + g * a.stride_, a.lda_, B, ldb, beta, C, ldc);

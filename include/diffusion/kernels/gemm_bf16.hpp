@@ -30,7 +30,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
 #define DIFFUSION_HAVE_AVX512_BF16 1
 #include <immintrin.h>
 #endif
@@ -38,6 +38,7 @@
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
 #include "diffusion/kernels/gemm_op.hpp"
+#include "diffusion/kernels/gemm_tile.hpp"
 #include "diffusion/kernels/scratch.hpp"
 
 namespace diffusion::kernels {
@@ -136,29 +137,6 @@ inline __m256i bf16_pairs_along(__m512 x) {
 
 inline std::uint32_t bf16_pair(float even, float odd) { return bf16_round_bits(odd) | (bf16_round_bits(even) >> 16); }
 
-inline __mmask16 first_lanes(Index n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
-}
-
-// Transposes 8 x 8 32-bit words in place: r[q] word p becomes r[p] word q.
-inline void transpose8x8(__m256i r[8]) {
-  __m256i t[8], u[8];
-  for (int q = 0; q < 8; q += 2) {
-    t[q] = _mm256_unpacklo_epi32(r[q], r[q + 1]);
-    t[q + 1] = _mm256_unpackhi_epi32(r[q], r[q + 1]);
-  }
-  for (int q = 0; q < 8; q += 4) {
-    u[q] = _mm256_unpacklo_epi64(t[q], t[q + 2]);
-    u[q + 1] = _mm256_unpackhi_epi64(t[q], t[q + 2]);
-    u[q + 2] = _mm256_unpacklo_epi64(t[q + 1], t[q + 3]);
-    u[q + 3] = _mm256_unpackhi_epi64(t[q + 1], t[q + 3]);
-  }
-  for (int q = 0; q < 4; ++q) {
-    r[q] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x20);
-    r[q + 4] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x31);
-  }
-}
-
 // 8 consecutive k-pairs (16 floats from `from`) of each of `count` <= 8 vectors of a matrix whose k-pairs lie side
 // by side (a row of A, a column of B transposed), transposed: r[p] word q = pair p of vector q (0 for q >= count).
 inline void pairs_along_transposed(const float* from, Index stride, int count, __m256i r[8]) {
@@ -251,17 +229,9 @@ inline void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::ui
       for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], ai, bv[v]);
     }
   }
-  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-  for (int i = 0; i < rows; ++i) {
-    for (int v = 0; v < Vectors; ++v) {
-      const __mmask16 lanes = first_lanes(cols - 16 * v);
-      float* c = C + i * ldc + 16 * v;
-      const __m512 out = beta == 0.0f ? _mm512_mul_ps(alpha_v, acc[i][v])
-                                      : _mm512_fmadd_ps(alpha_v, acc[i][v],
-                                                        _mm512_mul_ps(beta_v, _mm512_maskz_loadu_ps(lanes, c)));
-      _mm512_mask_storeu_ps(c, lanes, out);
-    }
-  }
+  for (int i = 0; i < rows; ++i)
+    for (int v = 0; v < Vectors; ++v)
+      store_tile_vector(acc[i][v], C + i * ldc + 16 * v, first_lanes(cols - 16 * v), alpha, beta);
 }
 
 }  // namespace detail
@@ -364,8 +334,7 @@ inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, 
                       const float* B, Index ldb, float beta, float* C, Index ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {  // an empty sum: C = beta * C, as the fp32 gemm does
-    for (Index i = 0; i < M; ++i)
-      for (Index j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    detail::scale_c(M, N, beta, C, ldc);
     return;
   }
 #ifdef DIFFUSION_HAVE_AVX512_BF16

@@ -20,6 +20,7 @@ namespace diffusion::kernels {
 enum class Scratch : int {
   Im2col,          // conv2d: im2col / col2im matrix of one image (bf16: two of its rows), per worker thread
   Im2colBf16,      // conv2d in bf16: one image's im2col matrix packed in bf16 panels, per worker thread
+  Im2colPacked,    // conv2d with gemm_f32: one image's im2col matrix packed in fp32 panels, per worker thread
   ConvWeights,     // conv2d: the flipped kernel of backward_data (calling thread)
   ConvOutput,      // conv2d_forward_add: one image's convolution before it is added
   NormPartials,    // group_norm_backward: per-(n, c) sums (calling thread)
@@ -30,6 +31,8 @@ enum class Scratch : int {
   GemmPackingBf16, // gemm_bf16: one panel of B, rounded to bf16 in pairs, per worker thread
   GemmPackedA,     // gemm_bf16: A's tiles rounded to bf16 in pairs, per worker thread
   GemmSharedA,     // SharedA (gemm.hpp): one A packed for many GEMMs, the calling thread's, read by its workers
+  GemmPanelF32,    // gemm_f32: one panel of B, per worker thread
+  GemmPackedAF32,  // gemm_f32: A's tiles, per worker thread
   ChunkSums,       // sum_squares: one partial sum per chunk (calling thread)
   LinearPadding,   // linear: a zero-padded copy of the last, partial block of images, per worker thread
   KeysSoftmax,     // linear attention forward that keeps nothing: one head's softmaxed keys (d, P), per worker thread
@@ -38,12 +41,14 @@ enum class Scratch : int {
 namespace detail {
 inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
     {Scratch::Im2col, "Im2col"},           {Scratch::Im2colBf16, "Im2colBf16"},
+    {Scratch::Im2colPacked, "Im2colPacked"},
     {Scratch::ConvWeights, "ConvWeights"},
     {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
     {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
     {Scratch::DepthwisePlane, "DepthwisePlane"}, {Scratch::GemmPacking, "GemmPacking"},
     {Scratch::GemmPackingBf16, "GemmPackingBf16"}, {Scratch::GemmPackedA, "GemmPackedA"},
-    {Scratch::GemmSharedA, "GemmSharedA"},
+    {Scratch::GemmSharedA, "GemmSharedA"}, {Scratch::GemmPanelF32, "GemmPanelF32"},
+    {Scratch::GemmPackedAF32, "GemmPackedAF32"},
     {Scratch::ChunkSums, "ChunkSums"},     {Scratch::LinearPadding, "LinearPadding"},
     {Scratch::KeysSoftmax, "KeysSoftmax"}};
 }  // namespace detail
