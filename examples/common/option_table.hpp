@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diffusion/core/error.hpp"
+#include "diffusion/train/lr_schedule.hpp"
 
 namespace examples {
 
@@ -395,6 +396,23 @@ inline std::set<std::string> given_flags(const CLI::App& app) {
   for (const CLI::Option* opt : app.get_options())
     if (opt->count() > 0) out.insert(opt->get_single_name());
   return out;
+}
+
+// The learning-rate schedule of the flags --lr-warmup, --lr-decay (none, cosine, linear) and --lr-min for a run of
+// total_steps steps; an Error names the flags when a decay has no steps left after the warm-up.
+inline diffusion::LrSchedule lr_schedule_of_flags(std::int64_t warmup, const std::string& decay, double min_ratio,
+                                                  std::int64_t total_steps) {
+  diffusion::LrSchedule s;
+  s.warmup_steps = warmup;
+  s.decay = diffusion::parse_lr_decay(decay);
+  s.total_steps = total_steps;
+  s.min_ratio = min_ratio;
+  DIFFUSION_CHECK(s.decay == diffusion::LrDecay::None || total_steps > warmup,
+                  "--lr-decay " << decay << " decays the rate after the warm-up, but the run's " << total_steps
+                                << " steps are not more than --lr-warmup " << warmup
+                                << "; train longer or warm up for fewer steps");
+  s.validate();
+  return s;
 }
 
 }  // namespace examples

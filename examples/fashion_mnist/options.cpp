@@ -19,6 +19,7 @@ using examples::kPrecisionHelp;
 const std::vector<std::string> kLosses = {"l2", "l1", "huber"};
 const std::vector<std::string> kPredictions = {"eps", "x0", "v"};
 const std::vector<std::string> kBlocks = {"convnext", "resnet"};
+const std::vector<std::string> kLrDecays = {"none", "cosine", "linear"};
 // Every sampler of the library (samplers/sampler.hpp), by the names parse_sampler accepts.
 const std::vector<std::string> kSamplers = {"ddpm",     "ddim",         "euler",  "euler_ancestral",
                                             "heun",     "dpmpp_2m",     "dpmpp_2m_sde", "uni_pc",
@@ -75,6 +76,15 @@ const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
       {"steps", &O::steps, OnResume::Length, "training length in optimisation steps (wins over --epochs)",
        kStepsRange, {}, {}, kStoredStepsRange},
       {"lr", &O::lr, OnResume::Optimizer, "Adam learning rate", kLrRange},
+      // Absent in checkpoints written before the learning-rate schedule existed: a constant rate.
+      {"lr-warmup", &O::lr_warmup, OnResume::Optimizer,
+       "steps of linear learning-rate warm-up, from lr / N at the first step to lr at step N (0: none)",
+       kStoredStepsRange, {}, nlohmann::json(0)},
+      {"lr-decay", &O::lr_decay, OnResume::Optimizer,
+       "learning-rate decay after the warm-up, reaching --lr-min x lr at the run's last step", {}, kLrDecays,
+       nlohmann::json("none")},
+      {"lr-min", &O::lr_min, OnResume::Optimizer, "the rate the decay ends at, as a multiple of --lr",
+       kProbabilityRange, {}, nlohmann::json(0.0)},
       {"batch", &O::batch, OnResume::Fixed, "images per step", kBatchRange},
       // Absent in checkpoints written before data-parallel training: one shard (0 would mean one per rank).
       {"gradient-shards", &O::gradient_shards, OnResume::Fixed,

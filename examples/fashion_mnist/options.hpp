@@ -51,6 +51,11 @@ struct TrainOptions {
   int gradient_shards = 0;
   // Optimiser settings: a resumed run may change them (a note is printed), e.g. to get past a divergence.
   double lr = 1e-3;
+  // The learning-rate schedule (train/lr_schedule.hpp): warm-up steps, then none | cosine | linear decay to
+  // lr_min x lr at the run's last step.
+  std::int64_t lr_warmup = 0;
+  std::string lr_decay = "none";
+  double lr_min = 0.0;
   double grad_clip = 0.0;  // max global gradient norm; 0 disables clipping
   // Length: --steps wins over --epochs.
   int epochs = kDefaultEpochs;

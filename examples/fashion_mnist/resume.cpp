@@ -1,5 +1,7 @@
 #include "resume.hpp"
 
+#include "common/option_table.hpp"
+
 #include "diffusion/core/error.hpp"
 #include "diffusion/train/checkpoint.hpp"
 
@@ -85,11 +87,12 @@ ResumedRun prepare_resume(const diffusion::io::SafetensorsReader& reader, const 
   return ResumedRun{std::move(info), std::move(options), std::move(notes), std::move(config), std::move(plan)};
 }
 
-diffusion::TrainerOptions trainer_options(const TrainOptions& o) {
+diffusion::TrainerOptions trainer_options(const TrainOptions& o, std::int64_t total_steps) {
   diffusion::TrainerOptions to;
   to.loss = diffusion::parse_loss_type(o.loss);
   to.prediction = diffusion::parse_prediction(o.prediction);
   to.adam.lr = o.lr;
+  to.lr_schedule = examples::lr_schedule_of_flags(o.lr_warmup, o.lr_decay, o.lr_min, total_steps);
   to.grad_clip = o.grad_clip;
   to.use_ema = o.ema_decay > 0.0;
   to.ema = diffusion::EmaOptions{o.ema_decay, true};

@@ -57,7 +57,9 @@ ResumedRun prepare_resume(const diffusion::io::SafetensorsReader& reader, const 
                           const std::set<std::string>& given);
 
 // The trainer settings and the noise schedule of a run's options (new or resumed).
-diffusion::TrainerOptions trainer_options(const TrainOptions& o);
+// total_steps: the run's length, where a learning-rate decay ends (--lr-decay); an Error names the flags when the run
+// is not longer than the warm-up a decay follows.
+diffusion::TrainerOptions trainer_options(const TrainOptions& o, std::int64_t total_steps);
 diffusion::NoiseSchedule noise_schedule(const TrainOptions& o);
 
 // The images a resumed run trains on must be as many as those of the checkpoint's run (when it recorded them).

@@ -185,8 +185,16 @@ std::unique_ptr<Run> build_run(const TrainOptions& flags, const std::set<std::st
   if (ranks.leader()) check_output_folder(o.out);  // the leader writes every output
   run->out = fs::path(o.out);
 
+  diffusion::BatchOptions bo;
+  bo.batch_size = o.batch;
+  bo.seed = o.seed;
+  run->batches = std::make_unique<diffusion::BatchSampler<float>>(run->images, bo,
+                                                                  o.conditional ? &run->labels : nullptr);
+  run->per_epoch = run->batches->batches_per_epoch();
+  run->total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * run->per_epoch;
+
   run->net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
-  run->trainer_options = trainer_options(o);
+  run->trainer_options = trainer_options(o, run->total);
   run->trainer = std::make_unique<diffusion::Trainer<float>>(*run->net, noise_schedule(o), run->trainer_options);
   if (resume_reader) {
     diffusion::load_checkpoint(*resume_reader, *run->trainer);
@@ -204,13 +212,6 @@ std::unique_ptr<Run> build_run(const TrainOptions& flags, const std::set<std::st
                                   : std::string()));
   }
 
-  diffusion::BatchOptions bo;
-  bo.batch_size = o.batch;
-  bo.seed = o.seed;
-  run->batches = std::make_unique<diffusion::BatchSampler<float>>(run->images, bo,
-                                                                  o.conditional ? &run->labels : nullptr);
-  run->per_epoch = run->batches->batches_per_epoch();
-  run->total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * run->per_epoch;
   run->first = run->trainer->step_count();
   run->stored = stored_options(o, run->N, run->H, run->total);
   return run;
@@ -226,6 +227,9 @@ void print_summary(const Run& run, int ranks) {
                static_cast<long long>(run.first), static_cast<long long>(run.total),
                static_cast<long long>(run.per_epoch), o.batch, o.loss.c_str(), o.timesteps, o.schedule.c_str(),
                examples::precision_note(diffusion::kernels::parse_matmul_precision(o.precision)).c_str(), o.out.c_str());
+  const diffusion::LrSchedule& lr = run.trainer_options.lr_schedule;
+  if (!lr.is_constant())
+    std::fprintf(stderr, "fashion_mnist: learning rate %s\n", lr.describe(run.trainer_options.adam.lr).c_str());
   for (const std::string& note : run.notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
   if (run.first >= run.total)
     std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "

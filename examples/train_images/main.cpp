@@ -74,6 +74,9 @@ struct TrainOptions {
   // Free to change on resume.
   int accumulate = 1;
   double lr = 1e-3;
+  std::int64_t lr_warmup = 0;     // learning-rate warm-up steps (train/lr_schedule.hpp)
+  std::string lr_decay = "none";  // none | cosine | linear, to lr_min x lr at the run's last step
+  double lr_min = 0.0;
   double grad_clip = 0.0;
   std::int64_t steps = 0;
   int epochs = 10;
@@ -255,11 +258,20 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   const std::string checkpoint_path = (out / "checkpoint.safetensors").string();
   const std::string model_path = (out / "model.safetensors").string();
 
+  diffusion::BatchOptions bo;
+  bo.batch_size = o.batch;
+  bo.seed = o.seed;
+  bo.horizontal_flip = o.flip;
+  diffusion::BatchSampler<float> sampler(data.images(), bo, o.conditional ? &data.labels() : nullptr);
+  const std::int64_t per_epoch = sampler.batches_per_epoch();
+  const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
+
   diffusion::Unet<float> net(config, o.seed);
   diffusion::TrainerOptions to;
   to.loss = diffusion::parse_loss_type(o.loss);
   to.prediction = diffusion::parse_prediction(o.prediction);
   to.adam.lr = o.lr;
+  to.lr_schedule = examples::lr_schedule_of_flags(o.lr_warmup, o.lr_decay, o.lr_min, total);
   to.grad_clip = o.grad_clip;
   to.use_ema = o.ema_decay > 0.0;
   to.ema = diffusion::EmaOptions{o.ema_decay, true};
@@ -276,6 +288,9 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   {  // every rank must train the same run on the same data
     nlohmann::json run = to_json(o);
     run["lr"] = o.lr;
+    run["lr-warmup"] = o.lr_warmup;
+    run["lr-decay"] = o.lr_decay;
+    run["lr-min"] = o.lr_min;
     run["grad-clip"] = o.grad_clip;
     run["accumulate"] = o.accumulate;
     run["steps"] = o.steps;
@@ -286,13 +301,6 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                                         diffusion::hash_key(diffusion::fnv1a64(bytes.data(), static_cast<std::size_t>(bytes.numel()))));
   }
 
-  diffusion::BatchOptions bo;
-  bo.batch_size = o.batch;
-  bo.seed = o.seed;
-  bo.horizontal_flip = o.flip;
-  diffusion::BatchSampler<float> sampler(data.images(), bo, o.conditional ? &data.labels() : nullptr);
-  const std::int64_t per_epoch = sampler.batches_per_epoch();
-  const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
   const std::int64_t first = trainer.step_count();
   const std::map<std::string, std::string> metadata = {{kOptionsKey, to_json(o).dump()},
                                                        {diffusion::io::kDatasetInfoKey, data.info().to_json().dump()}};
@@ -304,6 +312,8 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                o.conditional ? "class-conditional " : "", o.block.c_str(), o.dim, static_cast<std::size_t>(plan.parameter_count), static_cast<long long>(first),
                static_cast<long long>(total), static_cast<long long>(per_epoch), o.batch, o.accumulate,
                examples::precision_note(to.precision).c_str(), o.out.c_str());
+  if (ranks.leader() && !to.lr_schedule.is_constant())
+    std::fprintf(stderr, "train_images: learning rate %s\n", to.lr_schedule.describe(to.adam.lr).c_str());
   if (ranks.leader() && ranks.size() > 1)
     std::fprintf(stderr, "train_images: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
                  o.gradient_shards);
@@ -668,6 +678,13 @@ int main(int argc, char** argv) {
                     "(mpirun -np R, R dividing it) gives the same weights; stored with the run (0: the number of ranks)")
       ->check(CLI::Range(0, 65536));
   train->add_option("--lr", t.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+  train->add_option("--lr-warmup", t.lr_warmup,
+                    "steps of linear learning-rate warm-up, from lr / N at the first step to lr at step N (0: none)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  train->add_option("--lr-decay", t.lr_decay, "learning-rate decay after the warm-up, reaching --lr-min x lr at the "
+                                              "run's last step")
+      ->check(CLI::IsMember({"none", "cosine", "linear"}));
+  train->add_option("--lr-min", t.lr_min, "the rate the decay ends at, as a multiple of --lr")->check(CLI::Range(0.0, 1.0));
   train->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0: none)")->check(CLI::NonNegativeNumber);
   train->add_option("--steps", t.steps, "optimisation steps (wins over --epochs)")->check(CLI::NonNegativeNumber);
   train->add_option("--epochs", t.epochs, "epochs")->check(CLI::Range(1, 1000000));

@@ -59,6 +59,7 @@
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
+#include "diffusion/train/lr_schedule.hpp"
 #include "diffusion/train/trainer.hpp"
 
 #include "diffusion/gaussian_diffusion.hpp"

@@ -44,7 +44,8 @@ inline diffusion::io::SafetensorsReader resume_seed_checkpoint() {
   const fashion_mnist::TrainOptions o = resume_seed_options();
   const diffusion::UnetConfig config = fashion_mnist::unet_config(o.block, o.dim, o.dim_mults, 1);
   diffusion::Unet<float> net(config, o.seed);
-  diffusion::Trainer<float> trainer(net, fashion_mnist::noise_schedule(o), fashion_mnist::trainer_options(o));
+  diffusion::Trainer<float> trainer(net, fashion_mnist::noise_schedule(o),
+                                    fashion_mnist::trainer_options(o, o.steps));
   diffusion::Tensor<float> x(diffusion::Shape{2, 1, 28, 28});
   for (diffusion::Index i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(i % 29) / 14.0f - 1.0f;
   trainer.step(x);

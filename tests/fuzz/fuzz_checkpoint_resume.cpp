@@ -80,12 +80,6 @@ void train_from(const io::SafetensorsReader& reader, const fm::ResumedRun& run) 
   constexpr Index kImages = 64, kSize = 28;
   if (!refused_properly([&] { fm::check_resume_images(run, kImages, o.data); })) return;
   FUZZ_REQUIRE(run.plan.parameter_count <= 100000);  // the tensors matched the plan: the network is that small
-  Unet<float> net(run.config, o.seed);
-  Trainer<float> trainer(net, fm::noise_schedule(o), fm::trainer_options(o));
-  if (!refused_properly([&] { load_checkpoint(reader, trainer); })) {
-    FUZZ_REQUIRE(trainer.step_count() == 0);  // a refused checkpoint changes nothing
-    return;
-  }
   const Tensor<float> images(Shape{kImages, 1, kSize, kSize}, 0.5f);
   BatchOptions bo;
   bo.batch_size = o.batch;
@@ -94,6 +88,20 @@ void train_from(const io::SafetensorsReader& reader, const fm::ResumedRun& run) 
   const std::int64_t per_epoch = sampler.batches_per_epoch();
   FUZZ_REQUIRE(per_epoch >= 1);
   const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * per_epoch;
+  // A stored learning-rate decay with no steps after its warm-up is refused with the flags named (each is in range).
+  TrainerOptions trainer_options;
+  try {
+    trainer_options = fm::trainer_options(o, total);
+  } catch (const Error& e) {
+    if (std::strstr(e.what(), "--lr-decay") == nullptr) bad_message("a schedule error that names no flag", e.what());
+    return;
+  }
+  Unet<float> net(run.config, o.seed);
+  Trainer<float> trainer(net, fm::noise_schedule(o), trainer_options);
+  if (!refused_properly([&] { load_checkpoint(reader, trainer); })) {
+    FUZZ_REQUIRE(trainer.step_count() == 0);  // a refused checkpoint changes nothing
+    return;
+  }
   const std::int64_t first = trainer.step_count();
   static std::FILE* devnull = std::fopen("/dev/null", "w");
   fm::ProgressDisplay progress(first, total, per_epoch, run.info.elapsed, devnull);

@@ -67,6 +67,13 @@ void save_checkpoint(const std::string& path, const Trainer<T>& trainer,
   // Data-parallel runs only: the shard count fixes the order of the gradient sums, so a run resumed with the same
   // count (on any number of ranks dividing it) continues bit for bit. Informative here, as the learning rate is.
   if (o.gradient_shards > 1) state["gradient_shards"] = o.gradient_shards;
+  // Runs with a learning-rate schedule only; informative, as the rate is (the programs keep their own options).
+  if (!o.lr_schedule.is_constant()) {
+    state["lr_warmup_steps"] = o.lr_schedule.warmup_steps;
+    state["lr_decay"] = lr_decay_name(o.lr_schedule.decay);
+    state["lr_total_steps"] = o.lr_schedule.total_steps;
+    state["lr_min_ratio"] = o.lr_schedule.min_ratio;
+  }
   w.add_metadata(kTrainStateKey, state.dump());
   w.add_metadata(kUnetConfigKey, model.config().to_json().dump());
   const nlohmann::json ext = model.config().extensions_to_json();

@@ -3,7 +3,7 @@
 //   t ~ Uniform{0..T-1}, eps ~ N(0, I)                       drawn from Rng(seed).fork(step): a pure function of
 //   x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps              (seed, step), so a resumed run draws the same numbers
 //   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v
-//   backward; [clip the global gradient norm]; Adam/AdamW step; [EMA update]
+//   backward; [clip the global gradient norm]; Adam/AdamW step at the step's learning rate; [EMA update]
 // Gradient accumulation (options.accumulate = k): the batch goes through the model in k consecutive micro-batches
 // (forward, backward, forward, backward, ...; activations for one micro-batch at a time), the draws, the loss sum
 // and the gradients carried over from one to the next, then one optimiser step. The result is bitwise the step on
@@ -47,6 +47,7 @@
 #include "diffusion/train/dataset.hpp"
 #include "diffusion/train/ema.hpp"
 #include "diffusion/train/grad_clip.hpp"
+#include "diffusion/train/lr_schedule.hpp"
 
 namespace diffusion {
 
@@ -54,6 +55,10 @@ struct TrainerOptions {
   LossType loss = LossType::L2;                 // L_simple; L1 and Huber as the primer's p_losses offers
   Prediction prediction = Prediction::Epsilon;  // what the network predicts
   AdamOptions adam;                             // lr 1e-3 as the primer; decoupled_weight_decay for AdamW
+  // The learning rate of step s is adam.lr x lr_schedule.factor(s) (train/lr_schedule.hpp: warm-up, cosine or
+  // linear decay). The default is the constant adam.lr; a schedule that is not constant sets the optimiser's rate
+  // before every step, over any set_lr of the caller's.
+  LrSchedule lr_schedule;
   double grad_clip = 0.0;                       // max global gradient norm; 0 disables clipping
   bool use_ema = true;
   EmaOptions ema;  // the primer's decay 0.995, with warm-up
@@ -137,6 +142,7 @@ class Trainer {
                     "Trainer: replica_check_every must be >= 0 (0 never checks), got " << options.replica_check_every);
     DIFFUSION_CHECK(options.cond_drop_prob >= 0.0 && options.cond_drop_prob <= 1.0,
                     "Trainer: cond_drop_prob must be in [0, 1], got " << options.cond_drop_prob);
+    options.lr_schedule.validate();
     // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
     DIFFUSION_CHECK(model.config().resolved_out_dim() == model.config().channels,
                     "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
@@ -400,6 +406,7 @@ class Trainer {
                                            : grad_norm(params.grads(), params.size());
     if (!std::isfinite(r.grad_norm))
       throw TrainingDiverged(step_, "the gradient norm is " + std::to_string(r.grad_norm));
+    if (!options_.lr_schedule.is_constant()) optimizer_.set_lr(options_.adam.lr * options_.lr_schedule.factor(step_));
     optimizer_.step(params);
     if (ema_) ema_->update(params.values(), params.size());
     ++step_;

@@ -573,6 +573,54 @@ TEST_CASE("train --resume refuses a different configuration but accepts a new le
   require_clean_failure(r, a + "/missing.safetensors", dir + "/none");
 }
 
+TEST_CASE("train --lr-warmup / --lr-decay: printed, stored, exact on resume, and a decay without steps refused") {
+  const std::string dir = scratch("lr_schedule");
+  const std::string data = make_data(dir + "/data");
+  const std::string a = dir + "/a", w = dir + "/warmup", h = dir + "/half", c = dir + "/constant";
+  const std::vector<std::string> few = {"--final-samples", "1", "--final-sampler", "ddim"};
+
+  // A warm-up and a cosine decay: the program says what the rate does, and the checkpoint keeps the flags.
+  Result r = run(dir, tiny(data, a) + std::vector<std::string>{"--steps", "4", "--lr-warmup", "2", "--lr-decay",
+                                                              "cosine", "--lr-min", "0.1"} + few);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("learning rate 0.001 after a warm-up of 2 steps, cosine decay to 0.0001 at step 4") !=
+        std::string::npos);
+  {
+    const diffusion::io::SafetensorsReader ckpt(a + "/checkpoint.safetensors");
+    const nlohmann::json stored = nlohmann::json::parse(ckpt.metadata().at("fashion_mnist.options"));
+    CHECK(stored.at("lr-warmup") == 2);
+    CHECK(stored.at("lr-decay") == "cosine");
+    CHECK(stored.at("lr-min") == 0.1);
+  }
+
+  // A warm-up longer than the run, whole and cut in two: resumed without the flags (they come from the checkpoint),
+  // the run equals the uninterrupted one bit for bit, and differs from one at the constant rate.
+  r = run(dir, tiny(data, w) + std::vector<std::string>{"--steps", "4", "--lr-warmup", "8"} + few);
+  REQUIRE(r.status == 0);
+  r = run(dir, tiny(data, h) + std::vector<std::string>{"--steps", "2", "--lr-warmup", "8"} + few);
+  REQUIRE(r.status == 0);
+  r = run(dir, {"train", "--resume", h + "/checkpoint.safetensors", "--steps", "4"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("learning rate 0.001 after a warm-up of 8 steps, then constant") != std::string::npos);
+  std::string diff = compare_tensors(w + "/checkpoint.safetensors", h + "/checkpoint.safetensors");
+  INFO("first difference: " << diff);
+  REQUIRE(diff.empty());
+  r = run(dir, tiny(data, c) + std::vector<std::string>{"--steps", "4"} + few);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("learning rate") == std::string::npos);
+  CHECK_FALSE(compare_tensors(w + "/checkpoint.safetensors", c + "/checkpoint.safetensors").empty());
+
+  // A decay needs steps after the warm-up; an unknown decay is a usage error.
+  r = run(dir, tiny(data, dir + "/none") + std::vector<std::string>{"--steps", "2", "--lr-warmup", "2",
+                                                                    "--lr-decay", "linear"});
+  require_clean_failure(r, "--lr-decay linear", dir + "/none");
+  CHECK(r.err.find("--lr-warmup 2") != std::string::npos);
+  r = run(dir, tiny(data, dir + "/none") + std::vector<std::string>{"--steps", "2", "--lr-decay", "step"});
+  CHECK(r.status == 2);
+}
+
 TEST_CASE("train input and output errors: exit status 1 and one line on stderr and no checkpoint left") {
   const std::string dir = scratch("errors");
   const std::string good = make_data(dir + "/good");

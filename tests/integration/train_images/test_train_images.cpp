@@ -128,6 +128,44 @@ TEST_CASE("train_images trains on a class folder and samples from its weights an
   CHECK(diffusion::io::read_png(dir + "/b.png").pixels == a.pixels);
 }
 
+TEST_CASE("train_images --lr-warmup / --lr-decay: the schedule is followed, and a decay without steps refused",
+          "[example]") {
+  const std::string dir = scratch("lr_schedule");
+  const std::string data = dir + "/data";
+  make_class(data, "red", 220, 30, 20, 6);
+  make_class(data, "blue", 20, 30, 220, 6);
+  const std::vector<std::string> length = {"--steps", "3", "--final-samples", "1"};
+  std::vector<std::string> args = tiny(data, dir + "/scheduled");
+  args.insert(args.end(), length.begin(), length.end());
+  args.insert(args.end(), {"--lr-warmup", "1", "--lr-decay", "linear", "--lr-min", "0.5"});
+  Result r = run(dir, args);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("learning rate 0.001 after a warm-up of 1 step, linear decay to 0.0005 at step 3") !=
+        std::string::npos);
+  args = tiny(data, dir + "/constant");
+  args.insert(args.end(), length.begin(), length.end());
+  r = run(dir, args);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("learning rate") == std::string::npos);
+  // The schedule reaches the trainer: the weights differ from the constant rate's.
+  const diffusion::io::SafetensorsReader a(dir + "/scheduled/model.safetensors"), b(dir + "/constant/model.safetensors");
+  bool differ = false;
+  for (const auto& name : a.names()) {
+    const diffusion::Tensor<float> x = a.read<float>(name), y = b.read<float>(name);
+    differ = differ || !std::equal(x.begin(), x.end(), y.begin());
+  }
+  CHECK(differ);
+
+  args = tiny(data, dir + "/none");
+  args.insert(args.end(), {"--steps", "2", "--lr-warmup", "2", "--lr-decay", "cosine"});
+  r = run(dir, args);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--lr-decay cosine") != std::string::npos);
+  CHECK(r.err.find("--lr-warmup 2") != std::string::npos);
+  CHECK(lines(r.err) == 1);
+}
+
 TEST_CASE("train_images resumes a run and refuses a folder whose classes differ", "[example]") {
   const std::string dir = scratch("resume");
   const std::string data = dir + "/data", out = dir + "/out";
