@@ -49,7 +49,7 @@ TEST_CASE("LrSchedule: the warm-up, cosine and linear factors at the steps that 
   CHECK(cosine.describe(0.002) == "0.002 after a warm-up of 4 steps, cosine decay to 0.0002 at step 14");
   CHECK(warmup.describe(0.001) == "0.001 after a warm-up of 4 steps, then constant");
   CHECK(parse_lr_decay("linear") == LrDecay::Linear);
-  CHECK_THROWS_WITH(parse_lr_decay("step"), Catch::Contains("'step'") && Catch::Contains("none, cosine or linear"));
+  CHECK_THROWS_WITH(parse_lr_decay("step"), Catch::Contains("learning-rate decay 'step'") && Catch::Contains("none, cosine, linear"));
 }
 
 TEST_CASE("LrSchedule: a schedule that cannot be followed is refused, also by the Trainer") {
@@ -79,22 +79,28 @@ struct Weights {
   std::vector<float> values, ema;
 };
 
-// Trains the tiny U-Net for `steps` steps on bright squares; with `manual`, the caller sets Adam's rate before each
-// step to lr x manual->factor(step) instead of the trainer's schedule.
-Weights train(const TrainerOptions& o, int steps, const LrSchedule* manual = nullptr) {
+// Steps `trainer` until its step count is `until`, on batches of bright squares that are a function of the step (so
+// a trainer resumed at any step gets the batches of an uninterrupted run). With `manual`, the caller sets Adam's rate
+// before each step to lr x manual->factor(step) instead of the trainer's schedule.
+void train_until(Trainer<float>& trainer, std::int64_t until, const LrSchedule* manual = nullptr) {
   const Tensor<float> images = testing::bright_squares(32, 7);
-  Unet<float> net(testing::tiny_unet_config(1), 3);
-  Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 50), o);
   BatchOptions b;
   b.batch_size = 8;
   b.seed = 3;
   BatchSampler<float> sampler(images, b);
   Tensor<float> batch;
-  for (int s = 0; s < steps; ++s) {
-    if (manual) trainer.optimizer().set_lr(o.adam.lr * manual->factor(trainer.step_count()));
+  while (trainer.step_count() < until) {
+    if (manual) trainer.optimizer().set_lr(trainer.options().adam.lr * manual->factor(trainer.step_count()));
     sampler.batch(trainer.step_count(), batch);
     trainer.step(batch);
   }
+}
+
+// The tiny U-Net trained for `steps` steps from its seed-3 initialisation (train_until).
+Weights train(const TrainerOptions& o, int steps, const LrSchedule* manual = nullptr) {
+  Unet<float> net(testing::tiny_unet_config(1), 3);
+  Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 50), o);
+  train_until(trainer, steps, manual);
   Weights w;
   w.values.assign(net.params().values(), net.params().values() + net.params().size());
   w.ema.assign(trainer.ema()->shadow(), trainer.ema()->shadow() + net.params().size());
@@ -140,20 +146,11 @@ TEST_CASE("a run with a learning-rate schedule resumes from a checkpoint exactly
   o.lr_schedule.total_steps = 8;
   const Weights straight = train(o, 8);
 
-  const Tensor<float> images = testing::bright_squares(32, 7);
-  BatchOptions b;
-  b.batch_size = 8;
-  b.seed = 3;
   const std::string path = std::string(DIFFUSION_TEST_BINARY_DIR) + "/lr_schedule_resume.safetensors";
   {
     Unet<float> net(testing::tiny_unet_config(1), 3);
     Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 50), o);
-    BatchSampler<float> sampler(images, b);
-    Tensor<float> batch;
-    for (int s = 0; s < 5; ++s) {
-      sampler.batch(trainer.step_count(), batch);
-      trainer.step(batch);
-    }
+    train_until(trainer, 5);
     save_checkpoint(path, trainer);
     const nlohmann::json state = read_train_state(io::SafetensorsReader(path));
     CHECK(state.at("lr_warmup_steps") == 2);
@@ -163,12 +160,8 @@ TEST_CASE("a run with a learning-rate schedule resumes from a checkpoint exactly
   Unet<float> net(testing::tiny_unet_config(1), 99);
   Trainer<float> trainer(net, NoiseSchedule(BetaSchedule::Linear, 50), o);
   load_checkpoint(path, trainer);
-  BatchSampler<float> sampler(images, b);
-  Tensor<float> batch;
-  while (trainer.step_count() < 8) {
-    sampler.batch(trainer.step_count(), batch);
-    trainer.step(batch);
-  }
+  REQUIRE(trainer.step_count() == 5);
+  train_until(trainer, 8);
   REQUIRE(same(std::vector<float>(net.params().values(), net.params().values() + net.params().size()),
                straight.values));
 }

@@ -20,26 +20,22 @@
 #include <sstream>
 #include <string>
 
+#include "diffusion/core/enum_names.hpp"
 #include "diffusion/core/error.hpp"
 
 namespace diffusion {
 
 enum class LrDecay { None, Cosine, Linear };
 
-inline const char* lr_decay_name(LrDecay d) {
-  switch (d) {
-    case LrDecay::None: return "none";
-    case LrDecay::Cosine: return "cosine";
-    case LrDecay::Linear: return "linear";
-  }
-  return "?";
-}
+namespace detail {
+inline constexpr NameEntry<LrDecay> kLrDecayNames[] = {
+    {LrDecay::None, "none"}, {LrDecay::Cosine, "cosine"}, {LrDecay::Linear, "linear"}};
+}  // namespace detail
+
+inline const char* lr_decay_name(LrDecay d) { return detail::enum_name(detail::kLrDecayNames, d); }
 
 inline LrDecay parse_lr_decay(const std::string& name) {
-  if (name == "none") return LrDecay::None;
-  if (name == "cosine") return LrDecay::Cosine;
-  if (name == "linear") return LrDecay::Linear;
-  throw Error("unknown learning-rate decay '" + name + "' (expected none, cosine or linear)");
+  return detail::parse_enum(detail::kLrDecayNames, name, "learning-rate decay");
 }
 
 struct LrSchedule {
