@@ -67,6 +67,11 @@ const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
       {"timesteps", &O::timesteps, OnResume::Fixed, "number of diffusion steps T", kTimestepsRange},
       {"loss", &O::loss, OnResume::Fixed, "denoising loss", {}, kLosses},
       {"prediction", &O::prediction, OnResume::Fixed, "what the network predicts", {}, kPredictions},
+      // Absent in checkpoints written before the loss weighting existed: none.
+      {"min-snr-gamma", &O::min_snr_gamma, OnResume::Fixed,
+       "Min-SNR-gamma loss weighting (Hang et al. 2023, who recommend 5): each image's loss times min(SNR, gamma) / "
+       "SNR for eps prediction (x0: min(SNR, gamma), v: min(SNR, gamma) / (SNR + 1)); 0: off, the primer's L_simple",
+       kNonNegative, {}, nlohmann::json(0.0)},
       {"block", &O::block, OnResume::Fixed, "U-Net block type", {}, kBlocks},
       {"dim", &O::dim, OnResume::Fixed, "U-Net base channel count", kDimRange},
       {"dim-mults", &O::dim_mults, OnResume::Fixed, "channel multipliers per resolution level, e.g. 1,2,4",

@@ -40,6 +40,7 @@ struct TrainOptions {
   int dim = 28;
   std::vector<int> dim_mults = {1, 2, 4};
   int batch = 128;
+  double min_snr_gamma = 0.0;  // Min-SNR-gamma loss weighting (process/loss_weighting.hpp); 0: off
   std::uint64_t seed = 0;
   double ema_decay = 0.995;  // 0 disables the EMA
   // Class-conditional training (the labels of train-labels-idx1-ubyte.gz), each label replaced by "no class" with

@@ -91,6 +91,7 @@ diffusion::TrainerOptions trainer_options(const TrainOptions& o, std::int64_t to
   diffusion::TrainerOptions to;
   to.loss = diffusion::parse_loss_type(o.loss);
   to.prediction = diffusion::parse_prediction(o.prediction);
+  to.min_snr_gamma = o.min_snr_gamma;
   to.adam.lr = o.lr;
   to.lr_schedule = examples::lr_schedule_of_flags(o.lr_warmup, o.lr_decay, o.lr_min, total_steps);
   to.grad_clip = o.grad_clip;

@@ -230,6 +230,8 @@ void print_summary(const Run& run, int ranks) {
   const diffusion::LrSchedule& lr = run.trainer_options.lr_schedule;
   if (!lr.is_constant())
     std::fprintf(stderr, "fashion_mnist: learning rate %s\n", lr.describe(run.trainer_options.adam.lr).c_str());
+  if (o.min_snr_gamma > 0.0)
+    std::fprintf(stderr, "fashion_mnist: Min-SNR-gamma loss weighting, gamma %g\n", o.min_snr_gamma);
   for (const std::string& note : run.notes) std::fprintf(stderr, "fashion_mnist: note: %s\n", note.c_str());
   if (run.first >= run.total)
     std::fprintf(stderr, "fashion_mnist: note: the checkpoint is at step %lld, the run's length is %lld steps: nothing "

@@ -67,6 +67,7 @@ struct TrainOptions {
   std::string schedule = "linear";
   std::string loss = "l2";
   std::string prediction = "eps";
+  double min_snr_gamma = 0.0;  // Min-SNR-gamma loss weighting (process/loss_weighting.hpp); 0: off
   double ema_decay = 0.995;
   int batch = 32;
   std::uint64_t seed = 0;
@@ -98,7 +99,7 @@ struct TrainOptions {
 // The flags that define the model, the noise and the data: stored in the checkpoint, taken from it on resume.
 const std::vector<std::string> kFixedFlags = {"channels", "size", "labels", "background", "upscale", "flip", "block",
                                               "dim", "dim-mults", "timesteps", "schedule", "loss", "prediction",
-                                              "ema-decay", "batch", "seed", "conditional", "cond-drop-prob",
+                                              "min-snr-gamma", "ema-decay", "batch", "seed", "conditional", "cond-drop-prob",
                                               "gradient-shards"};
 
 nlohmann::json to_json(const TrainOptions& o) {
@@ -108,7 +109,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"timesteps", o.timesteps}, {"schedule", o.schedule}, {"loss", o.loss},
           {"prediction", o.prediction}, {"ema-decay", o.ema_decay}, {"batch", o.batch},
           {"seed", o.seed},         {"conditional", o.conditional}, {"cond-drop-prob", o.cond_drop_prob},
-          {"gradient-shards", o.gradient_shards}};
+          {"gradient-shards", o.gradient_shards}, {"min-snr-gamma", o.min_snr_gamma}};
 }
 
 void from_json(const nlohmann::json& j, TrainOptions& o) {
@@ -133,6 +134,8 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
   o.cond_drop_prob = j.value("cond-drop-prob", 0.1);
   // Absent in files written before data-parallel training: one shard.
   o.gradient_shards = j.value("gradient-shards", 1);
+  // Absent in files written before the loss weighting existed: none.
+  o.min_snr_gamma = j.value("min-snr-gamma", 0.0);
 }
 
 std::set<std::string> given_flags(const CLI::App& app) {
@@ -270,6 +273,7 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
   diffusion::TrainerOptions to;
   to.loss = diffusion::parse_loss_type(o.loss);
   to.prediction = diffusion::parse_prediction(o.prediction);
+  to.min_snr_gamma = o.min_snr_gamma;
   to.adam.lr = o.lr;
   to.lr_schedule = examples::lr_schedule_of_flags(o.lr_warmup, o.lr_decay, o.lr_min, total);
   to.grad_clip = o.grad_clip;
@@ -314,6 +318,8 @@ int run_train(TrainOptions o, const std::set<std::string>& given) {
                examples::precision_note(to.precision).c_str(), o.out.c_str());
   if (ranks.leader() && !to.lr_schedule.is_constant())
     std::fprintf(stderr, "train_images: learning rate %s\n", to.lr_schedule.describe(to.adam.lr).c_str());
+  if (ranks.leader() && to.min_snr_gamma > 0.0)
+    std::fprintf(stderr, "train_images: Min-SNR-gamma loss weighting, gamma %g\n", to.min_snr_gamma);
   if (ranks.leader() && ranks.size() > 1)
     std::fprintf(stderr, "train_images: %d ranks, %d gradient shards: rank 0 prints and writes\n", ranks.size(),
                  o.gradient_shards);
@@ -670,6 +676,9 @@ int main(int argc, char** argv) {
   train->add_option("--schedule", t.schedule, "beta schedule")->check(CLI::IsMember({"linear", "cosine", "quadratic", "sigmoid"}));
   train->add_option("--loss", t.loss, "loss")->check(CLI::IsMember({"l1", "l2", "huber"}));
   train->add_option("--prediction", t.prediction, "what the network predicts")->check(CLI::IsMember({"eps", "x0", "v"}));
+  train->add_option("--min-snr-gamma", t.min_snr_gamma,
+                    "Min-SNR-gamma loss weighting (Hang et al. 2023, who recommend 5); 0: off, the primer's L_simple")
+      ->check(CLI::NonNegativeNumber);
   train->add_option("--ema-decay", t.ema_decay, "EMA decay of the weights (0: no EMA)")->check(CLI::Range(0.0, 0.99999));
   train->add_option("--batch", t.batch, "images per optimisation step")->check(CLI::Range(1, 65536));
   train->add_option("--accumulate", t.accumulate, "micro-batches per step (same result, less memory)")->check(CLI::Range(1, 65536));

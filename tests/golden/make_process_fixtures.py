@@ -22,6 +22,10 @@ schedules.safetensors
   loss.{pred,target}            (2, 3, 4, 4); some entries tie exactly, some differ by more than 1 (Huber branches)
   loss.<type>.{value,grad}      type in l1/l2/huber: F.<loss>(target, pred) as reference.p_losses calls it, and
                                 its gradient with respect to pred; value has shape (1,)
+  wloss.{t,pred,target}         t (6,), pred/target (6, 2, 3, 3): Min-SNR-gamma weighted losses, linear T = 1000
+  wloss.<p>.g<gamma>.weights    p in eps/x0/v, gamma in 5/1: diffusers' --snr_gamma weights of t (min_snr_weights)
+  wloss.<p>.g<gamma>.<type>.{value,grad}  mean over images of weight x F.<loss>(pred, target) averaged per image,
+                                and its gradient with respect to pred
 
 ddim_analytic.safetensors
   timesteps.<spacing>.<T>.<S>   reference.ddim_timesteps (ascending). Where numpy's float arange makes the
@@ -140,9 +144,52 @@ def make_schedules():
         loss.backward()
         out[f"loss.{name}.value"] = loss.detach().reshape(1)
         out[f"loss.{name}.grad"] = p.grad.detach().clone()
+    make_weighted_losses(out)
     safetensors_io.save(os.path.join(HERE, "schedules.safetensors"), out,
                         {"generator": "make_process_fixtures.py", "dtype": "float64",
                          "p_sample_model": "eps = 0.1 x + 0.001 t", "q_sample_schedule": "linear T=200"})
+
+
+def min_snr_weights(tabs, t, gamma, prediction):
+    """Min-SNR-gamma weights as diffusers' examples/text_to_image/train_text_to_image.py computes them (--snr_gamma):
+    snr = (sqrt(abar) / sqrt(1 - abar))^2 (training_utils.compute_snr), min(snr, gamma), divided by snr for
+    epsilon and by snr + 1 for v prediction ("sample" prediction keeps min(snr, gamma), as the paper's x0 weight)."""
+    ac = tabs["alphas_cumprod"][t]
+    snr = (ac**0.5 / (1.0 - ac) ** 0.5) ** 2
+    w = torch.stack([snr, gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+    if prediction == "eps":
+        w = w / snr
+    elif prediction == "v":
+        w = w / (snr + 1)
+    return w
+
+
+def make_weighted_losses(out):
+    """wloss.*: the three losses with Min-SNR-gamma weights, diffusers' form: F.<loss>(pred, target,
+    reduction="none") averaged per image, times the image's weight, averaged over the batch; linear T = 1000."""
+    tabs = R.tables(R.linear_beta_schedule(1000))
+    g = torch.Generator().manual_seed(12)
+    # timesteps on both sides of SNR = 5 (t ~ 130) and SNR = 1 (t ~ 260), the ends included
+    t = torch.tensor([0, 40, 129, 131, 300, 999], dtype=torch.long)
+    pred = torch.randn(6, 2, 3, 3, generator=g)
+    target = pred + 0.8 * torch.randn(6, 2, 3, 3, generator=g)
+    target[2, 1, 0, :] = pred[2, 1, 0, :] + torch.tensor([2.5, -3.0, 0.0])  # Huber's linear branch and a tie
+    out["wloss.t"] = t.double()
+    out["wloss.pred"] = pred
+    out["wloss.target"] = target
+    losses = {"l1": F.l1_loss, "l2": F.mse_loss, "huber": F.smooth_l1_loss}
+    for gamma in (5.0, 1.0):
+        for prediction in ("eps", "x0", "v"):
+            w = min_snr_weights(tabs, t, gamma, prediction)
+            key = f"wloss.{prediction}.g{int(gamma)}"
+            out[key + ".weights"] = w
+            for name, fn in losses.items():
+                p = pred.clone().requires_grad_(True)
+                per_image = fn(p, target, reduction="none").mean(dim=[1, 2, 3])
+                loss = (per_image * w).mean()
+                loss.backward()
+                out[f"{key}.{name}.value"] = loss.detach().reshape(1)
+                out[f"{key}.{name}.grad"] = p.grad.detach().clone()
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -88,6 +88,28 @@ double loss_sum_backward(LossType type, TensorView<T> pred, TensorView<T> target
   return sum;
 }
 
+// The same with a weight per image (process/loss_weighting.hpp): image n's elements (pred's first dimension is the
+// image) add w[n] x their loss to the sum and get w[n] x d(element loss)/d(pred) x inv_count, so that with
+// inv_count = 1 / (elements of the batch) the sum is the batch mean of w_n x (image n's mean loss).
+// image_weights holds pred.dim(0) values; null means every weight 1, which is exactly the unweighted call above.
+template <class T>
+double loss_sum_backward(LossType type, TensorView<T> pred, TensorView<T> target, const double* image_weights,
+                         double inv_count, double sum, Tensor<T>& dpred) {
+  if (image_weights == nullptr) return loss_sum_backward(type, pred, target, inv_count, sum, dpred);
+  detail::check_loss_args(pred, target, "loss_sum_backward: target");
+  dpred.ensure_shape(pred.shape());
+  const Index images = pred.dim(0), per_image = pred.numel() / images;
+  for (Index b = 0; b < images; ++b) {
+    const double w = image_weights[b], scale = w * inv_count;
+    for (Index i = b * per_image; i < (b + 1) * per_image; ++i) {
+      double dd = 0.0;
+      sum += w * detail::loss_element(type, static_cast<double>(pred[i]) - static_cast<double>(target[i]), dd);
+      dpred[i] = static_cast<T>(dd * scale);
+    }
+  }
+  return sum;
+}
+
 // Returns the mean loss and ASSIGNS dpred (resized to pred's shape) = d(loss)/d(pred). dpred may be pred itself.
 template <class T>
 double loss_forward_backward(LossType type, TensorView<T> pred, TensorView<T> target, Tensor<T>& dpred) {

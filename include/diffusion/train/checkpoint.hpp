@@ -74,6 +74,8 @@ void save_checkpoint(const std::string& path, const Trainer<T>& trainer,
     state["lr_total_steps"] = o.lr_schedule.total_steps;
     state["lr_min_ratio"] = o.lr_schedule.min_ratio;
   }
+  // Runs with Min-SNR-gamma loss weighting only; informative (the programs keep their own options).
+  if (o.min_snr_gamma > 0.0) state["min_snr_gamma"] = o.min_snr_gamma;
   w.add_metadata(kTrainStateKey, state.dump());
   w.add_metadata(kUnetConfigKey, model.config().to_json().dump());
   const nlohmann::json ext = model.config().extensions_to_json();

@@ -2,7 +2,8 @@
 // Trainer<T>: Algorithm 1 of Ho et al. (2020) with the L_simple objective, one optimisation step at a time:
 //   t ~ Uniform{0..T-1}, eps ~ N(0, I)                       drawn from Rng(seed).fork(step): a pure function of
 //   x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps              (seed, step), so a resumed run draws the same numbers
-//   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v
+//   loss = mean(loss_fn(model(x_t, t), target))              target = eps (default), x0 or v; with min_snr_gamma,
+//                                                             each image's term weighted (process/loss_weighting.hpp)
 //   backward; [clip the global gradient norm]; Adam/AdamW step at the step's learning rate; [EMA update]
 // Gradient accumulation (options.accumulate = k): the batch goes through the model in k consecutive micro-batches
 // (forward, backward, forward, backward, ...; activations for one micro-batch at a time), the draws, the loss sum
@@ -40,6 +41,7 @@
 #include "diffusion/model/unet.hpp"
 #include "diffusion/nn/class_embedding.hpp"
 #include "diffusion/process/forward_process.hpp"
+#include "diffusion/process/loss_weighting.hpp"
 #include "diffusion/process/losses.hpp"
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
@@ -54,6 +56,9 @@ namespace diffusion {
 struct TrainerOptions {
   LossType loss = LossType::L2;                 // L_simple; L1 and Huber as the primer's p_losses offers
   Prediction prediction = Prediction::Epsilon;  // what the network predicts
+  // Min-SNR-gamma loss weighting (process/loss_weighting.hpp): each image's loss times a weight of its timestep's
+  // SNR, capped at gamma (Hang et al. 2023 recommend 5). 0: off, every weight 1 (the primer's L_simple).
+  double min_snr_gamma = 0.0;
   AdamOptions adam;                             // lr 1e-3 as the primer; decoupled_weight_decay for AdamW
   // The learning rate of step s is adam.lr x lr_schedule.factor(s) (train/lr_schedule.hpp: warm-up, cosine or
   // linear decay). The default is the constant adam.lr; a schedule that is not constant sets the optimiser's rate
@@ -143,6 +148,9 @@ class Trainer {
     DIFFUSION_CHECK(options.cond_drop_prob >= 0.0 && options.cond_drop_prob <= 1.0,
                     "Trainer: cond_drop_prob must be in [0, 1], got " << options.cond_drop_prob);
     options.lr_schedule.validate();
+    DIFFUSION_CHECK(std::isfinite(options.min_snr_gamma) && options.min_snr_gamma >= 0.0,
+                    "Trainer: min_snr_gamma must be finite and >= 0 (0 disables the weighting), got "
+                        << options.min_snr_gamma);
     // Every target (eps, x0, v) has the images' shape, so the network must output as many channels as it reads.
     DIFFUSION_CHECK(model.config().resolved_out_dim() == model.config().channels,
                     "Trainer: the model outputs out_dim = " << model.config().resolved_out_dim()
@@ -366,6 +374,8 @@ class Trainer {
     const TensorView<T> local_noise(noise + first * per_image, x0.shape());
     q_sample(schedule_, x0, local_t_, local_noise, x_t_);  // checks t against the batch and the schedule
     training_target(options_.prediction, schedule_, x0, local_t_, local_noise, target_);
+    const bool weighted = options_.min_snr_gamma > 0.0;
+    if (weighted) loss_weights(options_.min_snr_gamma, options_.prediction, schedule_, local_t_, weights_);
 
     ParameterStore<T>& params = model_.params();
     Communicator& comm = communicator();
@@ -390,7 +400,8 @@ class Trainer {
         } else {
           model_.forward(x, micro_t_, out_);
         }
-        sum = loss_sum_backward(options_.loss, TensorView<T>(out_), target, 1.0 / count, sum, dout_);
+        sum = loss_sum_backward(options_.loss, TensorView<T>(out_), target, weighted ? weights_.data() + n0 : nullptr,
+                                1.0 / count, sum, dout_);
         model_.backward(dout_);
       }
       shard_sums_[static_cast<std::size_t>(i)] = sum;
@@ -432,6 +443,7 @@ class Trainer {
   // after dropout); local_t_, x_t_ and target_ of this rank's images; out_ and dout_ of one micro-batch; micro_t_
   // and micro_classes_ its timesteps and class ids.
   std::vector<std::int64_t> t_, local_t_, micro_t_, classes_, micro_classes_;
+  std::vector<double> weights_;  // the local images' loss weights (min_snr_gamma > 0)
   Tensor<T> noise_, x_t_, target_, out_, dout_;
   Tensor<T> batch_;                           // step(batches)'s images (this rank's share of the batch)
   std::vector<std::int64_t> batch_labels_;    // and their labels, for a conditional model

@@ -621,6 +621,32 @@ TEST_CASE("train --lr-warmup / --lr-decay: printed, stored, exact on resume, and
   CHECK(r.status == 2);
 }
 
+TEST_CASE("train --min-snr-gamma: printed, stored, changes the run, and fixed on resume") {
+  const std::string dir = scratch("min_snr");
+  const std::string data = make_data(dir + "/data");
+  const std::string g = dir + "/gamma", c = dir + "/constant";
+  const std::vector<std::string> few = {"--final-samples", "1", "--final-sampler", "ddim"};
+
+  Result r = run(dir, tiny(data, g) + std::vector<std::string>{"--steps", "2", "--min-snr-gamma", "5"} + few);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("Min-SNR-gamma loss weighting, gamma 5") != std::string::npos);
+  {
+    const diffusion::io::SafetensorsReader ckpt(g + "/checkpoint.safetensors");
+    CHECK(nlohmann::json::parse(ckpt.metadata().at("fashion_mnist.options")).at("min-snr-gamma") == 5.0);
+    CHECK(nlohmann::json::parse(ckpt.metadata().at("diffusion.train")).at("min_snr_gamma") == 5.0);
+  }
+  // The weighting reaches the trainer: the same run without it ends with other weights.
+  r = run(dir, tiny(data, c) + std::vector<std::string>{"--steps", "2"} + few);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("Min-SNR") == std::string::npos);
+  CHECK_FALSE(compare_tensors(g + "/checkpoint.safetensors", c + "/checkpoint.safetensors").empty());
+  // It defines the objective, so a resumed run keeps it: another gamma is refused, naming both values.
+  r = run(dir, {"train", "--resume", g + "/checkpoint.safetensors", "--steps", "3", "--min-snr-gamma", "1"});
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--min-snr-gamma") != std::string::npos);
+}
+
 TEST_CASE("train input and output errors: exit status 1 and one line on stderr and no checkpoint left") {
   const std::string dir = scratch("errors");
   const std::string good = make_data(dir + "/good");

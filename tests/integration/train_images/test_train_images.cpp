@@ -172,7 +172,7 @@ TEST_CASE("train_images resumes a run and refuses a folder whose classes differ"
   make_class(data, "red", 220, 30, 20, 6);
   make_class(data, "blue", 20, 30, 220, 6);
   std::vector<std::string> args = tiny(data, out);
-  args.insert(args.end(), {"--steps", "2", "--final-samples", "1"});
+  args.insert(args.end(), {"--steps", "2", "--final-samples", "1", "--min-snr-gamma", "5"});
   REQUIRE(run(dir, args).status == 0);
 
   Result r = run(dir, {"train", "--data", data, "--out", out, "--resume", out + "/checkpoint.safetensors", "--steps",
@@ -180,7 +180,11 @@ TEST_CASE("train_images resumes a run and refuses a folder whose classes differ"
   INFO("stdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("trained to step 3") != std::string::npos);
-  CHECK(diffusion::read_train_state(diffusion::io::SafetensorsReader(out + "/checkpoint.safetensors")).at("step") == 3);
+  const nlohmann::json state = diffusion::read_train_state(diffusion::io::SafetensorsReader(out + "/checkpoint.safetensors"));
+  CHECK(state.at("step") == 3);
+  // --min-snr-gamma is stored with the run and reaches the trainer of the resumed run (the trainer's own metadata).
+  CHECK(r.err.find("Min-SNR-gamma loss weighting, gamma 5") != std::string::npos);
+  CHECK(state.at("min_snr_gamma") == 5.0);
 
   make_class(data, "green", 20, 220, 30, 6);
   r = run(dir, {"train", "--data", data, "--out", out, "--resume", out + "/checkpoint.safetensors", "--steps", "4"});
