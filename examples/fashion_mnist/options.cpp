@@ -41,6 +41,7 @@ const NumberRange kThreadsRange{0, 4096};
 const NumberRange kEmaDecayRange{0, 1};
 const NumberRange kNonNegative{0, kInf};  // --grad-clip, --sample-every, --checkpoint-every, --eta
 const NumberRange kFinalSamplesRange{1, 4096};
+const NumberRange kMinSnrGammaRange{0, 1e9};  // finite: the trainer needs a number (SNRs of T = 1000 reach 1e4)
 const NumberRange kSampleStepsRange{1, 100000};
 const NumberRange kImagesRange{1, 4096};  // sample --n
 const NumberRange kEvalImagesRange{1, 1000000};  // eval --n, train --eval-n
@@ -71,7 +72,7 @@ const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
       {"min-snr-gamma", &O::min_snr_gamma, OnResume::Fixed,
        "Min-SNR-gamma loss weighting (Hang et al. 2023, who recommend 5): each image's loss times min(SNR, gamma) / "
        "SNR for eps prediction (x0: min(SNR, gamma), v: min(SNR, gamma) / (SNR + 1)); 0: off, the primer's L_simple",
-       kNonNegative, {}, nlohmann::json(0.0)},
+       kMinSnrGammaRange, {}, nlohmann::json(0.0)},
       {"block", &O::block, OnResume::Fixed, "U-Net block type", {}, kBlocks},
       {"dim", &O::dim, OnResume::Fixed, "U-Net base channel count", kDimRange},
       {"dim-mults", &O::dim_mults, OnResume::Fixed, "channel multipliers per resolution level, e.g. 1,2,4",

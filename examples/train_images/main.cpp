@@ -678,7 +678,7 @@ int main(int argc, char** argv) {
   train->add_option("--prediction", t.prediction, "what the network predicts")->check(CLI::IsMember({"eps", "x0", "v"}));
   train->add_option("--min-snr-gamma", t.min_snr_gamma,
                     "Min-SNR-gamma loss weighting (Hang et al. 2023, who recommend 5); 0: off, the primer's L_simple")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e9));
   train->add_option("--ema-decay", t.ema_decay, "EMA decay of the weights (0: no EMA)")->check(CLI::Range(0.0, 0.99999));
   train->add_option("--batch", t.batch, "images per optimisation step")->check(CLI::Range(1, 65536));
   train->add_option("--accumulate", t.accumulate, "micro-batches per step (same result, less memory)")->check(CLI::Range(1, 65536));

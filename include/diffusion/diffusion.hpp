@@ -36,6 +36,7 @@
 #include "diffusion/model/unet_weights.hpp"
 
 #include "diffusion/process/forward_process.hpp"
+#include "diffusion/process/loss_weighting.hpp"
 #include "diffusion/process/losses.hpp"
 #include "diffusion/process/parameterization.hpp"
 #include "diffusion/process/schedule.hpp"
