@@ -10,7 +10,7 @@
 #   benchmarks/time_to_quality.sh results/ttq/minsnr --epochs 2 --min-snr-gamma 5 --precision bf16
 #
 # Environment: BUILD_DIR (a build with the examples, default build-fashion-mnist; built if the program is missing),
-# EVAL_N (1000), EVAL_SAMPLER (ddim), EVAL_STEPS (50), THREADS (0: all cores).
+# EVAL_N (1000), EVAL_SAMPLER (ddim), EVAL_STEPS (50), THREADS (unset: all cores; for train and eval alike).
 # The final grid of `train` is one DDIM image (the measurement is the point, not the picture), so the wall time is the
 # training's. Run it on a quiet machine: another OpenMP program on the same cores halves both (benchmarks/README.md).
 set -euo pipefail
@@ -30,12 +30,14 @@ if [ ! -x "$exe" ]; then
   cmake --build "$build_dir" -j "$(nproc)" --target fashion_mnist
 fi
 mkdir -p "$out"
+threads=()
+if [ -n "${THREADS:-}" ]; then threads=(--threads "$THREADS"); fi
 
 start=$(date +%s.%N)
-"$exe" train --out "$out" --threads "${THREADS:-0}" --final-samples 1 --final-sampler ddim "$@" >"$out/train.out" 2>"$out/train.log"
+"$exe" train --out "$out" "${threads[@]}" --final-samples 1 --final-sampler ddim "$@" >"$out/train.out" 2>"$out/train.log"
 end=$(date +%s.%N)
 "$exe" eval --checkpoint "$out/model.safetensors" --sampler "${EVAL_SAMPLER:-ddim}" --steps "${EVAL_STEPS:-50}" \
-  --n "${EVAL_N:-1000}" --threads "${THREADS:-0}" --json "$out/eval.json" >"$out/eval.log" 2>&1
+  --n "${EVAL_N:-1000}" "${threads[@]}" --json "$out/eval.json" >"$out/eval.log" 2>&1
 
 /usr/bin/env python3 - "$out" "$start" "$end" "$*" <<'EOF'
 import json, re, sys
