@@ -641,10 +641,11 @@ TEST_CASE("train --min-snr-gamma: printed, stored, changes the run, and fixed on
   REQUIRE(r.status == 0);
   CHECK(r.err.find("Min-SNR") == std::string::npos);
   CHECK_FALSE(compare_tensors(g + "/checkpoint.safetensors", c + "/checkpoint.safetensors").empty());
-  // It defines the objective, so a resumed run keeps it: another gamma is refused, naming both values.
+  // It defines the objective, so a resumed run keeps it: another gamma is refused, naming the flag and both values.
   r = run(dir, {"train", "--resume", g + "/checkpoint.safetensors", "--steps", "3", "--min-snr-gamma", "1"});
+  INFO("stderr: " << r.err);
   CHECK(r.status == 1);
-  CHECK(r.err.find("--min-snr-gamma") != std::string::npos);
+  CHECK(r.err.find("--min-snr-gamma 1.0 (the checkpoint has 5.0)") != std::string::npos);
 }
 
 TEST_CASE("train input and output errors: exit status 1 and one line on stderr and no checkpoint left") {
