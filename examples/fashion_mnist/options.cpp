@@ -84,7 +84,8 @@ const std::vector<examples::OptionRow<TrainOptions>>& train_option_rows() {
       {"lr", &O::lr, OnResume::Optimizer, "Adam learning rate", kLrRange},
       // Absent in checkpoints written before the learning-rate schedule existed: a constant rate.
       {"lr-warmup", &O::lr_warmup, OnResume::Optimizer,
-       "steps of linear learning-rate warm-up, from lr / N at the first step to lr at step N (0: none)",
+       "steps of linear learning-rate warm-up, from lr / N at the first step to lr at step N (0: none; without the "
+       "flag, a new run not longer than the default warms up for a tenth of its steps)",
        kStoredStepsRange, {}, nlohmann::json(0)},
       {"lr-decay", &O::lr_decay, OnResume::Optimizer,
        "learning-rate decay after the warm-up, reaching --lr-min x lr at the run's last step", {}, kLrDecays,

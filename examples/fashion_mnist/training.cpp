@@ -192,6 +192,15 @@ std::unique_ptr<Run> build_run(const TrainOptions& flags, const std::set<std::st
                                                                   o.conditional ? &run->labels : nullptr);
   run->per_epoch = run->batches->batches_per_epoch();
   run->total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(o.epochs) * run->per_epoch;
+  // The default warm-up is sized for the default run; a new run that is not longer and does not give --lr-warmup (a
+  // quick try) warms up for a tenth of its steps, so that the default decay still has steps to act on. The checkpoint
+  // stores the warm-up that ran.
+  if (!resumed && !given.count("lr-warmup") && run->total <= o.lr_warmup) {
+    const std::int64_t shortened = run->total / 10;
+    run->notes.push_back("the run's " + std::to_string(run->total) + " steps are not more than the default --lr-warmup " +
+                         std::to_string(o.lr_warmup) + ": warming up for " + std::to_string(shortened) + " steps");
+    o.lr_warmup = shortened;
+  }
 
   run->net = std::make_unique<diffusion::Unet<float>>(config, o.seed);
   run->trainer_options = trainer_options(o, run->total);

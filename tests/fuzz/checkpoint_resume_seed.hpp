@@ -33,6 +33,8 @@ inline fashion_mnist::TrainOptions resume_seed_options() {
   o.timesteps = 8;
   o.batch = 2;
   o.steps = 4;
+  o.lr_warmup = 0;       // what the program makes of the default warm-up in a 4-step run (a tenth of it)
+  o.precision = "fp32";  // the same seed bytes on every CPU
   o.checkpoint_every = 0;
   o.final_samples = 1;
   o.out = "results/fuzz";

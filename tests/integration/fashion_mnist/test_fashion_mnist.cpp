@@ -141,9 +141,12 @@ std::string make_data(const std::string& dir, Index n = 64) {
 }
 
 // The tiny configuration (88,529 parameters): each run takes about a second.
-std::vector<std::string> tiny(const std::string& data, const std::string& out) {
+// A small, fast run. It fixes what the program's default recipe would otherwise decide (a cosine decay over the
+// run's length, which a resume that extends the run changes; bf16 matmuls): the tests of resuming and of the outputs
+// compare runs bit for bit in fp32 at a constant rate. The default recipe has its own test.
+std::vector<std::string> tiny(const std::string& data, const std::string& out, const std::string& lr_decay = "none") {
   return {"train", "--data", data, "--out", out, "--dim", "8", "--dim-mults", "1,2", "--batch", "8",
-          "--timesteps", "20", "--threads", "2"};
+          "--timesteps", "20", "--threads", "2", "--lr-decay", lr_decay, "--precision", "fp32"};
 }
 
 std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
@@ -527,7 +530,7 @@ TEST_CASE("train --resume refuses a different configuration but accepts a new le
   r = run(dir, {"train", "--resume", ckpt, "--steps", "3", "--dim", "8", "--lr", "0.0005", "--final-samples", "1"});
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
-  CHECK(r.err.find("note: --lr changes from 0.001 to 0.0005") != std::string::npos);
+  CHECK(r.err.find("note: --lr changes from 0.002 to 0.0005") != std::string::npos);
   REQUIRE(checkpoint_step(ckpt) == 3);
 
   // A checkpoint whose stored options and configuration ask for a network far larger than its tensors (dim 256:
@@ -580,11 +583,11 @@ TEST_CASE("train --lr-warmup / --lr-decay: printed, stored, exact on resume, and
   const std::vector<std::string> few = {"--final-samples", "1", "--final-sampler", "ddim"};
 
   // A warm-up and a cosine decay: the program says what the rate does, and the checkpoint keeps the flags.
-  Result r = run(dir, tiny(data, a) + std::vector<std::string>{"--steps", "4", "--lr-warmup", "2", "--lr-decay",
-                                                              "cosine", "--lr-min", "0.1"} + few);
+  Result r = run(dir, tiny(data, a, "cosine") + std::vector<std::string>{"--steps", "4", "--lr-warmup", "2",
+                                                                        "--lr-min", "0.1"} + few);
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
-  CHECK(r.err.find("learning rate 0.001 after a warm-up of 2 steps, cosine decay to 0.0001 at step 4") !=
+  CHECK(r.err.find("learning rate 0.002 after a warm-up of 2 steps, cosine decay to 0.0002 at step 4") !=
         std::string::npos);
   {
     const diffusion::io::SafetensorsReader ckpt(a + "/checkpoint.safetensors");
@@ -603,7 +606,7 @@ TEST_CASE("train --lr-warmup / --lr-decay: printed, stored, exact on resume, and
   r = run(dir, {"train", "--resume", h + "/checkpoint.safetensors", "--steps", "4"});
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
-  CHECK(r.err.find("learning rate 0.001 after a warm-up of 8 steps, then constant") != std::string::npos);
+  CHECK(r.err.find("learning rate 0.002 after a warm-up of 8 steps, then constant") != std::string::npos);
   std::string diff = compare_tensors(w + "/checkpoint.safetensors", h + "/checkpoint.safetensors");
   INFO("first difference: " << diff);
   REQUIRE(diff.empty());
@@ -613,12 +616,65 @@ TEST_CASE("train --lr-warmup / --lr-decay: printed, stored, exact on resume, and
   CHECK_FALSE(compare_tensors(w + "/checkpoint.safetensors", c + "/checkpoint.safetensors").empty());
 
   // A decay needs steps after the warm-up; an unknown decay is a usage error.
-  r = run(dir, tiny(data, dir + "/none") + std::vector<std::string>{"--steps", "2", "--lr-warmup", "2",
-                                                                    "--lr-decay", "linear"});
+  r = run(dir, tiny(data, dir + "/none", "linear") + std::vector<std::string>{"--steps", "2", "--lr-warmup", "2"});
   require_clean_failure(r, "--lr-decay linear", dir + "/none");
   CHECK(r.err.find("--lr-warmup 2") != std::string::npos);
-  r = run(dir, tiny(data, dir + "/none") + std::vector<std::string>{"--steps", "2", "--lr-decay", "step"});
+  r = run(dir, tiny(data, dir + "/none", "step") + std::vector<std::string>{"--steps", "2"});
   CHECK(r.status == 2);
+}
+
+TEST_CASE("train's default recipe: batch 64, lr 2e-3 warmed up and cosine-decayed, bf16, 2 epochs") {
+  const std::string dir = scratch("default_recipe");
+  const std::string data = make_data(dir + "/data");  // 64 images: one step of 64 per epoch
+  const std::string a = dir + "/a", e = dir + "/epochs", w = dir + "/warmup";
+  const std::vector<std::string> small = {"--data", data, "--dim", "8", "--dim-mults", "1,2", "--timesteps", "20",
+                                          "--threads", "2", "--final-samples", "1", "--final-sampler", "ddim"};
+  const auto stored_options = [](const std::string& out) {
+    const diffusion::io::SafetensorsReader ckpt(out + "/checkpoint.safetensors");
+    return nlohmann::json::parse(ckpt.metadata().at("fashion_mnist.options"));
+  };
+
+  // 20 steps, fewer than the default warm-up of 400: the run warms up for a tenth of them, says so, and stores it.
+  Result r = run(dir, std::vector<std::string>{"train", "--out", a, "--steps", "20"} + small);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("batch 64,") != std::string::npos);
+  CHECK(r.err.find("note: the run's 20 steps are not more than the default --lr-warmup 400: warming up for 2 steps") !=
+        std::string::npos);
+  CHECK(r.err.find("learning rate 0.002 after a warm-up of 2 steps, cosine decay to 0 at step 20") !=
+        std::string::npos);
+  const bool bf16 = diffusion::kernels::effective_matmul_precision(diffusion::kernels::MatmulPrecision::Bf16) ==
+                    diffusion::kernels::MatmulPrecision::Bf16;
+  CHECK(r.err.find(bf16 ? ", bf16 matmuls" : ", fp32 matmuls (bf16 asked for") != std::string::npos);
+  {
+    const nlohmann::json stored = stored_options(a);
+    CHECK(stored.at("batch") == 64);
+    CHECK(stored.at("lr") == 0.002);
+    CHECK(stored.at("lr-warmup") == 2);
+    CHECK(stored.at("lr-decay") == "cosine");
+    CHECK(stored.at("lr-min") == 0.0);
+    CHECK(stored.at("precision") == "bf16");
+    CHECK(stored.at("epochs") == 2);
+  }
+
+  // Without --steps: 2 epochs, i.e. 2 steps here; no warm-up is left of a tenth of 2.
+  r = run(dir, std::vector<std::string>{"train", "--out", e} + small);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("steps 0 to 2 (1 per epoch)") != std::string::npos);
+  CHECK(stored_options(e).at("lr-warmup") == 0);
+  CHECK(checkpoint_step(e + "/checkpoint.safetensors") == 2);
+
+  // A warm-up given on the command line is the user's: kept as given, so one not shorter than the run leaves the
+  // default decay no steps, which is refused with both flags named.
+  r = run(dir, std::vector<std::string>{"train", "--out", w, "--steps", "20", "--lr-warmup", "20"} + small);
+  require_clean_failure(r, "--lr-warmup 20", w);
+  CHECK(r.err.find("--lr-decay cosine") != std::string::npos);
+  r = run(dir, std::vector<std::string>{"train", "--out", w, "--steps", "20", "--lr-warmup", "5"} + small);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("default --lr-warmup") == std::string::npos);
+  CHECK(stored_options(w).at("lr-warmup") == 5);
 }
 
 TEST_CASE("train --min-snr-gamma: printed, stored, changes the run, and fixed on resume") {
@@ -893,7 +949,10 @@ TEST_CASE("a class-conditional model trained on two constant-colour classes samp
   Result r = run(dir, {"train", "--data", dir + "/data", "--out", out, "--conditional", "--dim", "8", "--dim-mults",
                        "1,2", "--batch", "16", "--timesteps", "100", "--schedule", "cosine", "--prediction", "x0",
                        "--lr", "5e-3", "--ema-decay", "0.9", "--steps", "150", "--final-samples", "20",
-                       "--final-sampler", "ddim", "--threads", "2"});
+                       "--final-sampler", "ddim", "--threads", "2",
+                       // the constant rate and fp32 this test was sized with (150 steps of the default cosine decay
+                       // and shortened warm-up learn the two classes less well)
+                       "--lr-warmup", "0", "--lr-decay", "none", "--precision", "fp32"});
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
   REQUIRE(r.err.find("class-conditional") != std::string::npos);
