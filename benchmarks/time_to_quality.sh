@@ -2,12 +2,13 @@
 # Time to quality of a Fashion-MNIST training recipe: trains `fashion_mnist train` with the given flags, then measures
 # the EMA model with the built-in evaluation (DDIM 50 by default, 1,000 samples against the test set) and prints one
 # line: the training wall time, the images/s, FID, KID, precision and recall. A recipe is judged by this line against
-# the default run's (README, "Measured quality of the default run"), never by eye.
+# the default run's and the primer's recipe's (README, "Time to garments"), never by eye.
 #
 #   benchmarks/time_to_quality.sh OUT_DIR [train flags...]
-#   benchmarks/time_to_quality.sh results/ttq/default
-#   benchmarks/time_to_quality.sh results/ttq/warm_cos --epochs 2 --lr 2e-3 --lr-warmup 200 --lr-decay cosine
-#   benchmarks/time_to_quality.sh results/ttq/minsnr --epochs 2 --min-snr-gamma 5 --precision bf16
+#   benchmarks/time_to_quality.sh results/ttq/default            # the default recipe (2 epochs, batch 64, bf16)
+#   benchmarks/time_to_quality.sh results/ttq/primer --batch 128 --lr 1e-3 --lr-warmup 0 --lr-decay none \
+#       --precision fp32 --epochs 5                                 # the primer's recipe, the default before
+#   benchmarks/time_to_quality.sh results/ttq/minsnr --min-snr-gamma 5
 #
 # Environment: BUILD_DIR (a build with the examples, default build-fashion-mnist; built if the program is missing),
 # EVAL_N (1000), EVAL_SAMPLER (ddim), EVAL_STEPS (50), THREADS (unset: all cores; for train and eval alike).
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
 out="$1"
