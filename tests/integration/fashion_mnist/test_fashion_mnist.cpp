@@ -140,10 +140,10 @@ std::string make_data(const std::string& dir, Index n = 64) {
   return dir;
 }
 
-// The tiny configuration (88,529 parameters): each run takes about a second.
-// A small, fast run. It fixes what the program's default recipe would otherwise decide (a cosine decay over the
-// run's length, which a resume that extends the run changes; bf16 matmuls): the tests of resuming and of the outputs
-// compare runs bit for bit in fp32 at a constant rate. The default recipe has its own test.
+// The tiny configuration (88,529 parameters): each run takes about a second. It fixes what the default recipe
+// would otherwise decide (a cosine decay over the run's length, which a resume that extends the run changes; bf16
+// matmuls), so that the resume and output tests compare runs bit for bit in fp32 at a constant rate. The default
+// recipe has its own test.
 std::vector<std::string> tiny(const std::string& data, const std::string& out, const std::string& lr_decay = "none") {
   return {"train", "--data", data, "--out", out, "--dim", "8", "--dim-mults", "1,2", "--batch", "8",
           "--timesteps", "20", "--threads", "2", "--lr-decay", lr_decay, "--precision", "fp32"};
