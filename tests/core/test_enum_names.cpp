@@ -69,7 +69,8 @@ TEST_CASE("aliases parse to their value and print as the first name") {
 
 TEST_CASE("print-only and lookup tables name every value") {
   using kernels::Scratch;
-  for (Scratch s : {Scratch::Im2col, Scratch::Im2colBf16, Scratch::Im2colPacked, Scratch::ConvWeights,
+  for (Scratch s : {Scratch::Im2col, Scratch::Im2colBf16, Scratch::Im2colPacked, Scratch::Im2colMasks,
+                    Scratch::ConvWeights,
                     Scratch::ConvOutput, Scratch::NormPartials, Scratch::AttentionHead, Scratch::SoftmaxWork,
                     Scratch::DepthwisePlane, Scratch::GemmPacking, Scratch::GemmPackingBf16, Scratch::GemmPackedA,
                     Scratch::GemmSharedA, Scratch::GemmPanelF32, Scratch::GemmPackedAF32, Scratch::ChunkSums,

@@ -254,10 +254,17 @@ TEST_CASE("convolutions (packed weights and dy, fused im2col) equal kernels::gem
     }
     const kernels::MatmulPrecisionScope scope(precision);
     // 3x3 and 1-channel 3x3 (K = 9, odd), 2 images, a 9x11 plane (99 pixels: three full panels of 32 and a partial
-    // one); stride 1 (the flipped-kernel input gradient applies) and stride 2; 12 channels (K = 108: the weight
-    // gradient in two row blocks sharing each image's packed dy).
-    for (const auto& [c_in, stride] : {std::pair<Index, Index>{5, 1}, {1, 1}, {4, 2}, {12, 1}}) {
-      const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, 9, 11, 7, 3, stride, 1, 1);
+    // one); stride 1 (the flipped-kernel input gradient applies; the im2col matrix is read from the image, masked
+    // where a tap falls outside it) and stride 2 (im2col rows in memory); 12 channels (K = 108: the weight gradient
+    // in two row blocks sharing each image's packed dy); 7x7 padding 3 (the init convolution's shape: K = 49 and
+    // 98); a 5x37 plane, rows wider than a panel.
+    struct Case {
+      Index c_in, stride, kernel, h, w;
+    };
+    for (const Case& c : {Case{5, 1, 3, 9, 11}, Case{1, 1, 3, 9, 11}, Case{4, 2, 3, 9, 11}, Case{12, 1, 3, 9, 11},
+                          Case{1, 1, 7, 9, 11}, Case{2, 1, 7, 8, 8}, Case{3, 1, 3, 5, 37}}) {
+      const Index c_in = c.c_in, stride = c.stride;
+      const Conv2dGeometry g = Conv2dGeometry::make(2, c_in, c.h, c.w, 7, c.kernel, stride, c.kernel / 2, 1);
       const Index K = g.col_rows(), P = g.out_pixels(), HW = g.in_pixels();
       const std::vector<float> x = random_matrix(g.batch * c_in, HW, HW, 31);
       const std::vector<float> w = random_matrix(g.out_channels, K, K, 32);
@@ -270,7 +277,8 @@ TEST_CASE("convolutions (packed weights and dy, fused im2col) equal kernels::gem
         kernels::detail::im2col(g, c_in, x.data() + n * c_in * HW, col.data());
         kernels::gemm(Op::NoTrans, Op::NoTrans, g.out_channels, P, K, 1.0f, w.data(), K, col.data(), P, 1.0f, yn, P);
       }
-      INFO(kernels::matmul_precision_name(precision) << ", C_in " << c_in << ", stride " << stride);
+      INFO(kernels::matmul_precision_name(precision) << ", C_in " << c_in << ", stride " << stride << ", kernel "
+                                                      << c.kernel << ", " << c.h << "x" << c.w);
       CHECK(y == expected);
       // dw += sum over images, in order, of dy_n col_n^T (the weight gradient; dy packed once per image).
       const std::vector<float> dyw = random_matrix(g.batch * g.out_channels, P, P, 35);
@@ -283,9 +291,9 @@ TEST_CASE("convolutions (packed weights and dy, fused im2col) equal kernels::gem
       }
       CHECK(dw == dw_expected);
       if (stride != 1) continue;
-      // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, 3, 3), padding 3 - 1 - 1.
+      // dx += the convolution of dy with the flipped kernel, transposed (C_in, C_out, k, k), padding k - 1 - p.
       const Conv2dGeometry gt = g.transposed();
-      const Index Kt = gt.col_rows(), taps = 9;
+      const Index Kt = gt.col_rows(), taps = c.kernel * c.kernel;
       const std::vector<float> dy = random_matrix(g.batch * g.out_channels, P, P, 34);
       std::vector<float> wt(w.size()), dx(g.batch * c_in * HW, 0.25f), dx_expected(dx), colt(Kt * HW);
       for (Index ci = 0; ci < c_in; ++ci)

@@ -105,6 +105,9 @@ TEST_CASE("convolution kernels match the direct reference on many geometries") {
       {2, 2, 6, 6, 2, 3, 2, 1, 2},   // strided depthwise (direct path)
       {1, 256, 20, 20, 4, 3, 1, 1, 1},  // depth 2304: GEMMs over several cache blocks of depth
       {2, 8, 41, 45, 5, 3, 2, 1, 1},    // stride 2, odd sizes, 483 output pixels
+      {2, 3, 6, 37, 5, 3, 1, 1, 1},     // 3x3 same, rows wider than a GEMM panel of 32 pixels
+      {2, 1, 28, 28, 6, 7, 1, 3, 1},    // the init convolution's 7x7 padding 3 on 28x28 (K = 49)
+      {2, 4, 5, 5, 3, 5, 1, 1, 1},      // stride 1 but output narrower than input: im2col rows in memory
   };
   for (const Geo& s : geos) {
     const auto g = Conv2dGeometry::make(s.n, s.cin, s.h, s.w, s.cout, s.k, s.stride, s.pad, s.groups);

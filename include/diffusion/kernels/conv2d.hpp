@@ -13,7 +13,9 @@
 // planes, other depthwise ones the reference loops. Each direction is a table of implementations (see Dispatch).
 // Where the GEMM packs its own operands (gemm_f32 on AVX-512 CPUs, gemm_bf16 with bf16 matmuls: kernels/precision.hpp)
 // the weights are packed into tiles once per call (SharedA), and the im2col rows go straight into packed panels: no
-// im2col matrix (the numbers kernels::gemm gives on it).
+// im2col matrix (the numbers kernels::gemm gives on it). For "same" stride-1 convolutions (3x3 padding 1, 7x7 padding
+// 3, and their flipped-kernel input gradients) the panels are read from the image itself, 16 pixels per masked load
+// (Im2colMasks), one panel of 32 pixels at a time, and multiplied while in cache; in the weight gradient too.
 // Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
 // over channels: never by thread count.
 // Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
@@ -25,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 
 #include "diffusion/core/parallel.hpp"
@@ -298,18 +301,217 @@ void forward_depthwise_simd(const Conv2dGeometry& g, const T* x, const T* w, con
   });
 }
 
-// y = W_grp . im2col(x) + beta y for one image and group: x (channels, H, W), y (C_out / groups, OH * OW). With
-// W packed in bf16 (a SharedA in a bf16 scope), the im2col rows go two at a time from a float buffer of two rows
-// straight into bf16 panels, instead of into a float matrix that gemm_bf16 would then read and pack; with W packed
-// for gemm_f32, one row at a time into fp32 panels (the same numbers, bit for bit); otherwise (Eigen, oneDNN)
-// im2col and kernels::gemm.
+#ifdef DIFFUSION_HAVE_AVX512
+// Whether the im2col matrix can be read straight from the image, 16 output pixels at a time: stride 1 and output
+// rows as wide as the input's (a "same" convolution: 3x3 padding 1, 7x7 padding 3, and the input gradient of either),
+// so that for kernel tap (i, j) output pixel q reads input pixel q + (i - p) W + (j - p), wherever the tap falls
+// inside the image.
+inline bool im2col_reads_image(const Conv2dGeometry& g) {
+  return g.stride == 1 && g.out_width == g.in_width && g.kernel_h <= 16 && g.kernel_w <= 16;
+}
+
+// For such a convolution, which lanes of each 16-pixel vector each kernel tap reads from inside the image (zero
+// elsewhere, and past the last pixel), and where in the input plane: made once per convolution call by the calling
+// thread (its own scratch), read by the workers, so that every row of the im2col matrix is one masked load per 16
+// pixels. Masked-off lanes are never read (AVX-512 suppresses their faults), so a load's address may lie outside the
+// plane.
+class Im2colMasks {
+ public:
+  explicit Im2colMasks(const Conv2dGeometry& g)
+      : taps_(g.kernel_h * g.kernel_w), vectors_((g.out_pixels() + 15) / 16),
+        masks_(static_cast<std::size_t>(vectors_ * taps_)) {
+    const Index W = g.in_width, H = g.in_height, p = g.padding, P = g.out_pixels();
+    for (Index tap = 0; tap < taps_; ++tap) offset_[tap] = (tap / g.kernel_w - p) * W + (tap % g.kernel_w - p);
+    alignas(64) std::int32_t oh[16], ow[16];
+    for (Index v = 0; v < vectors_; ++v) {
+      Index r = (16 * v) / W, c = (16 * v) % W;
+      for (int lane = 0; lane < 16; ++lane) {
+        oh[lane] = static_cast<std::int32_t>(r), ow[lane] = static_cast<std::int32_t>(c);
+        if (++c == W) c = 0, ++r;
+      }
+      const __m512i rows = _mm512_load_si512(oh), cols = _mm512_load_si512(ow);
+      const __mmask16 pixels = first_lanes(P - 16 * v);
+      __mmask16* m = masks_.data() + v * taps_;
+      for (Index i = 0, tap = 0; i < g.kernel_h; ++i) {
+        // 0 <= oh + i - p < H
+        const __mmask16 row_inside = static_cast<__mmask16>(
+            pixels & _mm512_cmpge_epi32_mask(rows, _mm512_set1_epi32(static_cast<int>(p - i))) &
+            _mm512_cmplt_epi32_mask(rows, _mm512_set1_epi32(static_cast<int>(H + p - i))));
+        for (Index j = 0; j < g.kernel_w; ++j, ++tap)
+          m[tap] = static_cast<__mmask16>(
+              row_inside & _mm512_cmpge_epi32_mask(cols, _mm512_set1_epi32(static_cast<int>(p - j))) &
+              _mm512_cmplt_epi32_mask(cols, _mm512_set1_epi32(static_cast<int>(W + p - j))));
+      }
+    }
+  }
+
+  // The 16 values of im2col row (channel plane `plane`, tap `tap`) at output pixels 16 v .. 16 v + 15.
+  __m512 load(const float* plane, Index tap, Index v) const {
+    return _mm512_maskz_loadu_ps(masks_.data()[v * taps_ + tap], plane + 16 * v + offset_[tap]);
+  }
+  // The same for the 8 pixels 8 h .. 8 h + 7.
+  __m256 load8(const float* plane, Index tap, Index h) const {
+    const auto mask = static_cast<__mmask8>(masks_.data()[(h / 2) * taps_ + tap] >> (8 * (h % 2)));
+    return _mm256_maskz_loadu_ps(mask, plane + 8 * h + offset_[tap]);
+  }
+
+  // Calls row(k, low, high) for every row k = (channel, tap) of the im2col matrix of x (channels, H, W), in order,
+  // with its values at output pixels col0 .. col0 + 31 (col0 a multiple of 32; zeros past the last pixel).
+  template <class Row>
+  void for_each_row(Index channels, const float* x, Index plane_size, Index col0, Row&& row) const {
+    const Index v = col0 / 16;
+    const bool high = v + 1 < vectors_;
+    for (Index c = 0, k = 0; c < channels; ++c) {
+      const float* plane = x + c * plane_size;
+      for (Index tap = 0; tap < taps_; ++tap, ++k)
+        row(k, load(plane, tap, v), high ? load(plane, tap, v + 1) : _mm512_setzero_ps());
+    }
+  }
+
+ private:
+  Index taps_, vectors_;
+  ScratchBuffer<__mmask16, Scratch::Im2colMasks> masks_;  // [vector][tap]
+  Index offset_[256];
+};
+
+// The weight gradient's B = im2col(x)^T of such a convolution, one GEMM panel of 32 columns (im2col rows k_begin ..
+// k_begin + cols - 1; zeros for j >= cols) and one row per step along the pixels: dst[s * 32 + j] = word s of im2col
+// row k_begin + j. load(plane, tap, b) gives the 8 words b * 8 .. b * 8 + 7 of the row of tap `tap` in channel plane
+// `plane`; 8 rows at a time are loaded and transposed (the packing's transposed case without the im2col matrix).
+// dst holds blocks * 8 rows of 32 words.
+template <class Word, class Load8Words>
+inline void pack_im2col_transposed(const Conv2dGeometry& g, const float* x, Index k_begin, int cols, Index blocks,
+                                   Load8Words load, Word* dst) {
+  constexpr int nr = kF32Nr;
+  static_assert(sizeof(Word) == 4, "a word is one float or one bf16 pair");
+  const Index taps = g.kernel_h * g.kernel_w, HW = g.in_pixels();
+  Index tap_of[nr];
+  const float* plane_of[nr];
+  for (int j = 0; j < cols; ++j) tap_of[j] = (k_begin + j) % taps, plane_of[j] = x + (k_begin + j) / taps * HW;
+  for (Index b = 0; b < blocks; ++b) {
+    for (int j0 = 0; j0 < nr; j0 += 8) {
+      __m256i r[8];
+      for (int q = 0; q < 8; ++q)
+        r[q] = j0 + q < cols ? load(plane_of[j0 + q], tap_of[j0 + q], b) : _mm256_setzero_si256();
+      transpose8x8(r);
+      for (int s = 0; s < 8; ++s) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (8 * b + s) * nr + j0), r[s]);
+    }
+  }
+}
+
+// In fp32: a word per pixel, 8 pixels per block (ceil(P / 8) blocks).
+inline void pack_im2col_transposed_f32(const Conv2dGeometry& g, const Im2colMasks& masks, const float* x,
+                                       Index k_begin, int cols, float* dst) {
+  pack_im2col_transposed(g, x, k_begin, cols, (g.out_pixels() + 7) / 8,
+                         [&](const float* plane, Index tap, Index b) {
+                           return _mm256_castps_si256(masks.load8(plane, tap, b));
+                         }, dst);
+}
+#endif
+
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+// In bf16: a word per pair of pixels (2 m, 2 m + 1), 16 pixels per block (ceil(P / 16) blocks).
+inline void pack_im2col_transposed_bf16(const Conv2dGeometry& g, const Im2colMasks& masks, const float* x,
+                                        Index k_begin, int cols, std::uint32_t* dst) {
+  pack_im2col_transposed(g, x, k_begin, cols, (g.out_pixels() + 15) / 16,
+                         [&](const float* plane, Index tap, Index b) {
+                           return bf16_pairs_along(masks.load(plane, tap, b));
+                         }, dst);
+}
+#endif
+
+#ifndef DIFFUSION_HAVE_AVX512
+struct Im2colMasks {};  // without AVX-512 the im2col rows are built in memory
+#endif
+
+// Makes `masks` for g where the im2col matrix can be read from the image (im2col_reads_image) and the GEMM packs
+// its own panels (gemm_f32, or gemm_bf16 in a bf16 scope); leaves it empty otherwise.
+inline void make_im2col_masks(const Conv2dGeometry& g, std::optional<Im2colMasks>& masks) {
+#ifdef DIFFUSION_HAVE_AVX512
+  if (!im2col_reads_image(g) || reference_kernels()) return;
+  if (effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16 ? bf16_gemm_available()
+                                                                              : native_f32_gemm())
+    masks.emplace(g);
+#else
+  (void)g, (void)masks;
+#endif
+}
+
+// dw_block (cog x (k1 - k0), leading dimension ldw) += dy_n . im2col(x_n)^T restricted to im2col rows [k0, k1), with
+// dy_n packed in `dy_shared` (matrix `matrix`) and the panels of im2col(x_n)^T packed straight from the image
+// (`masks`: see make_im2col_masks). Returns false where that does not apply (no masks, or dy not packed): the caller
+// then builds the im2col rows and calls kernels::gemm. The same numbers, bit for bit.
 template <class T>
-void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const SharedA<T>& weights, Index grp, T beta,
-                 T* y) {
+bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* masks, const T* x,
+                                const SharedA<T>& dy_shared, Index matrix, Index k0, Index k1, T* dw_block, Index ldw) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!masks) return false;
+#ifdef DIFFUSION_HAVE_AVX512
+    const Index P = g.out_pixels(), cog = dy_shared.rows();
+#endif
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+    if (const std::uint32_t* a_tiles = dy_shared.bf16_tiles(matrix)) {
+      const ScratchBuffer<std::uint32_t, Scratch::Im2colBf16> panel(
+          static_cast<std::size_t>((P + 15) / 16 * 8 * kBf16Nr));
+      for (Index col0 = 0; col0 < k1 - k0; col0 += kBf16Nr) {
+        const int cols = static_cast<int>(std::min<Index>(kBf16Nr, k1 - k0 - col0));
+        pack_im2col_transposed_bf16(g, *masks, x, k0 + col0, cols, panel.data());
+        multiply_panel(cog, (P + 1) / 2, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
+      }
+      return true;
+    }
+#endif
+#ifdef DIFFUSION_HAVE_AVX512
+    if (const float* a_tiles = dy_shared.f32_tiles(matrix)) {
+      const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>((P + 7) / 8 * 8 * kF32Nr));
+      for (Index col0 = 0; col0 < k1 - k0; col0 += kF32Nr) {
+        const int cols = static_cast<int>(std::min<Index>(kF32Nr, k1 - k0 - col0));
+        pack_im2col_transposed_f32(g, *masks, x, k0 + col0, cols, panel.data());
+        f32_multiply_panel(cog, P, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
+      }
+      return true;
+    }
+#endif
+  }
+  (void)g, (void)masks, (void)x, (void)dy_shared, (void)matrix, (void)k0, (void)k1, (void)dw_block, (void)ldw;
+  return false;
+}
+
+// y = W_grp . im2col(x) + beta y for one image and group: x (channels, H, W), y (C_out / groups, OH * OW). With
+// W packed in bf16 (a SharedA in a bf16 scope) or for gemm_f32, the im2col matrix goes straight into packed panels:
+// with `masks` (make_im2col_masks) one panel of 32 pixels at a time, read from the image and multiplied while it is
+// in cache; otherwise row by row through a buffer of one row (two in bf16) into panels of the whole matrix. The same
+// numbers, bit for bit, as kernels::gemm on the im2col matrix, which is what Eigen and oneDNN get.
+template <class T>
+void im2col_gemm(const Conv2dGeometry& g, const Im2colMasks* masks, Index channels, const T* x,
+                 const SharedA<T>& weights, Index grp, T beta, T* y) {
   const Index P = g.out_pixels(), K = channels * g.kernel_h * g.kernel_w;
 #ifdef DIFFUSION_HAVE_AVX512_BF16
   if constexpr (std::is_same_v<T, float>) {
     if (const std::uint32_t* a_tiles = weights.bf16_tiles(grp)) {
+      if (masks) {  // one panel at a time, straight from the image into bf16 pairs
+        const Index pairs = (K + 1) / 2;
+        const ScratchBuffer<std::uint32_t, Scratch::Im2colBf16> panel(static_cast<std::size_t>(pairs * kBf16Nr));
+        for (Index col0 = 0; col0 < P; col0 += kBf16Nr) {
+          std::uint32_t* d = panel.data();
+          __m512 even_low = _mm512_setzero_ps(), even_high = _mm512_setzero_ps();
+          masks->for_each_row(channels, x, g.in_pixels(), col0, [&](Index k, __m512 low, __m512 high) {
+            if (k % 2 == 0) {
+              even_low = low, even_high = high;
+              return;
+            }
+            _mm512_storeu_si512(d + (k / 2) * kBf16Nr, bf16_pairs_across(even_low, low));
+            _mm512_storeu_si512(d + (k / 2) * kBf16Nr + 16, bf16_pairs_across(even_high, high));
+          });
+          if (K % 2 == 1) {  // the last pair's odd row is past the end: zeros, as pack_bf16_b_rows writes it
+            _mm512_storeu_si512(d + (K / 2) * kBf16Nr, bf16_pairs_across(even_low, _mm512_setzero_ps()));
+            _mm512_storeu_si512(d + (K / 2) * kBf16Nr + 16, bf16_pairs_across(even_high, _mm512_setzero_ps()));
+          }
+          multiply_panel(weights.rows(), pairs, 1.0f, a_tiles, d, beta, y, P, col0,
+                         static_cast<int>(std::min<Index>(kBf16Nr, P - col0)));
+        }
+        return;
+      }
       const ScratchBuffer<std::uint32_t, Scratch::Im2colBf16> packed(
           static_cast<std::size_t>(bf16_packed_b_words(P, K)));
       const ScratchBuffer<float, Scratch::Im2col> rows(static_cast<std::size_t>(2 * P));
@@ -327,7 +529,20 @@ void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const Shar
 #endif
 #ifdef DIFFUSION_HAVE_AVX512
   if constexpr (std::is_same_v<T, float>) {
-    if (const float* a_tiles = weights.f32_tiles(grp)) {  // gemm_f32: each im2col row straight into the panels
+    if (const float* a_tiles = weights.f32_tiles(grp)) {
+      if (masks) {  // one panel at a time, straight from the image
+        const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>(K * kF32Nr));
+        for (Index col0 = 0; col0 < P; col0 += kF32Nr) {
+          float* d = panel.data();
+          masks->for_each_row(channels, x, g.in_pixels(), col0, [&](Index k, __m512 low, __m512 high) {
+            _mm512_storeu_ps(d + k * kF32Nr, low);
+            _mm512_storeu_ps(d + k * kF32Nr + 16, high);
+          });
+          f32_multiply_panel(weights.rows(), K, 1.0f, a_tiles, d, beta, y, P, col0,
+                             static_cast<int>(std::min<Index>(kF32Nr, P - col0)));
+        }
+        return;
+      }
       const ScratchBuffer<float, Scratch::Im2colPacked> packed(static_cast<std::size_t>(f32_packed_b_floats(P, K)));
       const ScratchBuffer<float, Scratch::Im2col> row(static_cast<std::size_t>(P));
       for (Index k = 0; k < K; ++k) {
@@ -339,6 +554,7 @@ void im2col_gemm(const Conv2dGeometry& g, Index channels, const T* x, const Shar
     }
   }
 #endif
+  (void)masks;
   const ScratchBuffer<T, Scratch::Im2col> col(static_cast<std::size_t>(K * P));
   im2col(g, channels, x, col.data());
   gemm(weights, grp, Op::NoTrans, P, T(1), col.data(), P, beta, y, P);
@@ -349,6 +565,8 @@ template <class T>
 void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   const SharedA<T> weights(Op::NoTrans, cog, K, w, K, g.groups, cog * K);  // packed once for every image
+  std::optional<Im2colMasks> masks;
+  if constexpr (std::is_same_v<T, float>) make_im2col_masks(g, masks);
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
@@ -361,7 +579,7 @@ void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const 
       if (g.is_pointwise())
         gemm(weights, grp, Op::NoTrans, P, T(1), xg, P, beta, yg, P);
       else
-        im2col_gemm(g, cig, xg, weights, grp, beta, yg);
+        im2col_gemm(g, masks ? &*masks : nullptr, cig, xg, weights, grp, beta, yg);
     }
   });
 }
@@ -395,11 +613,13 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
         for (Index tap = 0; tap < taps; ++tap)
           wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
   const SharedA<T> weights(Op::NoTrans, cig, Kt, wt, Kt, g.groups, cig * Kt);
+  std::optional<Im2colMasks> masks;
+  if constexpr (std::is_same_v<T, float>) make_im2col_masks(gt, masks);
   parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
       T* dxg = dx + (n * g.in_channels + grp * cig) * HW;
-      im2col_gemm(gt, cog, dyg, weights, grp, T(1), dxg);
+      im2col_gemm(gt, masks ? &*masks : nullptr, cog, dyg, weights, grp, T(1), dxg);
     }
   });
 }
@@ -456,6 +676,9 @@ void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* d
   // Where every block takes all of a group's output channels (co_blocks == 1), each image's dy is the same A for all
   // row blocks: in bf16 packed once here (image n, group grp: matrix n * groups + grp) instead of once per block.
   const SharedA<T> dy_shared(Op::NoTrans, cog, P, dy, P, wb.co_blocks == 1 ? g.batch * g.groups : 0, cog * P);
+  std::optional<Im2colMasks> masks;  // where dy is packed and im2col(x) can be read from the image
+  if constexpr (std::is_same_v<T, float>)
+    if (wb.co_blocks == 1 && !g.is_pointwise()) make_im2col_masks(g, masks);
   parallel_for(0, items, double(g.batch * wb.rows * wb.channels * P), [&](Index item) {
     const Index grp = item / (wb.row_blocks * wb.co_blocks), rb = (item / wb.co_blocks) % wb.row_blocks;
     const Index cb = item % wb.co_blocks;
@@ -467,6 +690,8 @@ void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* d
     T* dwb = dw + (grp * cog + c0) * K + k0;  // (c1 - c0) x (k1 - k0) block of the (cog, K) matrix of the group
     for (Index n = 0; n < g.batch; ++n) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
+      if (weight_gradient_from_image(g, masks ? &*masks : nullptr, xg, dy_shared, n * g.groups + grp, k0, k1, dwb, K))
+        continue;
       const T* b = xg + k0 * P;  // 1x1: the input rows are the im2col rows
       if (col) {
         detail::im2col_rows(g, xg, k0, k1, col);

@@ -19,8 +19,9 @@ namespace diffusion::kernels {
 
 enum class Scratch : int {
   Im2col,          // conv2d: im2col / col2im matrix of one image (bf16: two of its rows), per worker thread
-  Im2colBf16,      // conv2d in bf16: one image's im2col matrix packed in bf16 panels, per worker thread
-  Im2colPacked,    // conv2d with gemm_f32: one image's im2col matrix packed in fp32 panels, per worker thread
+  Im2colBf16,      // conv2d in bf16: one image's im2col matrix (or one panel of it) in bf16 panels, per worker thread
+  Im2colPacked,    // conv2d with gemm_f32: one image's im2col matrix (or one panel of it) in fp32 panels, per worker
+  Im2colMasks,     // conv2d: which lanes of each im2col row lie inside the image (calling thread)
   ConvWeights,     // conv2d: the flipped kernel of backward_data (calling thread)
   ConvOutput,      // conv2d_forward_add: one image's convolution before it is added
   NormPartials,    // group_norm_backward: per-(n, c) sums (calling thread)
@@ -41,7 +42,7 @@ enum class Scratch : int {
 namespace detail {
 inline constexpr diffusion::detail::NameEntry<Scratch> kScratchNames[] = {
     {Scratch::Im2col, "Im2col"},           {Scratch::Im2colBf16, "Im2colBf16"},
-    {Scratch::Im2colPacked, "Im2colPacked"},
+    {Scratch::Im2colPacked, "Im2colPacked"}, {Scratch::Im2colMasks, "Im2colMasks"},
     {Scratch::ConvWeights, "ConvWeights"},
     {Scratch::ConvOutput, "ConvOutput"},   {Scratch::NormPartials, "NormPartials"},
     {Scratch::AttentionHead, "AttentionHead"}, {Scratch::SoftmaxWork, "SoftmaxWork"},
