@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
+#include "diffusion/kernels/gemm_tile.hpp"  // first_lanes, and DIFFUSION_HAVE_AVX512 where the CPU target has AVX-512
 #include "diffusion/kernels/scratch.hpp"
 #include "diffusion/kernels/simd.hpp"
 
@@ -24,6 +26,22 @@ struct DepthwisePlane {
 
 namespace detail {
 
+// dst[0, n) = src[0, n), for the short rows of a plane (7 to 56 floats here), where a call to memcpy per row costs
+// more than the copy.
+template <class T>
+inline void copy_row(const T* src, Index n, T* dst) {
+#ifdef DIFFUSION_HAVE_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    for (Index i = 0; i < n; i += 16) {
+      const __mmask16 lanes = first_lanes(n - i);
+      _mm512_mask_storeu_ps(dst + i, lanes, _mm512_maskz_loadu_ps(lanes, src + i));
+    }
+    return;
+  }
+#endif
+  for (Index i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // Zero-padded copy of x (H, W) into `xp` (out_h + kh - 1 rows of `row` elements); x sits at (pad, pad).
 template <class T>
 void pad_plane(const DepthwisePlane& g, Index row, const T* x, T* xp) {
@@ -34,7 +52,76 @@ void pad_plane(const DepthwisePlane& g, Index row, const T* x, T* xp) {
     if (r < 0 || r >= rows) continue;
     // Columns that land inside [0, row): x col c goes to c + pad.
     const Index c0 = std::max<Index>(0, -g.pad), c1 = std::min<Index>(g.in_w, row - g.pad);
-    if (c1 > c0) std::memcpy(xp + r * row + c0 + g.pad, x + h * g.in_w + c0, sizeof(T) * static_cast<std::size_t>(c1 - c0));
+    if (c1 > c0) copy_row(x + h * g.in_w + c0, c1 - c0, xp + r * row + c0 + g.pad);
+  }
+}
+
+// V vectors of one output row from the padded plane (r = its row oh at column c0; rows `row` apart):
+// acc = bias + sum_ij w[i][j] r[i * row + j ...], then straight into y[0, n): whole vectors, and of the last one only
+// the lanes inside the row (through a small buffer: a memcpy call per row cost a third of the plane, and a masked
+// load of just-stored data stalls). With accumulate, y += acc instead.
+template <int V, class T>
+inline void depthwise_row_vectors(const DepthwisePlane& g, const T* r, Index row, const T* w, T bias, bool accumulate,
+                                  T* y, Index n) {
+  constexpr Index L = kLanes<T>;
+  Batch<T> acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = Batch<T>(bias);
+  for (Index i = 0; i < g.kernel_h; ++i, r += row) {
+    const T* wi = w + i * g.kernel_w;
+    for (Index j = 0; j < g.kernel_w; ++j) {
+      const Batch<T> wv(wi[j]);
+      for (int v = 0; v < V; ++v) acc[v] = xsimd::fma(Batch<T>::load_unaligned(r + j + v * L), wv, acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    T* yv = y + v * L;
+    const Index lanes = n - v * L;
+    if (lanes >= L) {
+      (accumulate ? Batch<T>::load_unaligned(yv) + acc[v] : acc[v]).store_unaligned(yv);
+    } else {
+      alignas(kAlignment) T tail[L];
+      acc[v].store_aligned(tail);
+      for (Index k = 0; k < lanes; ++k) yv[k] = accumulate ? yv[k] + tail[k] : tail[k];
+    }
+  }
+}
+
+// The weight gradient of J taps (i, j0 .. j0 + J - 1) over V vectors of columns: sum[j][v] = sum over output rows oh
+// of dy[oh] * x shifted by (i, j), then acc[j] += sum[j][0] + ... + sum[j][V - 1]. J and V fixed at compile time, so
+// the J x V accumulators stay in registers (with run-time counts they lived on the stack: 2x slower).
+template <int J, int V, class T>
+inline void depthwise_weight_taps_fixed(const T* xr, Index row, const T* dyr, Index dy_row, Index out_h,
+                                        Batch<T>* acc) {
+  constexpr Index L = kLanes<T>;
+  Batch<T> sum[J][V];
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < V; ++v) sum[j][v] = Batch<T>(T(0));
+  for (Index oh = 0; oh < out_h; ++oh, xr += row, dyr += dy_row) {
+    Batch<T> d[V];
+    for (int v = 0; v < V; ++v) d[v] = Batch<T>::load_unaligned(dyr + v * L);
+    for (int j = 0; j < J; ++j)
+      for (int v = 0; v < V; ++v) sum[j][v] = xsimd::fma(Batch<T>::load_unaligned(xr + j + v * L), d[v], sum[j][v]);
+  }
+  for (int j = 0; j < J; ++j) {
+    Batch<T> s = sum[j][0];
+    for (int v = 1; v < V; ++v) s += sum[j][v];
+    acc[j] += s;
+  }
+}
+
+// depthwise_weight_taps_fixed for a run-time J in 1 .. 8.
+template <int V, class T>
+inline void depthwise_weight_taps(Index J, const T* xr, Index row, const T* dyr, Index dy_row, Index out_h,
+                                  Batch<T>* acc) {
+  switch (J) {
+    case 1: return depthwise_weight_taps_fixed<1, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 2: return depthwise_weight_taps_fixed<2, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 3: return depthwise_weight_taps_fixed<3, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 4: return depthwise_weight_taps_fixed<4, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 5: return depthwise_weight_taps_fixed<5, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 6: return depthwise_weight_taps_fixed<6, V>(xr, row, dyr, dy_row, out_h, acc);
+    case 7: return depthwise_weight_taps_fixed<7, V>(xr, row, dyr, dy_row, out_h, acc);
+    default: return depthwise_weight_taps_fixed<8, V>(xr, row, dyr, dy_row, out_h, acc);
   }
 }
 
@@ -47,31 +134,19 @@ void depthwise_plane_forward(const DepthwisePlane& g, const T* x, const T* w, T 
   constexpr Index kMaxVectors = 4;
   const Index Wv = (g.out_w + L - 1) / L * L;
   const Index row = Wv + g.kernel_w - 1;
-  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(
-      static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row + Wv));
+  const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row));
   T* xp = xp_buffer.data();
-  T* out = xp + (g.out_h + g.kernel_h - 1) * row;  // one output row, Wv wide
   detail::pad_plane(g, row, x, xp);
   for (Index oh = 0; oh < g.out_h; ++oh) {
-    for (Index c0 = 0; c0 < Wv; c0 += kMaxVectors * L) {
-      const Index V = std::min(kMaxVectors, (Wv - c0) / L);
-      Batch<T> acc[kMaxVectors];
-      for (Index v = 0; v < V; ++v) acc[v] = Batch<T>(bias);
-      for (Index i = 0; i < g.kernel_h; ++i) {
-        const T* r = xp + (oh + i) * row + c0;
-        const T* wi = w + i * g.kernel_w;
-        for (Index j = 0; j < g.kernel_w; ++j) {
-          const Batch<T> wv(wi[j]);
-          for (Index v = 0; v < V; ++v) acc[v] = xsimd::fma(Batch<T>::load_unaligned(r + j + v * L), wv, acc[v]);
-        }
-      }
-      for (Index v = 0; v < V; ++v) acc[v].store_unaligned(out + c0 + v * L);
-    }
     T* yr = y + oh * g.out_w;
-    if (accumulate) {
-      for (Index ow = 0; ow < g.out_w; ++ow) yr[ow] += out[ow];
-    } else {
-      std::memcpy(yr, out, sizeof(T) * static_cast<std::size_t>(g.out_w));
+    for (Index c0 = 0; c0 < Wv; c0 += kMaxVectors * L) {
+      const T* r = xp + oh * row + c0;
+      switch (std::min(kMaxVectors, (Wv - c0) / L)) {  // a fixed number of accumulators: they stay in registers
+        case 1: detail::depthwise_row_vectors<1>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
+        case 2: detail::depthwise_row_vectors<2>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
+        case 3: detail::depthwise_row_vectors<3>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
+        default: detail::depthwise_row_vectors<4>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
+      }
     }
   }
 }
@@ -91,27 +166,17 @@ void depthwise_plane_backward_weight(const DepthwisePlane& g, const T* x, const 
   detail::pad_plane(g, row, x, xp);
   std::memset(dyp, 0, sizeof(T) * static_cast<std::size_t>(Wv * g.out_h));
   for (Index oh = 0; oh < g.out_h; ++oh)
-    std::memcpy(dyp + oh * Wv, dy + oh * g.out_w, sizeof(T) * static_cast<std::size_t>(g.out_w));
+    detail::copy_row(dy + oh * g.out_w, g.out_w, dyp + oh * Wv);
   for (Index i = 0; i < g.kernel_h; ++i) {
     for (Index j0 = 0; j0 < g.kernel_w; j0 += kMaxTaps) {
       const Index J = std::min(kMaxTaps, g.kernel_w - j0);
       for (Index c0 = 0; c0 < Wv; c0 += kMaxVectors * L) {
-        const Index V = std::min(kMaxVectors, (Wv - c0) / L);
-        Batch<T> sum[kMaxTaps][kMaxVectors];
-        for (Index j = 0; j < J; ++j)
-          for (Index v = 0; v < V; ++v) sum[j][v] = Batch<T>(T(0));
-        for (Index oh = 0; oh < g.out_h; ++oh) {
-          const T* r = xp + (oh + i) * row + c0 + j0;
-          Batch<T> d[kMaxVectors];
-          for (Index v = 0; v < V; ++v) d[v] = Batch<T>::load_unaligned(dyp + oh * Wv + c0 + v * L);
-          for (Index j = 0; j < J; ++j)
-            for (Index v = 0; v < V; ++v) sum[j][v] = xsimd::fma(Batch<T>::load_unaligned(r + j + v * L), d[v], sum[j][v]);
-        }
-        for (Index j = 0; j < J; ++j) {
-          Batch<T> s = sum[j][0];
-          for (Index v = 1; v < V; ++v) s += sum[j][v];
-          acc[i * g.kernel_w + j0 + j] += s;
-        }
+        const T* xr = xp + i * row + c0 + j0;
+        Batch<T>* sums = acc + i * g.kernel_w + j0;
+        if ((Wv - c0) / L >= 2)
+          detail::depthwise_weight_taps<2>(J, xr, row, dyp + c0, Wv, g.out_h, sums);
+        else
+          detail::depthwise_weight_taps<1>(J, xr, row, dyp + c0, Wv, g.out_h, sums);
       }
     }
   }
