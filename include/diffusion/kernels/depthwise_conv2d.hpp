@@ -58,8 +58,8 @@ void pad_plane(const DepthwisePlane& g, Index row, const T* x, T* xp) {
 
 // V vectors of one output row from the padded plane (r = its row oh at column c0; rows `row` apart):
 // acc = bias + sum_ij w[i][j] r[i * row + j ...], then straight into y[0, n): whole vectors, and of the last one only
-// the lanes inside the row (through a small buffer: a memcpy call per row cost a third of the plane, and a masked
-// load of just-stored data stalls). With accumulate, y += acc instead.
+// the lanes inside the row, through a small buffer (before, a row buffer and a memcpy call per row cost a third of
+// the plane). With accumulate, y += acc instead. V is fixed at compile time so that acc stays in registers.
 template <int V, class T>
 inline void depthwise_row_vectors(const DepthwisePlane& g, const T* r, Index row, const T* w, T bias, bool accumulate,
                                   T* y, Index n) {
