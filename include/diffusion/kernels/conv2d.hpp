@@ -318,7 +318,7 @@ inline bool im2col_reads_image(const Conv2dGeometry& g) {
 class Im2colMasks {
  public:
   explicit Im2colMasks(const Conv2dGeometry& g)
-      : taps_(g.kernel_h * g.kernel_w), vectors_((g.out_pixels() + 15) / 16),
+      : taps_(g.kernel_h * g.kernel_w), plane_size_(g.in_pixels()), vectors_((g.out_pixels() + 15) / 16),
         masks_(static_cast<std::size_t>(vectors_ * taps_)) {
     const Index W = g.in_width, H = g.in_height, p = g.padding, P = g.out_pixels();
     for (Index tap = 0; tap < taps_; ++tap) offset_[tap] = (tap / g.kernel_w - p) * W + (tap % g.kernel_w - p);
@@ -345,6 +345,9 @@ class Im2colMasks {
     }
   }
 
+  Index taps() const { return taps_; }
+  Index plane_size() const { return plane_size_; }  // H * W of the input
+
   // The 16 values of im2col row (channel plane `plane`, tap `tap`) at output pixels 16 v .. 16 v + 15.
   __m512 load(const float* plane, Index tap, Index v) const {
     return _mm512_maskz_loadu_ps(masks_.data()[v * taps_ + tap], plane + 16 * v + offset_[tap]);
@@ -358,36 +361,37 @@ class Im2colMasks {
   // Calls row(k, low, high) for every row k = (channel, tap) of the im2col matrix of x (channels, H, W), in order,
   // with its values at output pixels col0 .. col0 + 31 (col0 a multiple of 32; zeros past the last pixel).
   template <class Row>
-  void for_each_row(Index channels, const float* x, Index plane_size, Index col0, Row&& row) const {
+  void for_each_row(Index channels, const float* x, Index col0, Row&& row) const {
     const Index v = col0 / 16;
     const bool high = v + 1 < vectors_;
     for (Index c = 0, k = 0; c < channels; ++c) {
-      const float* plane = x + c * plane_size;
+      const float* plane = x + c * plane_size_;
       for (Index tap = 0; tap < taps_; ++tap, ++k)
         row(k, load(plane, tap, v), high ? load(plane, tap, v + 1) : _mm512_setzero_ps());
     }
   }
 
  private:
-  Index taps_, vectors_;
+  Index taps_, plane_size_, vectors_;
   ScratchBuffer<__mmask16, Scratch::Im2colMasks> masks_;  // [vector][tap]
   Index offset_[256];
 };
 
 // The weight gradient's B = im2col(x)^T of such a convolution, one GEMM panel of 32 columns (im2col rows k_begin ..
-// k_begin + cols - 1; zeros for j >= cols) and one row per step along the pixels: dst[s * 32 + j] = word s of im2col
-// row k_begin + j. load(plane, tap, b) gives the 8 words b * 8 .. b * 8 + 7 of the row of tap `tap` in channel plane
-// `plane`; 8 rows at a time are loaded and transposed (the packing's transposed case without the im2col matrix).
-// dst holds blocks * 8 rows of 32 words.
+// k_begin + cols - 1 of x's; zeros for j >= cols) and one row per step along the pixels: dst[s * 32 + j] = word s of
+// im2col row k_begin + j. load(plane, tap, b) gives the 8 words b * 8 .. b * 8 + 7 of the row of tap `tap` in channel
+// plane `plane` (fp32: 8 pixels; bf16: 8 pairs of pixels); 8 rows at a time are loaded and transposed (the packing's
+// transposed case without the im2col matrix). dst holds blocks * 8 rows of 32 words.
 template <class Word, class Load8Words>
-inline void pack_im2col_transposed(const Conv2dGeometry& g, const float* x, Index k_begin, int cols, Index blocks,
+inline void pack_im2col_transposed(const Im2colMasks& masks, const float* x, Index k_begin, int cols, Index blocks,
                                    Load8Words load, Word* dst) {
   constexpr int nr = kF32Nr;
   static_assert(sizeof(Word) == 4, "a word is one float or one bf16 pair");
-  const Index taps = g.kernel_h * g.kernel_w, HW = g.in_pixels();
+  const Index taps = masks.taps();
   Index tap_of[nr];
   const float* plane_of[nr];
-  for (int j = 0; j < cols; ++j) tap_of[j] = (k_begin + j) % taps, plane_of[j] = x + (k_begin + j) / taps * HW;
+  for (int j = 0; j < cols; ++j)
+    tap_of[j] = (k_begin + j) % taps, plane_of[j] = x + (k_begin + j) / taps * masks.plane_size();
   for (Index b = 0; b < blocks; ++b) {
     for (int j0 = 0; j0 < nr; j0 += 8) {
       __m256i r[8];
@@ -398,49 +402,28 @@ inline void pack_im2col_transposed(const Conv2dGeometry& g, const float* x, Inde
     }
   }
 }
-
-// In fp32: a word per pixel, 8 pixels per block (ceil(P / 8) blocks).
-inline void pack_im2col_transposed_f32(const Conv2dGeometry& g, const Im2colMasks& masks, const float* x,
-                                       Index k_begin, int cols, float* dst) {
-  pack_im2col_transposed(g, x, k_begin, cols, (g.out_pixels() + 7) / 8,
-                         [&](const float* plane, Index tap, Index b) {
-                           return _mm256_castps_si256(masks.load8(plane, tap, b));
-                         }, dst);
-}
-#endif
-
-#ifdef DIFFUSION_HAVE_AVX512_BF16
-// In bf16: a word per pair of pixels (2 m, 2 m + 1), 16 pixels per block (ceil(P / 16) blocks).
-inline void pack_im2col_transposed_bf16(const Conv2dGeometry& g, const Im2colMasks& masks, const float* x,
-                                        Index k_begin, int cols, std::uint32_t* dst) {
-  pack_im2col_transposed(g, x, k_begin, cols, (g.out_pixels() + 15) / 16,
-                         [&](const float* plane, Index tap, Index b) {
-                           return bf16_pairs_along(masks.load(plane, tap, b));
-                         }, dst);
-}
 #endif
 
 #ifndef DIFFUSION_HAVE_AVX512
 struct Im2colMasks {};  // without AVX-512 the im2col rows are built in memory
 #endif
 
-// Makes `masks` for g where the im2col matrix can be read from the image (im2col_reads_image) and the GEMM packs
-// its own panels (gemm_f32, or gemm_bf16 in a bf16 scope); leaves it empty otherwise.
-inline void make_im2col_masks(const Conv2dGeometry& g, std::optional<Im2colMasks>& masks) {
+// Makes `masks` for g where its im2col matrix (not 1x1) can be read from the image (im2col_reads_image) and goes
+// into panels that our GEMMs pack themselves: where `packed` (the GEMMs' A operand) is packed (gemm_f32, or gemm_bf16
+// in a bf16 scope; never for the reference kernels, Eigen or oneDNN). Leaves it empty otherwise.
+template <class T>
+void make_im2col_masks(const Conv2dGeometry& g, const SharedA<T>& packed, std::optional<Im2colMasks>& masks) {
 #ifdef DIFFUSION_HAVE_AVX512
-  if (!im2col_reads_image(g) || reference_kernels()) return;
-  if (effective_matmul_precision(matmul_precision()) == MatmulPrecision::Bf16 ? bf16_gemm_available()
-                                                                              : native_f32_gemm())
-    masks.emplace(g);
+  if (!g.is_pointwise() && im2col_reads_image(g) && (packed.bf16_tiles(0) || packed.f32_tiles(0))) masks.emplace(g);
 #else
-  (void)g, (void)masks;
+  (void)g, (void)packed, (void)masks;
 #endif
 }
 
 // dw_block (cog x (k1 - k0), leading dimension ldw) += dy_n . im2col(x_n)^T restricted to im2col rows [k0, k1), with
 // dy_n packed in `dy_shared` (matrix `matrix`) and the panels of im2col(x_n)^T packed straight from the image
-// (`masks`: see make_im2col_masks). Returns false where that does not apply (no masks, or dy not packed): the caller
-// then builds the im2col rows and calls kernels::gemm. The same numbers, bit for bit.
+// (`masks`: see make_im2col_masks, made only where dy is packed). Returns false where that does not apply (no masks):
+// the caller then builds the im2col rows and calls kernels::gemm. The same numbers, bit for bit.
 template <class T>
 bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* masks, const T* x,
                                 const SharedA<T>& dy_shared, Index matrix, Index k0, Index k1, T* dw_block, Index ldw) {
@@ -455,7 +438,9 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
           static_cast<std::size_t>((P + 15) / 16 * 8 * kBf16Nr));
       for (Index col0 = 0; col0 < k1 - k0; col0 += kBf16Nr) {
         const int cols = static_cast<int>(std::min<Index>(kBf16Nr, k1 - k0 - col0));
-        pack_im2col_transposed_bf16(g, *masks, x, k0 + col0, cols, panel.data());
+        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 15) / 16, [&](const float* plane, Index tap, Index b) {
+          return bf16_pairs_along(masks->load(plane, tap, b));  // 16 pixels: 8 pairs
+        }, panel.data());
         multiply_panel(cog, (P + 1) / 2, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
       }
       return true;
@@ -466,7 +451,9 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
       const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>((P + 7) / 8 * 8 * kF32Nr));
       for (Index col0 = 0; col0 < k1 - k0; col0 += kF32Nr) {
         const int cols = static_cast<int>(std::min<Index>(kF32Nr, k1 - k0 - col0));
-        pack_im2col_transposed_f32(g, *masks, x, k0 + col0, cols, panel.data());
+        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 7) / 8, [&](const float* plane, Index tap, Index b) {
+          return _mm256_castps_si256(masks->load8(plane, tap, b));  // 8 pixels
+        }, panel.data());
         f32_multiply_panel(cog, P, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
       }
       return true;
@@ -495,7 +482,7 @@ void im2col_gemm(const Conv2dGeometry& g, const Im2colMasks* masks, Index channe
         for (Index col0 = 0; col0 < P; col0 += kBf16Nr) {
           std::uint32_t* d = panel.data();
           __m512 even_low = _mm512_setzero_ps(), even_high = _mm512_setzero_ps();
-          masks->for_each_row(channels, x, g.in_pixels(), col0, [&](Index k, __m512 low, __m512 high) {
+          masks->for_each_row(channels, x, col0, [&](Index k, __m512 low, __m512 high) {
             if (k % 2 == 0) {
               even_low = low, even_high = high;
               return;
@@ -534,7 +521,7 @@ void im2col_gemm(const Conv2dGeometry& g, const Im2colMasks* masks, Index channe
         const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>(K * kF32Nr));
         for (Index col0 = 0; col0 < P; col0 += kF32Nr) {
           float* d = panel.data();
-          masks->for_each_row(channels, x, g.in_pixels(), col0, [&](Index k, __m512 low, __m512 high) {
+          masks->for_each_row(channels, x, col0, [&](Index k, __m512 low, __m512 high) {
             _mm512_storeu_ps(d + k * kF32Nr, low);
             _mm512_storeu_ps(d + k * kF32Nr + 16, high);
           });
@@ -566,7 +553,7 @@ void forward_im2col_gemm(const Conv2dGeometry& g, const T* x, const T* w, const 
   const Index cig = g.in_per_group(), cog = g.out_per_group(), P = g.out_pixels(), K = g.col_rows();
   const SharedA<T> weights(Op::NoTrans, cog, K, w, K, g.groups, cog * K);  // packed once for every image
   std::optional<Im2colMasks> masks;
-  if constexpr (std::is_same_v<T, float>) make_im2col_masks(g, masks);
+  make_im2col_masks(g, weights, masks);
   parallel_for(0, g.batch, double(g.out_channels * K * P), [&](Index n) {
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (n * g.in_channels + grp * cig) * g.in_pixels();
@@ -614,7 +601,7 @@ void backward_data_flipped_gemm(const Conv2dGeometry& g, const T* dy, const T* w
           wt[((grp * cig + ci) * cog + co) * taps + tap] = w[((grp * cog + co) * cig + ci) * taps + taps - 1 - tap];
   const SharedA<T> weights(Op::NoTrans, cig, Kt, wt, Kt, g.groups, cig * Kt);
   std::optional<Im2colMasks> masks;
-  if constexpr (std::is_same_v<T, float>) make_im2col_masks(gt, masks);
+  make_im2col_masks(gt, weights, masks);
   parallel_for(0, g.batch, double(g.in_channels * Kt * HW), [&](Index n) {
     for (Index grp = 0; grp < g.groups; ++grp) {
       const T* dyg = dy + (n * g.out_channels + grp * cog) * P;
@@ -676,9 +663,8 @@ void backward_weight_gemm_blocks(const Conv2dGeometry& g, const T* x, const T* d
   // Where every block takes all of a group's output channels (co_blocks == 1), each image's dy is the same A for all
   // row blocks: in bf16 packed once here (image n, group grp: matrix n * groups + grp) instead of once per block.
   const SharedA<T> dy_shared(Op::NoTrans, cog, P, dy, P, wb.co_blocks == 1 ? g.batch * g.groups : 0, cog * P);
-  std::optional<Im2colMasks> masks;  // where dy is packed and im2col(x) can be read from the image
-  if constexpr (std::is_same_v<T, float>)
-    if (wb.co_blocks == 1 && !g.is_pointwise()) make_im2col_masks(g, masks);
+  std::optional<Im2colMasks> masks;  // where dy is packed (co_blocks == 1) and im2col(x) can be read from the image
+  make_im2col_masks(g, dy_shared, masks);
   parallel_for(0, items, double(g.batch * wb.rows * wb.channels * P), [&](Index item) {
     const Index grp = item / (wb.row_blocks * wb.co_blocks), rb = (item / wb.co_blocks) % wb.row_blocks;
     const Index cb = item % wb.co_blocks;
