@@ -68,7 +68,7 @@ bool dot_instruction_matches_reference() {
 
 }  // namespace
 
-TEST_CASE("bf16 rounding is to nearest with ties to even and keeps NaN and infinity") {
+TEST_CASE("bf16 rounding is to nearest with ties to even, keeps NaN and infinity and flushes subnormals") {
   using kernels::bf16_round;
   const float ulp = std::ldexp(1.0f, -7);  // bf16 keeps 7 fraction bits: the spacing just above 1
   CHECK(bf16_round(1.0f) == 1.0f);
@@ -81,11 +81,16 @@ TEST_CASE("bf16 rounding is to nearest with ties to even and keeps NaN and infin
   CHECK(bf16_round(std::numeric_limits<float>::max()) == std::numeric_limits<float>::infinity());  // overflows
   CHECK(std::isnan(bf16_round(from_bits(0x7F800001u))));  // a NaN whose payload sits in the dropped bits
   CHECK(std::isnan(bf16_round(std::numeric_limits<float>::quiet_NaN())));
-  // Every bf16 value is its own rounding, and every float rounds to one of its two bf16 neighbours.
+  // Subnormals become zeros of their sign, even those that would round up to the smallest normal (0x007FFFFF).
+  CHECK(to_bits(bf16_round(from_bits(0x007FFFFFu))) == 0u);
+  CHECK(to_bits(bf16_round(from_bits(0x80000001u))) == 0x80000000u);
+  CHECK(to_bits(bf16_round(-0.0f)) == 0x80000000u);
+  CHECK(bf16_round(std::numeric_limits<float>::min()) == std::numeric_limits<float>::min());  // the smallest normal
+  // Every normal bf16 value is its own rounding, and every float rounds to one of its two bf16 neighbours.
   int changed = 0;
   for (std::uint32_t h = 0; h < 0x10000u; ++h) {
     const float x = from_bits(h << 16);
-    if (!std::isnan(x) && to_bits(bf16_round(x)) != to_bits(x)) ++changed;
+    if (!std::isnan(x) && std::fpclassify(x) != FP_SUBNORMAL && to_bits(bf16_round(x)) != to_bits(x)) ++changed;
   }
   REQUIRE(changed == 0);
   std::vector<float> xs(10000);
@@ -97,6 +102,33 @@ TEST_CASE("bf16 rounding is to nearest with ties to even and keeps NaN and infin
     REQUIRE(error <= std::fabs(double(from_bits(down + 0x10000u)) - double(x)));  // the nearer of the two
     REQUIRE(error <= std::fabs(double(from_bits(down)) - double(x)));
   }
+}
+
+TEST_CASE("the packers' vcvtneps2bf16 rounds as bf16_round_bits on ties, subnormals, NaNs and overflow") {
+  if (!kernels::bf16_gemm_available()) {
+    testing::skip("this build's CPU target has no AVX512_BF16: no vector packers");
+    return;
+  }
+#ifdef DIFFUSION_HAVE_AVX512_BF16
+  // Hand-picked edges, then random bit patterns (every exponent, NaNs and subnormals included).
+  std::vector<std::uint32_t> bits = {0x3F808000u, 0x3F818000u, 0x3F808001u, 0xBF818000u, 0x007FFFFFu, 0x007F8000u,
+                                     0x00000001u, 0x80000001u, 0x80000000u, 0x00000000u, 0x00800000u, 0x7F7FFFFFu,
+                                     0xFF7F8000u, 0x7F800000u, 0xFF800000u, 0x7F800001u, 0xFFC00000u, 0x7FBFFFFFu};
+  Rng rng(31);
+  while (bits.size() % 32 != 0 || bits.size() < 4096) bits.push_back(rng.next_u32());
+  const auto word = [](std::uint32_t even, std::uint32_t odd) {
+    return kernels::bf16_round_bits(from_bits(odd)) | (kernels::bf16_round_bits(from_bits(even)) >> 16);
+  };
+  for (std::size_t i = 0; i < bits.size(); i += 32) {
+    alignas(64) float x[32];
+    for (std::size_t j = 0; j < 32; ++j) x[j] = from_bits(bits[i + j]);
+    alignas(64) std::uint32_t across[16], along[8];
+    _mm512_store_si512(across, kernels::detail::bf16_pairs_across(_mm512_load_ps(x), _mm512_load_ps(x + 16)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(along), kernels::detail::bf16_pairs_along(_mm512_load_ps(x)));
+    for (std::size_t j = 0; j < 16; ++j) REQUIRE(across[j] == word(bits[i + j], bits[i + 16 + j]));
+    for (std::size_t p = 0; p < 8; ++p) REQUIRE(along[p] == word(bits[i + 2 * p], bits[i + 2 * p + 1]));
+  }
+#endif
 }
 
 TEST_CASE("the reference bf16 gemm is the product of the rounded operands accumulated in fp32") {

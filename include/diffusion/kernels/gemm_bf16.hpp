@@ -1,8 +1,9 @@
 #pragma once
 // GEMM with bfloat16 operands and fp32 accumulation, for mixed precision (the primer's `amp = True`):
 // C = alpha * op(A) * op(B) + beta * C, with A, B and C in fp32 as in kernels/gemm.hpp (same arguments). A and B are
-// rounded to bfloat16 as they are packed (round to nearest even, NaN kept: what PyTorch's .to(torch.bfloat16)
-// does), and multiplied with AVX512_BF16's vdpbf16ps, which does 32 multiply-adds per instruction where vfmadd231ps
+// rounded to bfloat16 as they are packed, by the CPU's vcvtneps2bf16 (round to nearest even, NaN kept: what
+// PyTorch's .to(torch.bfloat16) does, except that subnormal floats, |x| < 1.2e-38, become zero), and multiplied with
+// AVX512_BF16's vdpbf16ps, which does 32 multiply-adds per instruction where vfmadd231ps
 // does 16: twice the fp32 rate on the CPUs that have it. Weights stay fp32 in memory (the master copy); only the
 // packed panels are bf16, so this is autocast's "matmuls in bf16" without a second copy of anything.
 //
@@ -11,8 +12,7 @@
 //   acc = 0 (fp32); for k-pairs p = 0, 1, ...: acc += a(i, 2p+1) b(2p+1, j); acc += a(i, 2p) b(2p, j)
 //     (each product of two bf16 values is exact in fp32; each sum rounds to nearest even: vdpbf16ps's definition)
 //   C(i, j) = beta == 0 ? alpha * acc : fma(alpha, acc, beta * C(i, j))     (beta = 0 ignores C, NaNs included)
-// vdpbf16ps also treats bf16 subnormals (|x| < 1.2e-38) as zero and flushes subnormal sums to zero; the reference
-// does the same. The sum runs over the whole K in one chain (no blocking along K), so the result does not depend on
+// vdpbf16ps also flushes subnormal sums to zero; the reference does the same. The sum runs over the whole K in one chain (no blocking along K), so the result does not depend on
 // block sizes, and like every kernel here it is single-threaded: the caller parallelises.
 //
 // Layout (Goto's scheme without the K blocking): A is packed once into tiles of 14 rows, each k-pair of a row one
@@ -53,11 +53,13 @@ constexpr bool bf16_gemm_available() {
 }
 
 // The bf16 nearest to x, ties to even, as its 16 bits in the upper half of a 32-bit word (the lower half zero);
-// a NaN stays a (quiet) NaN. This is the rounding of every operand of gemm_bf16.
+// a NaN stays a (quiet) NaN and a subnormal x becomes a zero of its sign. This is the rounding of every operand of
+// gemm_bf16: vcvtneps2bf16's, as Intel's SDM spells it out (the packers use the instruction).
 inline std::uint32_t bf16_round_bits(float x) {
   std::uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   if (std::isnan(x)) return (u | 0x00400000u) & 0xFFFF0000u;
+  if ((u & 0x7F800000u) == 0) return u & 0x80000000u;  // zero or subnormal
   return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
 }
 
@@ -74,11 +76,9 @@ namespace reference {
 // gemm_bf16 as its header comment defines it, one multiply-add at a time.
 inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, const float* A, Index lda,
                       const float* B, Index ldb, float beta, float* C, Index ldc) {
-  // An operand as vdpbf16ps reads it: rounded to bf16, subnormals as zero.
-  const auto operand = [](float x) {
-    const float r = bf16_round(x);
-    return std::fpclassify(r) == FP_SUBNORMAL ? 0.0f : r;
-  };
+  // An operand as packed: rounded to bf16 (never subnormal: bf16_round flushes them, and a normal float rounds to a
+  // normal bf16 or infinity).
+  const auto operand = [](float x) { return bf16_round(x); };
   const auto flush = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
   const auto a = [&](Index i, Index k) {
     return k >= K ? 0.0f : operand(op_a == Op::NoTrans ? A[i * lda + k] : A[k * lda + i]);
@@ -108,32 +108,19 @@ namespace detail {
 inline constexpr int kBf16Mr = 14;  // rows of C per micro-tile
 inline constexpr int kBf16Nr = 32;  // columns of C per micro-tile: two zmm of 16 floats
 
-// Shifts and the 64 -> 32 bit narrowing in their zero-masked forms with every lane on: the same instructions, but
-// GCC 12's unmasked forms pass _mm512_undefined_epi32() and trip a false -Wmaybe-uninitialized.
-inline __m512i shift_right32(__m512i x, unsigned n) { return _mm512_maskz_srli_epi32(__mmask16(0xFFFF), x, n); }
-inline __m512i shift_right64(__m512i x, unsigned n) { return _mm512_maskz_srli_epi64(__mmask8(0xFF), x, n); }
-inline __m256i narrow64to32(__m512i x) { return _mm512_maskz_cvtepi64_epi32(__mmask8(0xFF), x); }
-
-// bf16_round_bits on 16 floats.
-inline __m512i bf16_round_bits16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(shift_right32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x00400000));
-  return _mm512_and_si512(_mm512_mask_blend_epi32(nan, rounded, quiet), _mm512_set1_epi32(int(0xFFFF0000u)));
-}
-
 // 16 pairs whose halves lie in two arrays (even[j], odd[j]): word j = bf16(odd[j]) << 16 | bf16(even[j]).
+// vcvtne2ps2bf16 rounds even's 16 floats into the low half of a register and odd's into the high half; vpermw
+// interleaves the halves.
 inline __m512i bf16_pairs_across(__m512 even, __m512 odd) {
-  return _mm512_or_si512(bf16_round_bits16(odd), shift_right32(bf16_round_bits16(even), 16));
+  const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(odd, even);
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,  //
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, halves);
 }
 
-// 8 pairs lying side by side in 16 floats (x[2p], x[2p+1]): word p = bf16(x[2p+1]) << 16 | bf16(x[2p]).
-inline __m256i bf16_pairs_along(__m512 x) {
-  const __m512i r = bf16_round_bits16(x);  // per 64-bit lane: even's bf16 in bits 16-31, odd's in bits 48-63
-  return narrow64to32(_mm512_or_si512(shift_right64(r, 16), shift_right64(r, 32)));
-}
+// 8 pairs lying side by side in 16 floats (x[2p], x[2p+1]): word p = bf16(x[2p+1]) << 16 | bf16(x[2p]), which is
+// vcvtneps2bf16's output as it stands.
+inline __m256i bf16_pairs_along(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
 
 inline std::uint32_t bf16_pair(float even, float odd) { return bf16_round_bits(odd) | (bf16_round_bits(even) >> 16); }
 
