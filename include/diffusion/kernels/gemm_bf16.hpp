@@ -201,8 +201,11 @@ inline void pack_b_panel(Op op_b, const float* B, Index ldb, Index K, Index pair
 }
 
 // C tile (rows x cols, rows <= kBf16Mr, cols <= 16 * Vectors) = alpha * a_tile . b_panel + beta * C.
+// Never inlined: its 28 accumulators, two B vectors and the broadcast take 31 of the 32 zmm registers, and inlined
+// into a caller that keeps constants in registers (the convolutions' panel loops) GCC 12 spills accumulators to the
+// stack inside the loop (a load and a store per k-pair). A call per 14 x 32 tile costs nothing in comparison.
 template <int Vectors>
-inline void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::uint32_t* b, float* C, Index ldc,
+__attribute__((noinline)) void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::uint32_t* b, float* C, Index ldc,
                               int rows, int cols, float alpha, float beta) {
   constexpr int mr = kBf16Mr, nr = kBf16Nr;
   __m512 acc[mr][Vectors];
