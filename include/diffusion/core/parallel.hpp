@@ -3,7 +3,9 @@
 // overlap and each item is computed the same way whatever thread runs it, so results are bitwise identical for any
 // thread count. Nested calls run serially inside the enclosing parallel region (one level of parallelism).
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -73,6 +75,19 @@ void parallel_for(Index begin, Index end, double work_per_item, Body&& body) {
   (void)work_per_item;
 #endif
   for (Index i = begin; i < end; ++i) body(i);
+}
+
+// Sets n values to zero (all bits clear), in fixed chunks spread over the threads when the buffer is large: the
+// gradient buffers zeroed before every backward are megabytes, and a serial memset there left the other thread
+// idle (1.4% of a 2-thread training step's samples). Chunks are a function of n alone; the result is the same.
+template <class T>
+void parallel_zero(T* data, std::size_t n) {
+  constexpr std::size_t kChunk = std::size_t(1) << 16;  // values per item
+  const Index chunks = static_cast<Index>((n + kChunk - 1) / kChunk);
+  parallel_for(0, chunks, double(kChunk) / 4, [&](Index c) {  // a memset is ~4x cheaper per value than a multiply-add
+    const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
+    std::memset(static_cast<void*>(data + begin), 0, sizeof(T) * std::min(kChunk, n - begin));
+  });
 }
 
 }  // namespace diffusion

@@ -15,6 +15,7 @@
 
 #include "diffusion/core/aligned_buffer.hpp"
 #include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
 #include "diffusion/core/shape.hpp"
 
@@ -134,7 +135,7 @@ class ParameterStore {
   }
 
   void zero_grad() {
-    for (std::size_t i = 0; i < size_; ++i) grads_[i] = T(0);
+    parallel_zero(grads_.data(), size_);
   }
   // Redraws every parameter from `seed` (as if the model had been built with it).
   void initialize(std::uint64_t seed) {

@@ -17,6 +17,7 @@
 
 #include "diffusion/core/aligned_buffer.hpp"
 #include "diffusion/core/error.hpp"
+#include "diffusion/core/parallel.hpp"
 #include "diffusion/core/random.hpp"
 #include "diffusion/core/shape.hpp"
 
@@ -144,7 +145,7 @@ class Tensor : public TensorView<T> {
   T& at(Index n, Index c, Index h, Index w) { return data()[this->offset(n, c, h, w)]; }
 
   void zero() {
-    if (this->numel() > 0) std::memset(data(), 0, sizeof(T) * static_cast<std::size_t>(this->numel()));
+    if (this->numel() > 0) parallel_zero(data(), static_cast<std::size_t>(this->numel()));
   }
   void fill(T value) { std::fill(begin(), end(), value); }
   // Resizes to the other's shape and copies its elements (any view, e.g. a caller's buffer; not overlapping).
