@@ -15,7 +15,8 @@
 // the weights are packed into tiles once per call (SharedA), and the im2col rows go straight into packed panels: no
 // im2col matrix (the numbers kernels::gemm gives on it). For "same" stride-1 convolutions (3x3 padding 1, 7x7 padding
 // 3, and their flipped-kernel input gradients) the panels are read from the image itself, 16 pixels per masked load
-// (Im2colMasks), one panel of 32 pixels at a time, and multiplied while in cache; in the weight gradient too.
+// (Im2colMasks), one panel of 32 pixels at a time, and multiplied while in cache; in the weight gradient too. In fp32
+// the forward and the input gradient skip the panel: the micro-kernel does the masked loads (implicit GEMM).
 // Work is split over images (forward, backward_data), over fixed blocks of the weight gradient (backward_weight) or
 // over channels: never by thread count.
 // Parameter gradients (backward_weight, channel_sum) are folds over the batch in image order: g += g_0, then g_1, ...,
@@ -347,6 +348,10 @@ class Im2colMasks {
 
   Index taps() const { return taps_; }
   Index plane_size() const { return plane_size_; }  // H * W of the input
+  // Where tap `tap` reads in the input plane, relative to the output pixel: offsets()[tap] (taps() of them).
+  const Index* offsets() const { return offset_; }
+  // The masks of the 16-pixel vector v for every tap (taps() of them); all lanes off for v past the last vector.
+  const __mmask16* vector_masks(Index v) const { return v < vectors_ ? masks_.data() + v * taps_ : kNoLanes; }
 
   // The 16 values of im2col row (channel plane `plane`, tap `tap`) at output pixels 16 v .. 16 v + 15.
   __m512 load(const float* plane, Index tap, Index v) const {
@@ -372,10 +377,93 @@ class Im2colMasks {
   }
 
  private:
+  inline static const __mmask16 kNoLanes[256] = {};
   Index taps_, plane_size_, vectors_;
   ScratchBuffer<__mmask16, Scratch::Im2colMasks> masks_;  // [vector][tap]
   Index offset_[256];
 };
+
+// _mm512_maskz_loadu_ps(mask, p) for f32_image_micro_kernel, as an asm that GCC 12's optimiser does not see as a
+// memory access. With the intrinsic (or an asm naming the memory it reads) GCC stored every accumulator to the stack
+// before each load, 28 stores per step, in case the load read them: the loop ran 2.3x slower than the packed one.
+// Sound here because the kernel is never inlined and nothing it stores (C, after the loop) is what it loads (the
+// image). Clang takes the intrinsic.
+inline __m512 masked_load16(__mmask16 mask, const float* p) {
+#if defined(__GNUC__) && !defined(__clang__)
+  __m512 r;
+  asm("vmovups (%1), %0%{%2%}%{z%}" : "=v"(r) : "r"(p), "Yk"(mask));
+  return r;
+#else
+  return _mm512_maskz_loadu_ps(mask, p);
+#endif
+}
+
+// Implicit GEMM, fp32: C tile (rows x cols) = alpha * a_tile . im2col(x)[:, col0 .. col0 + cols) + beta * C for a
+// convolution whose im2col rows can be read from the image (Im2colMasks), x (channels, H, W), a_tile packed as
+// f32_micro_kernel's (K = channels * taps). The micro-kernel loads each im2col row's 32 pixels from the image with
+// two masked loads where the packed kernel loads them from a panel: no panel is written (building it cost as much as
+// a sixth of a 3x3 convolution), and the multiply-adds and their order are f32_micro_kernel's: the same bits.
+// Never inlined, for the reason bf16_micro_kernel is not.
+template <int Rows, int Vectors>
+__attribute__((noinline)) void f32_image_micro_kernel(const Im2colMasks& masks, Index channels, const float* x,
+                                                      Index col0, const float* a, float* C, Index ldc, int rows,
+                                                      int cols, float alpha, float beta) {
+  constexpr int mr = kF32Mr;
+  const Index taps = masks.taps(), plane_size = masks.plane_size();
+  const Index* offset = masks.offsets();
+  const __mmask16* low = masks.vector_masks(col0 / 16);
+  const __mmask16* high = masks.vector_masks(col0 / 16 + 1);
+  __m512 acc[Rows][Vectors];
+  for (int i = 0; i < Rows; ++i)
+    for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_setzero_ps();
+  // One loop over k = (channel, tap), not two nested ones: with the nested loops GCC 12 stored every accumulator
+  // to the stack on each step.
+  const float* plane = x + col0;
+  const Index K = channels * taps;
+  for (Index k = 0, tap = 0; k < K; ++k, a += mr) {
+    __m512 bv[Vectors];
+    bv[0] = masked_load16(low[tap], plane + offset[tap]);
+    if constexpr (Vectors == 2) bv[1] = masked_load16(high[tap], plane + offset[tap] + 16);
+    for (int i = 0; i < Rows; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    if (++tap == taps) tap = 0, plane += plane_size;
+  }
+  for (int i = 0; i < Rows; ++i)  // compile-time indices into acc (rows <= Rows), so that it stays in registers
+    if (i < rows)
+      for (int v = 0; v < Vectors; ++v)
+        store_tile_vector(acc[i][v], C + i * ldc + 16 * v, first_lanes(cols - 16 * v), alpha, beta);
+}
+
+// y's columns [col0, col0 + cols) (cols <= 32) = W . im2col(x)[:, col0 .. col0 + cols) + beta y, every tile of the
+// packed W (M rows): f32_multiply_panel with the panel read from the image.
+inline void f32_multiply_image_panel(Index M, const Im2colMasks& masks, Index channels, const float* x,
+                                     const float* a_packed, float beta, float* y, Index ldy, Index col0, int cols) {
+  const Index K = channels * masks.taps(), m_tiles = (M + kF32Mr - 1) / kF32Mr;
+  for (Index t = 0; t < m_tiles; ++t) {
+    const int rows = static_cast<int>(std::min<Index>(kF32Mr, M - t * kF32Mr));
+    float* c = y + t * kF32Mr * ldy + col0;
+    const float* a = a_packed + t * kF32Mr * K;
+    const auto tile = [&](auto rows_c, auto vectors_c) {
+      f32_image_micro_kernel<decltype(rows_c)::value, decltype(vectors_c)::value>(masks, channels, x, col0, a, c,
+                                                                                 ldy, rows, cols, 1.0f, beta);
+    };
+    using Two = std::integral_constant<int, 2>;
+    using One = std::integral_constant<int, 1>;
+    if (cols > 16) {
+      if (rows > 8) tile(std::integral_constant<int, kF32Mr>{}, Two{});
+      else if (rows > 4) tile(std::integral_constant<int, 8>{}, Two{});
+      else if (rows > 2) tile(std::integral_constant<int, 4>{}, Two{});
+      else tile(std::integral_constant<int, 2>{}, Two{});
+    } else {
+      if (rows > 8) tile(std::integral_constant<int, kF32Mr>{}, One{});
+      else if (rows > 4) tile(std::integral_constant<int, 8>{}, One{});
+      else if (rows > 2) tile(std::integral_constant<int, 4>{}, One{});
+      else tile(std::integral_constant<int, 2>{}, One{});
+    }
+  }
+}
 
 // The weight gradient's B = im2col(x)^T of such a convolution, one GEMM panel of 32 columns (im2col rows k_begin ..
 // k_begin + cols - 1 of x's; zeros for j >= cols) and one row per step along the pixels: dst[s * 32 + j] = word s of
@@ -517,17 +605,10 @@ void im2col_gemm(const Conv2dGeometry& g, const Im2colMasks* masks, Index channe
 #ifdef DIFFUSION_HAVE_AVX512
   if constexpr (std::is_same_v<T, float>) {
     if (const float* a_tiles = weights.f32_tiles(grp)) {
-      if (masks) {  // one panel at a time, straight from the image
-        const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>(K * kF32Nr));
-        for (Index col0 = 0; col0 < P; col0 += kF32Nr) {
-          float* d = panel.data();
-          masks->for_each_row(channels, x, col0, [&](Index k, __m512 low, __m512 high) {
-            _mm512_storeu_ps(d + k * kF32Nr, low);
-            _mm512_storeu_ps(d + k * kF32Nr + 16, high);
-          });
-          f32_multiply_panel(weights.rows(), K, 1.0f, a_tiles, d, beta, y, P, col0,
-                             static_cast<int>(std::min<Index>(kF32Nr, P - col0)));
-        }
+      if (masks) {  // implicit GEMM: the micro-kernel reads the im2col rows from the image
+        for (Index col0 = 0; col0 < P; col0 += kF32Nr)
+          f32_multiply_image_panel(weights.rows(), *masks, channels, x, a_tiles, beta, y, P, col0,
+                                   static_cast<int>(std::min<Index>(kF32Nr, P - col0)));
         return;
       }
       const ScratchBuffer<float, Scratch::Im2colPacked> packed(static_cast<std::size_t>(f32_packed_b_floats(P, K)));
