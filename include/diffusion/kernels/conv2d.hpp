@@ -348,31 +348,31 @@ class Im2colMasks {
 
   Index taps() const { return taps_; }
   Index plane_size() const { return plane_size_; }  // H * W of the input
+  // The masks of every vector and tap: mask_table()[v * taps() + tap].
+  const __mmask16* mask_table() const { return masks_.data(); }
   // Where tap `tap` reads in the input plane, relative to the output pixel: offsets()[tap] (taps() of them).
   const Index* offsets() const { return offset_; }
   // The masks of the 16-pixel vector v for every tap (taps() of them); all lanes off for v past the last vector.
   const __mmask16* vector_masks(Index v) const { return v < vectors_ ? masks_.data() + v * taps_ : kNoLanes; }
 
-  // The 16 values of im2col row (channel plane `plane`, tap `tap`) at output pixels 16 v .. 16 v + 15.
-  __m512 load(const float* plane, Index tap, Index v) const {
-    return _mm512_maskz_loadu_ps(masks_.data()[v * taps_ + tap], plane + 16 * v + offset_[tap]);
-  }
-  // The same for the 8 pixels 8 h .. 8 h + 7.
-  __m256 load8(const float* plane, Index tap, Index h) const {
-    const auto mask = static_cast<__mmask8>(masks_.data()[(h / 2) * taps_ + tap] >> (8 * (h % 2)));
-    return _mm256_maskz_loadu_ps(mask, plane + 8 * h + offset_[tap]);
-  }
-
   // Calls row(k, low, high) for every row k = (channel, tap) of the im2col matrix of x (channels, H, W), in order,
   // with its values at output pixels col0 .. col0 + 31 (col0 a multiple of 32; zeros past the last pixel).
+  // The sizes and table pointers are copied into locals first: the caller's stores (the panel, through may-alias
+  // vector types) would otherwise make GCC reload them from this object, and redo the index arithmetic, per row.
   template <class Row>
   void for_each_row(Index channels, const float* x, Index col0, Row&& row) const {
-    const Index v = col0 / 16;
+    const Index v = col0 / 16, taps = taps_, plane_size = plane_size_;
     const bool high = v + 1 < vectors_;
-    for (Index c = 0, k = 0; c < channels; ++c) {
-      const float* plane = x + c * plane_size_;
-      for (Index tap = 0; tap < taps_; ++tap, ++k)
-        row(k, load(plane, tap, v), high ? load(plane, tap, v + 1) : _mm512_setzero_ps());
+    const __mmask16* low_masks = masks_.data() + v * taps;
+    const __mmask16* high_masks = high ? low_masks + taps : low_masks;  // read only where `high`
+    const Index* offset = offset_;
+    const float* column = x + 16 * v;
+    for (Index c = 0, k = 0; c < channels; ++c, column += plane_size) {
+      for (Index tap = 0; tap < taps; ++tap, ++k) {
+        const float* at = column + offset[tap];
+        row(k, _mm512_maskz_loadu_ps(low_masks[tap], at),
+            high ? _mm512_maskz_loadu_ps(high_masks[tap], at + 16) : _mm512_setzero_ps());
+      }
     }
   }
 
@@ -467,24 +467,29 @@ inline void f32_multiply_image_panel(Index M, const Im2colMasks& masks, Index ch
 
 // The weight gradient's B = im2col(x)^T of such a convolution, one GEMM panel of 32 columns (im2col rows k_begin ..
 // k_begin + cols - 1 of x's; zeros for j >= cols) and one row per step along the pixels: dst[s * 32 + j] = word s of
-// im2col row k_begin + j. load(plane, tap, b) gives the 8 words b * 8 .. b * 8 + 7 of the row of tap `tap` in channel
-// plane `plane` (fp32: 8 pixels; bf16: 8 pairs of pixels); 8 rows at a time are loaded and transposed (the packing's
-// transposed case without the im2col matrix). dst holds blocks * 8 rows of 32 words.
+// im2col row k_begin + j. load(at, masks, b) gives the 8 words b * 8 .. b * 8 + 7 of one im2col row (fp32: 8 pixels;
+// bf16: 8 pairs of pixels), `at` being where the row's output pixel 0 reads in the image and masks[v * taps] the mask
+// of its 16-pixel vector v; 8 rows at a time are loaded and transposed (the packing's transposed case without the
+// im2col matrix). dst holds blocks * 8 rows of 32 words. The rows' addresses and mask columns are worked out once
+// per panel, into locals: through the Im2colMasks object GCC reloaded them after every store.
 template <class Word, class Load8Words>
 inline void pack_im2col_transposed(const Im2colMasks& masks, const float* x, Index k_begin, int cols, Index blocks,
                                    Load8Words load, Word* dst) {
   constexpr int nr = kF32Nr;
   static_assert(sizeof(Word) == 4, "a word is one float or one bf16 pair");
   const Index taps = masks.taps();
-  Index tap_of[nr];
-  const float* plane_of[nr];
-  for (int j = 0; j < cols; ++j)
-    tap_of[j] = (k_begin + j) % taps, plane_of[j] = x + (k_begin + j) / taps * masks.plane_size();
+  const float* at_of[nr];
+  const __mmask16* masks_of[nr];
+  for (int j = 0; j < cols; ++j) {
+    const Index tap = (k_begin + j) % taps;
+    at_of[j] = x + (k_begin + j) / taps * masks.plane_size() + masks.offsets()[tap];
+    masks_of[j] = masks.mask_table() + tap;
+  }
   for (Index b = 0; b < blocks; ++b) {
     for (int j0 = 0; j0 < nr; j0 += 8) {
       __m256i r[8];
       for (int q = 0; q < 8; ++q)
-        r[q] = j0 + q < cols ? load(plane_of[j0 + q], tap_of[j0 + q], b) : _mm256_setzero_si256();
+        r[q] = j0 + q < cols ? load(at_of[j0 + q], masks_of[j0 + q], b) : _mm256_setzero_si256();
       transpose8x8(r);
       for (int s = 0; s < 8; ++s) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (8 * b + s) * nr + j0), r[s]);
     }
@@ -526,8 +531,10 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
           static_cast<std::size_t>((P + 15) / 16 * 8 * kBf16Nr));
       for (Index col0 = 0; col0 < k1 - k0; col0 += kBf16Nr) {
         const int cols = static_cast<int>(std::min<Index>(kBf16Nr, k1 - k0 - col0));
-        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 15) / 16, [&](const float* plane, Index tap, Index b) {
-          return bf16_pairs_along(masks->load(plane, tap, b));  // 16 pixels: 8 pairs
+        const Index taps = masks->taps();
+        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 15) / 16, [taps](const float* at, const __mmask16* m,
+                                                                                Index b) {
+          return bf16_pairs_along(_mm512_maskz_loadu_ps(m[b * taps], at + 16 * b));  // 16 pixels: 8 pairs
         }, panel.data());
         multiply_panel(cog, (P + 1) / 2, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
       }
@@ -539,8 +546,11 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
       const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>((P + 7) / 8 * 8 * kF32Nr));
       for (Index col0 = 0; col0 < k1 - k0; col0 += kF32Nr) {
         const int cols = static_cast<int>(std::min<Index>(kF32Nr, k1 - k0 - col0));
-        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 7) / 8, [&](const float* plane, Index tap, Index b) {
-          return _mm256_castps_si256(masks->load8(plane, tap, b));  // 8 pixels
+        const Index taps = masks->taps();
+        pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 7) / 8, [taps](const float* at, const __mmask16* m,
+                                                                              Index h) {
+          const auto half = static_cast<__mmask8>(m[(h / 2) * taps] >> (8 * (h % 2)));  // pixels 8 h .. 8 h + 7
+          return _mm256_castps_si256(_mm256_maskz_loadu_ps(half, at + 8 * h));
         }, panel.data());
         f32_multiply_panel(cog, P, 1.0f, a_tiles, panel.data(), 1.0f, dw_block, ldw, col0, cols);
       }
