@@ -416,8 +416,7 @@ __attribute__((noinline)) void f32_image_micro_kernel(const Im2colMasks& masks, 
   __m512 acc[Rows][Vectors];
   for (int i = 0; i < Rows; ++i)
     for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_setzero_ps();
-  // One loop over k = (channel, tap), not two nested ones: with the nested loops GCC 12 stored every accumulator
-  // to the stack on each step.
+  // k = (channel, tap) in one loop, the plane advancing after the last tap.
   const float* plane = x + col0;
   const Index K = channels * taps;
   for (Index k = 0, tap = 0; k < K; ++k, a += mr) {
@@ -430,7 +429,7 @@ __attribute__((noinline)) void f32_image_micro_kernel(const Im2colMasks& masks, 
     }
     if (++tap == taps) tap = 0, plane += plane_size;
   }
-  for (int i = 0; i < Rows; ++i)  // compile-time indices into acc (rows <= Rows), so that it stays in registers
+  for (int i = 0; i < Rows; ++i)  // rows <= Rows
     if (i < rows)
       for (int v = 0; v < Vectors; ++v)
         store_tile_vector(acc[i][v], C + i * ldc + 16 * v, first_lanes(cols - 16 * v), alpha, beta);
