@@ -56,32 +56,39 @@ void pad_plane(const DepthwisePlane& g, Index row, const T* x, T* xp) {
   }
 }
 
-// V vectors of one output row from the padded plane (r = its row oh at column c0; rows `row` apart):
-// acc = bias + sum_ij w[i][j] r[i * row + j ...], then straight into y[0, n): whole vectors, and of the last one only
-// the lanes inside the row, through a small buffer (before, a row buffer and a memcpy call per row cost a third of
-// the plane). With accumulate, y += acc instead. V is fixed at compile time so that acc stays in registers.
-template <int V, class T>
+// V vectors of R consecutive output rows from the padded plane (r = the first row's oh at column c0; rows `row`
+// apart): acc = bias + sum_ij w[i][j] r[i * row + j ...] for each row, then straight into y (rows y_row apart, n
+// columns): whole vectors, and of the last one only the lanes inside the row, through a small buffer (before, a row
+// buffer and a memcpy call per row cost a third of the plane). With accumulate, y += acc instead. V and R are fixed
+// at compile time so that acc stays in registers; R > 1 gives narrow planes (one vector per row: 7x7, 14x14) R
+// independent chains of fused multiply-adds instead of one, each element's sum still in the order of (i, j).
+template <int R, int V, class T>
 inline void depthwise_row_vectors(const DepthwisePlane& g, const T* r, Index row, const T* w, T bias, bool accumulate,
-                                  T* y, Index n) {
+                                  T* y, Index y_row, Index n) {
   constexpr Index L = kLanes<T>;
-  Batch<T> acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = Batch<T>(bias);
+  Batch<T> acc[R][V];
+  for (int q = 0; q < R; ++q)
+    for (int v = 0; v < V; ++v) acc[q][v] = Batch<T>(bias);
   for (Index i = 0; i < g.kernel_h; ++i, r += row) {
     const T* wi = w + i * g.kernel_w;
     for (Index j = 0; j < g.kernel_w; ++j) {
       const Batch<T> wv(wi[j]);
-      for (int v = 0; v < V; ++v) acc[v] = xsimd::fma(Batch<T>::load_unaligned(r + j + v * L), wv, acc[v]);
+      for (int q = 0; q < R; ++q)
+        for (int v = 0; v < V; ++v)
+          acc[q][v] = xsimd::fma(Batch<T>::load_unaligned(r + q * row + j + v * L), wv, acc[q][v]);
     }
   }
-  for (int v = 0; v < V; ++v) {
-    T* yv = y + v * L;
-    const Index lanes = n - v * L;
-    if (lanes >= L) {
-      (accumulate ? Batch<T>::load_unaligned(yv) + acc[v] : acc[v]).store_unaligned(yv);
-    } else {
-      alignas(kAlignment) T tail[L];
-      acc[v].store_aligned(tail);
-      for (Index k = 0; k < lanes; ++k) yv[k] = accumulate ? yv[k] + tail[k] : tail[k];
+  for (int q = 0; q < R; ++q) {
+    for (int v = 0; v < V; ++v) {
+      T* yv = y + q * y_row + v * L;
+      const Index lanes = n - v * L;
+      if (lanes >= L) {
+        (accumulate ? Batch<T>::load_unaligned(yv) + acc[q][v] : acc[q][v]).store_unaligned(yv);
+      } else {
+        alignas(kAlignment) T tail[L];
+        acc[q][v].store_aligned(tail);
+        for (Index k = 0; k < lanes; ++k) yv[k] = accumulate ? yv[k] + tail[k] : tail[k];
+      }
     }
   }
 }
@@ -137,15 +144,28 @@ void depthwise_plane_forward(const DepthwisePlane& g, const T* x, const T* w, T 
   const ScratchBuffer<T, Scratch::DepthwisePlane> xp_buffer(static_cast<std::size_t>((g.out_h + g.kernel_h - 1) * row));
   T* xp = xp_buffer.data();
   detail::pad_plane(g, row, x, xp);
-  for (Index oh = 0; oh < g.out_h; ++oh) {
+  // Four rows at a time where a row is one vector, two where it is two: four independent accumulators either way.
+  const Index vectors = Wv / L;
+  const Index rows_at_once = vectors == 1 ? 4 : vectors == 2 ? 2 : 1;
+  Index oh = 0;
+  for (; oh + rows_at_once <= g.out_h && rows_at_once > 1; oh += rows_at_once) {
+    const T* r = xp + oh * row;
+    T* yr = y + oh * g.out_w;
+    if (vectors == 1)
+      detail::depthwise_row_vectors<4, 1>(g, r, row, w, bias, accumulate, yr, g.out_w, g.out_w);
+    else
+      detail::depthwise_row_vectors<2, 2>(g, r, row, w, bias, accumulate, yr, g.out_w, g.out_w);
+  }
+  for (; oh < g.out_h; ++oh) {
     T* yr = y + oh * g.out_w;
     for (Index c0 = 0; c0 < Wv; c0 += kMaxVectors * L) {
       const T* r = xp + oh * row + c0;
+      const Index n = g.out_w - c0;
       switch (std::min(kMaxVectors, (Wv - c0) / L)) {  // a fixed number of accumulators: they stay in registers
-        case 1: detail::depthwise_row_vectors<1>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
-        case 2: detail::depthwise_row_vectors<2>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
-        case 3: detail::depthwise_row_vectors<3>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
-        default: detail::depthwise_row_vectors<4>(g, r, row, w, bias, accumulate, yr + c0, g.out_w - c0); break;
+        case 1: detail::depthwise_row_vectors<1, 1>(g, r, row, w, bias, accumulate, yr + c0, g.out_w, n); break;
+        case 2: detail::depthwise_row_vectors<1, 2>(g, r, row, w, bias, accumulate, yr + c0, g.out_w, n); break;
+        case 3: detail::depthwise_row_vectors<1, 3>(g, r, row, w, bias, accumulate, yr + c0, g.out_w, n); break;
+        default: detail::depthwise_row_vectors<1, 4>(g, r, row, w, bias, accumulate, yr + c0, g.out_w, n); break;
       }
     }
   }
