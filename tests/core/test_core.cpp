@@ -126,6 +126,19 @@ TEST_CASE("parallel_for visits every index once") {
   for (int h : hits) REQUIRE(h == 1);
 }
 
+TEST_CASE("parallel_zero clears every value of a buffer of several chunks and a partial one, and nothing past it") {
+  const int saved = max_threads();
+  set_num_threads(2);
+  const std::size_t n = 3 * (std::size_t(1) << 16) + 5;  // three whole chunks and 5 values
+  std::vector<float> buffer(n + 1, 1.0f);
+  parallel_zero(buffer.data(), n);
+  std::size_t nonzero = 0;
+  for (std::size_t i = 0; i < n; ++i) nonzero += buffer[i] != 0.0f;
+  REQUIRE(nonzero == 0);
+  REQUIRE(buffer[n] == 1.0f);  // the value after the buffer is left alone
+  set_num_threads(saved);
+}
+
 TEST_CASE("parallel_for runs loops too small to pay for a thread team on the calling thread") {
   const int saved = max_threads();
   set_num_threads(2);

@@ -116,8 +116,8 @@ TEST_CASE("the packers' vcvtneps2bf16 rounds as bf16_round_bits on ties, subnorm
                                      0xFF7F8000u, 0x7F800000u, 0xFF800000u, 0x7F800001u, 0xFFC00000u, 0x7FBFFFFFu};
   Rng rng(31);
   while (bits.size() % 32 != 0 || bits.size() < 4096) bits.push_back(rng.next_u32());
-  const auto word = [](std::uint32_t even, std::uint32_t odd) {
-    return kernels::bf16_round_bits(from_bits(odd)) | (kernels::bf16_round_bits(from_bits(even)) >> 16);
+  const auto word = [](std::uint32_t even, std::uint32_t odd) {  // the scalar packers' word
+    return kernels::detail::bf16_pair(from_bits(even), from_bits(odd));
   };
   for (std::size_t i = 0; i < bits.size(); i += 32) {
     alignas(64) float x[32];

@@ -362,16 +362,14 @@ class Im2colMasks {
   template <class Row>
   void for_each_row(Index channels, const float* x, Index col0, Row&& row) const {
     const Index v = col0 / 16, taps = taps_, plane_size = plane_size_;
-    const bool high = v + 1 < vectors_;
-    const __mmask16* low_masks = masks_.data() + v * taps;
-    const __mmask16* high_masks = high ? low_masks + taps : low_masks;  // read only where `high`
+    const __mmask16* low_masks = vector_masks(v);
+    const __mmask16* high_masks = vector_masks(v + 1);  // no lanes past the last vector: zeros
     const Index* offset = offset_;
     const float* column = x + 16 * v;
     for (Index c = 0, k = 0; c < channels; ++c, column += plane_size) {
       for (Index tap = 0; tap < taps; ++tap, ++k) {
         const float* at = column + offset[tap];
-        row(k, _mm512_maskz_loadu_ps(low_masks[tap], at),
-            high ? _mm512_maskz_loadu_ps(high_masks[tap], at + 16) : _mm512_setzero_ps());
+        row(k, _mm512_maskz_loadu_ps(low_masks[tap], at), _mm512_maskz_loadu_ps(high_masks[tap], at + 16));
       }
     }
   }
@@ -436,7 +434,7 @@ __attribute__((noinline)) void f32_image_micro_kernel(const Im2colMasks& masks, 
 }
 
 // y's columns [col0, col0 + cols) (cols <= 32) = W . im2col(x)[:, col0 .. col0 + cols) + beta y, every tile of the
-// packed W (M rows): f32_multiply_panel with the panel read from the image.
+// packed W (M rows): f32_multiply_panel with the panel read from the image, the same tile sizes.
 inline void f32_multiply_image_panel(Index M, const Im2colMasks& masks, Index channels, const float* x,
                                      const float* a_packed, float beta, float* y, Index ldy, Index col0, int cols) {
   const Index K = channels * masks.taps(), m_tiles = (M + kF32Mr - 1) / kF32Mr;
@@ -444,23 +442,10 @@ inline void f32_multiply_image_panel(Index M, const Im2colMasks& masks, Index ch
     const int rows = static_cast<int>(std::min<Index>(kF32Mr, M - t * kF32Mr));
     float* c = y + t * kF32Mr * ldy + col0;
     const float* a = a_packed + t * kF32Mr * K;
-    const auto tile = [&](auto rows_c, auto vectors_c) {
+    f32_tile_shape(rows, cols, [&](auto rows_c, auto vectors_c) {
       f32_image_micro_kernel<decltype(rows_c)::value, decltype(vectors_c)::value>(masks, channels, x, col0, a, c,
                                                                                  ldy, rows, cols, 1.0f, beta);
-    };
-    using Two = std::integral_constant<int, 2>;
-    using One = std::integral_constant<int, 1>;
-    if (cols > 16) {
-      if (rows > 8) tile(std::integral_constant<int, kF32Mr>{}, Two{});
-      else if (rows > 4) tile(std::integral_constant<int, 8>{}, Two{});
-      else if (rows > 2) tile(std::integral_constant<int, 4>{}, Two{});
-      else tile(std::integral_constant<int, 2>{}, Two{});
-    } else {
-      if (rows > 8) tile(std::integral_constant<int, kF32Mr>{}, One{});
-      else if (rows > 4) tile(std::integral_constant<int, 8>{}, One{});
-      else if (rows > 2) tile(std::integral_constant<int, 4>{}, One{});
-      else tile(std::integral_constant<int, 2>{}, One{});
-    }
+    });
   }
 }
 
@@ -528,9 +513,9 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
     if (const std::uint32_t* a_tiles = dy_shared.bf16_tiles(matrix)) {
       const ScratchBuffer<std::uint32_t, Scratch::Im2colBf16> panel(
           static_cast<std::size_t>((P + 15) / 16 * 8 * kBf16Nr));
+      const Index taps = masks->taps();
       for (Index col0 = 0; col0 < k1 - k0; col0 += kBf16Nr) {
         const int cols = static_cast<int>(std::min<Index>(kBf16Nr, k1 - k0 - col0));
-        const Index taps = masks->taps();
         pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 15) / 16, [taps](const float* at, const __mmask16* m,
                                                                                 Index b) {
           return bf16_pairs_along(_mm512_maskz_loadu_ps(m[b * taps], at + 16 * b));  // 16 pixels: 8 pairs
@@ -543,9 +528,9 @@ bool weight_gradient_from_image(const Conv2dGeometry& g, const Im2colMasks* mask
 #ifdef DIFFUSION_HAVE_AVX512
     if (const float* a_tiles = dy_shared.f32_tiles(matrix)) {
       const ScratchBuffer<float, Scratch::Im2colPacked> panel(static_cast<std::size_t>((P + 7) / 8 * 8 * kF32Nr));
+      const Index taps = masks->taps();
       for (Index col0 = 0; col0 < k1 - k0; col0 += kF32Nr) {
         const int cols = static_cast<int>(std::min<Index>(kF32Nr, k1 - k0 - col0));
-        const Index taps = masks->taps();
         pack_im2col_transposed(*masks, x, k0 + col0, cols, (P + 7) / 8, [taps](const float* at, const __mmask16* m,
                                                                               Index h) {
           const auto half = static_cast<__mmask8>(m[(h / 2) * taps] >> (8 * (h % 2)));  // pixels 8 h .. 8 h + 7

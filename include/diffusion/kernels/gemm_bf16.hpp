@@ -3,8 +3,7 @@
 // C = alpha * op(A) * op(B) + beta * C, with A, B and C in fp32 as in kernels/gemm.hpp (same arguments). A and B are
 // rounded to bfloat16 as they are packed, by the CPU's vcvtneps2bf16 (round to nearest even, NaN kept: what
 // PyTorch's .to(torch.bfloat16) does, except that subnormal floats, |x| < 1.2e-38, become zero), and multiplied with
-// AVX512_BF16's vdpbf16ps, which does 32 multiply-adds per instruction where vfmadd231ps
-// does 16: twice the fp32 rate on the CPUs that have it. Weights stay fp32 in memory (the master copy); only the
+// AVX512_BF16's vdpbf16ps, which does 32 multiply-adds per instruction where vfmadd231ps does 16: twice the fp32 rate on the CPUs that have it. Weights stay fp32 in memory (the master copy); only the
 // packed panels are bf16, so this is autocast's "matmuls in bf16" without a second copy of anything.
 //
 // Exactly what it computes (reference::gemm_bf16 spells it out; the tests check the kernel against it bit for bit):
@@ -12,8 +11,9 @@
 //   acc = 0 (fp32); for k-pairs p = 0, 1, ...: acc += a(i, 2p+1) b(2p+1, j); acc += a(i, 2p) b(2p, j)
 //     (each product of two bf16 values is exact in fp32; each sum rounds to nearest even: vdpbf16ps's definition)
 //   C(i, j) = beta == 0 ? alpha * acc : fma(alpha, acc, beta * C(i, j))     (beta = 0 ignores C, NaNs included)
-// vdpbf16ps also flushes subnormal sums to zero; the reference does the same. The sum runs over the whole K in one chain (no blocking along K), so the result does not depend on
-// block sizes, and like every kernel here it is single-threaded: the caller parallelises.
+// vdpbf16ps also flushes subnormal sums to zero; the reference does the same. The sum runs over the whole K in one
+// chain (no blocking along K), so the result does not depend on block sizes, and like every kernel here it is
+// single-threaded: the caller parallelises.
 //
 // Layout (Goto's scheme without the K blocking): A is packed once into tiles of 14 rows, each k-pair of a row one
 // 32-bit word (two bf16); each panel of 32 columns of B is packed likewise, one word per (k-pair, column), and the
@@ -76,15 +76,12 @@ namespace reference {
 // gemm_bf16 as its header comment defines it, one multiply-add at a time.
 inline void gemm_bf16(Op op_a, Op op_b, Index M, Index N, Index K, float alpha, const float* A, Index lda,
                       const float* B, Index ldb, float beta, float* C, Index ldc) {
-  // An operand as packed: rounded to bf16 (never subnormal: bf16_round flushes them, and a normal float rounds to a
-  // normal bf16 or infinity).
-  const auto operand = [](float x) { return bf16_round(x); };
   const auto flush = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
   const auto a = [&](Index i, Index k) {
-    return k >= K ? 0.0f : operand(op_a == Op::NoTrans ? A[i * lda + k] : A[k * lda + i]);
+    return k >= K ? 0.0f : bf16_round(op_a == Op::NoTrans ? A[i * lda + k] : A[k * lda + i]);
   };
   const auto b = [&](Index k, Index j) {
-    return k >= K ? 0.0f : operand(op_b == Op::NoTrans ? B[k * ldb + j] : B[j * ldb + k]);
+    return k >= K ? 0.0f : bf16_round(op_b == Op::NoTrans ? B[k * ldb + j] : B[j * ldb + k]);
   };
   for (Index i = 0; i < M; ++i) {
     for (Index j = 0; j < N; ++j) {
@@ -205,8 +202,8 @@ inline void pack_b_panel(Op op_b, const float* B, Index ldb, Index K, Index pair
 // into a caller that keeps constants in registers (the convolutions' panel loops) GCC 12 spills accumulators to the
 // stack inside the loop (a load and a store per k-pair). A call per 14 x 32 tile costs nothing in comparison.
 template <int Vectors>
-__attribute__((noinline)) void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::uint32_t* b, float* C, Index ldc,
-                              int rows, int cols, float alpha, float beta) {
+__attribute__((noinline)) void bf16_micro_kernel(Index pairs, const std::uint32_t* a, const std::uint32_t* b, float* C,
+                                                 Index ldc, int rows, int cols, float alpha, float beta) {
   constexpr int mr = kBf16Mr, nr = kBf16Nr;
   __m512 acc[mr][Vectors];
   for (int i = 0; i < mr; ++i)

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "diffusion/core/shape.hpp"
 #include "diffusion/kernels/dispatch.hpp"
@@ -123,8 +124,9 @@ inline void pack_f32_b_panel(Op op_b, const float* B, Index ldb, Index K, Index 
 
 // C tile (rows x cols, rows <= Rows <= kF32Mr, cols <= 16 * Vectors) = alpha * a_tile . b_panel + beta * C, from
 // the first Rows rows of the tile (a partial tile of 1 to 8 rows computes only those: the same chain per element).
+// Never inlined, for the reason bf16_micro_kernel is not (28 accumulators: inlined, GCC may spill some).
 template <int Rows, int Vectors>
-inline void f32_micro_kernel(Index K, const float* a, const float* b, float* C, Index ldc, int rows, int cols,
+__attribute__((noinline)) void f32_micro_kernel(Index K, const float* a, const float* b, float* C, Index ldc, int rows, int cols,
                              float alpha, float beta) {
   constexpr int mr = kF32Mr, nr = kF32Nr;
   __m512 acc[Rows][Vectors];
@@ -143,17 +145,25 @@ inline void f32_micro_kernel(Index K, const float* a, const float* b, float* C, 
       store_tile_vector(acc[i][v], C + i * ldc + 16 * v, first_lanes(cols - 16 * v), alpha, beta);
 }
 
-template <int Vectors>
-inline void f32_tile(Index K, const float* a, const float* b, float* C, Index ldc, int rows, int cols, float alpha,
-                     float beta) {
-  if (rows > 8)
-    f32_micro_kernel<kF32Mr, Vectors>(K, a, b, C, ldc, rows, cols, alpha, beta);
-  else if (rows > 4)
-    f32_micro_kernel<8, Vectors>(K, a, b, C, ldc, rows, cols, alpha, beta);
-  else if (rows > 2)
-    f32_micro_kernel<4, Vectors>(K, a, b, C, ldc, rows, cols, alpha, beta);
+// Calls kernel(rows_constant, vectors_constant) (std::integral_constant<int, ...>) with the micro-kernel size for a
+// tile of `rows` rows (up to kF32Mr) and `cols` columns (up to kF32Nr): 14, 8, 4 or 2 rows, one or two vectors. Both
+// fp32 micro-kernels take their sizes from here (this one and conv2d.hpp's f32_image_micro_kernel).
+template <class Kernel>
+inline void f32_tile_shape(int rows, int cols, Kernel&& kernel) {
+  const auto with_vectors = [&](auto vectors) {
+    if (rows > 8)
+      kernel(std::integral_constant<int, kF32Mr>{}, vectors);
+    else if (rows > 4)
+      kernel(std::integral_constant<int, 8>{}, vectors);
+    else if (rows > 2)
+      kernel(std::integral_constant<int, 4>{}, vectors);
+    else
+      kernel(std::integral_constant<int, 2>{}, vectors);
+  };
+  if (cols > 16)
+    with_vectors(std::integral_constant<int, 2>{});
   else
-    f32_micro_kernel<2, Vectors>(K, a, b, C, ldc, rows, cols, alpha, beta);
+    with_vectors(std::integral_constant<int, 1>{});
 }
 
 // C's columns [col0, col0 + cols) (cols <= kF32Nr) = alpha * A . (one packed panel of B) + beta * C, every tile of A.
@@ -164,10 +174,10 @@ inline void f32_multiply_panel(Index M, Index K, float alpha, const float* a_pac
     const int rows = static_cast<int>(std::min<Index>(kF32Mr, M - t * kF32Mr));
     float* c = C + t * kF32Mr * ldc + col0;
     const float* a = a_packed + t * kF32Mr * K;
-    if (cols > 16)
-      f32_tile<2>(K, a, b_panel, c, ldc, rows, cols, alpha, beta);
-    else
-      f32_tile<1>(K, a, b_panel, c, ldc, rows, cols, alpha, beta);
+    f32_tile_shape(rows, cols, [&](auto rows_c, auto vectors_c) {
+      f32_micro_kernel<decltype(rows_c)::value, decltype(vectors_c)::value>(K, a, b_panel, c, ldc, rows, cols, alpha,
+                                                                           beta);
+    });
   }
 }
 
